@@ -1,1 +1,21 @@
-"""cnnlstm.layers"""
+"""Reusable building blocks (not registered models).
+
+This package re-exports the core layers: padding masks, temporal pooling, ``TimeDistributed``, fusion and
+small conv blocks. Larger layers live in their own submodules and are imported from there, e.g.
+``from cnnlstm.layers.conv_lstm import ConvLSTM`` and ``from cnnlstm.layers.decoding import ...``.
+"""
+
+from cnnlstm.layers.masking import check_lengths, check_mask, lengths_to_mask, mask_to_lengths
+from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool, last_valid, masked_max, masked_mean
+
+__all__ = [
+    "POOLING_MODES",
+    "TemporalPool",
+    "check_lengths",
+    "check_mask",
+    "last_valid",
+    "lengths_to_mask",
+    "mask_to_lengths",
+    "masked_max",
+    "masked_mean",
+]
