@@ -7,10 +7,12 @@ small conv blocks. Larger layers live in their own submodules and are imported f
 
 from cnnlstm.layers.masking import check_lengths, check_mask, lengths_to_mask, mask_to_lengths
 from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool, last_valid, masked_max, masked_mean
+from cnnlstm.layers.temporal import TimeDistributed
 
 __all__ = [
     "POOLING_MODES",
     "TemporalPool",
+    "TimeDistributed",
     "check_lengths",
     "check_mask",
     "last_valid",
