@@ -1,0 +1,243 @@
+"""Sensor streams cut into sliding windows (DeepConvLSTM-style activity recognition): ``windows:PATH``.
+
+A stream is a long recording, one row of channels per time step, with a label per step. Models see fixed
+windows of it. :func:`sliding_windows` is the one implementation of that cut, shared by training data and
+prediction. Windows are views of the stream (no copies), and no window crosses the train/test boundary or
+a change of recording (``groups``): each part is windowed on its own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cnnlstm.data._options import reject_unknown_options
+from cnnlstm.data._registry import DatasetBundle, register_source
+from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.series_dataset import NORMALIZE_MODES, SeriesDataset, channel_stats
+from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count, encode_labels
+from cnnlstm.errors import ConfigError, DataError
+
+__all__ = ["LABEL_POLICIES", "sliding_windows", "load_windows"]
+
+#: How a window's label is read from its per-step labels: the last step (what an online recogniser knows
+#: when the window closes; DeepConvLSTM's choice), the most frequent (ties go to the smallest id), or the
+#: middle step (index ``window // 2``).
+LABEL_POLICIES = ("last", "majority", "center")
+
+
+def sliding_windows(
+    signals: np.ndarray | Tensor,
+    labels: np.ndarray | Tensor | None = None,
+    *,
+    window: int,
+    step: int,
+    policy: str = "last",
+) -> tuple[Tensor, Tensor | None]:
+    """Cut a stream into windows of ``window`` steps, one starting every ``step`` steps.
+
+    Window ``i`` covers steps ``[i * step, i * step + window)``; a tail shorter than ``window`` is dropped,
+    and a stream shorter than ``window`` gives no windows. The windows are a view of ``signals``.
+
+    Args:
+        signals: the stream, (N, C), or (N,) for one channel.
+        labels: integer class id of every step (N,), or None (prediction).
+        window: steps per window.
+        step: steps between window starts (``step < window`` overlaps windows).
+        policy: ``"last"``, ``"majority"`` or ``"center"`` (see :data:`LABEL_POLICIES`).
+
+    Returns:
+        ``(windows, window_labels)``; ``window_labels`` is None when ``labels`` is.
+
+    Shape:
+        - signals: (N, C) -> windows: (N_w, window, C) with N_w = (N - window) // step + 1 (0 if N < window)
+        - labels: (N,) -> window_labels: (N_w,)
+
+    Example:
+        >>> w, y = sliding_windows(torch.arange(5.0)[:, None], torch.tensor([0, 0, 1, 1, 1]), window=3, step=2)
+        >>> w[:, :, 0].tolist(), y.tolist()
+        ([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]], [1, 1])
+    """
+    if not (isinstance(window, int) and isinstance(step, int) and window >= 1 and step >= 1):
+        raise ConfigError(f"window and step must be positive integers, got window={window!r}, step={step!r}")
+    if policy not in LABEL_POLICIES:
+        raise ConfigError(f"label policy must be one of {', '.join(LABEL_POLICIES)}, got {policy!r}")
+    x = torch.as_tensor(signals)
+    if x.dim() == 1:
+        x = x.unsqueeze(1)  # (N,) -> (N, 1)
+    if x.dim() != 2:
+        raise DataError(f"sliding_windows expects a stream (N, C), got {tuple(x.shape)}")
+    y = None if labels is None else torch.as_tensor(labels)
+    if y is not None and (y.shape != (x.shape[0],) or y.is_floating_point()):
+        raise DataError(f"sliding_windows expects one integer label per step ({x.shape[0]},), got "
+                        f"{tuple(y.shape)} {y.dtype}")
+    if x.shape[0] < window:
+        empty = x.new_empty((0, window, x.shape[1]))  # (0, window, C)
+        return empty, None if y is None else y.new_empty(0)
+    windows = x.unfold(0, window, step).transpose(1, 2)  # (N_w, C, window) -> (N_w, window, C)
+    if y is None:
+        return windows, None
+    steps = y.unfold(0, window, step)  # (N_w, window)
+    if policy == "last":
+        return windows, steps[:, -1]
+    if policy == "center":
+        return windows, steps[:, window // 2]
+    values, inverse = torch.unique(steps, sorted=True, return_inverse=True)  # inverse: (N_w, window)
+    counts = torch.zeros(steps.shape[0], len(values), dtype=torch.long)  # (N_w, K)
+    counts.scatter_add_(1, inverse, torch.ones_like(inverse))
+    return windows, values[counts.argmax(dim=1)]  # argmax takes the first maximum: ties -> smallest id
+
+
+class _Chunks(Sequence):
+    """Windows of several recordings indexed as one sequence, without concatenating (copying) them."""
+
+    def __init__(self, chunks: list[Tensor]) -> None:
+        self.chunks = chunks
+        self.offsets = np.cumsum([0] + [len(c) for c in chunks]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> Tensor:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        k = bisect.bisect_right(self.offsets, index) - 1
+        return self.chunks[k][index - self.offsets[k]]
+
+
+def _runs(groups: np.ndarray | None, n: int) -> list[slice]:
+    if groups is None:
+        return [slice(0, n)]
+    cuts = [0, *(np.flatnonzero(groups[1:] != groups[:-1]) + 1).tolist(), n]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+
+
+def _window_split(
+    signals: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, *, window: int, step: int, policy: str,
+    zscore_each: bool, where: str,
+) -> SeriesDataset:
+    parts = [sliding_windows(torch.from_numpy(signals[r]), torch.from_numpy(labels[r]),
+                             window=window, step=step, policy=policy) for r in _runs(groups, len(signals))]
+    parts = [(w, y) for w, y in parts if len(w)]
+    if not parts:
+        raise DataError(
+            f"{where}: no recording is as long as window={window} steps ({len(signals)} steps in all); "
+            "lower window (or give this split more data)"
+        )
+    series = parts[0][0] if len(parts) == 1 else _Chunks([w for w, _ in parts])
+    return SeriesDataset(series, torch.cat([y for _, y in parts]), zscore_each)
+
+
+def _stream(data: Any, key: str, where: str) -> np.ndarray:
+    array = data[key]
+    if array.ndim == 1:
+        array = array[:, None]  # one channel (N,) -> (N, 1)
+    if array.ndim != 2 or array.dtype.kind not in "fiub":
+        raise DataError(f"{where}: {key} must be a numeric stream (N, channels), got {array.shape} {array.dtype}")
+    return array.astype(np.float32)
+
+
+@register_source("windows", kind="series", description="sensor streams in an .npz cut into sliding windows")
+def load_windows(
+    path: str,
+    *,
+    seed: int = 0,
+    window: int = 24,
+    step: int | None = None,
+    policy: str = "last",
+    test_fraction: float | None = None,
+    normalize: str = "none",
+    **options: Any,
+) -> DatasetBundle:
+    """Load sensor streams and cut them into labelled windows: ``windows:recordings.npz``.
+
+    The ``.npz`` holds ``signals`` (N, C) and ``labels`` (N,) (one per step, ids or names), optionally
+    ``test_signals``/``test_labels``, and optionally ``groups`` / ``test_groups`` (N,): a recording id per
+    step, so no window spans two recordings. Without a test stream the LAST ``test_fraction`` of the steps
+    is the test split (chronological, so test windows never overlap training windows).
+
+    Args:
+        path: the ``.npz`` file.
+        seed: unused (the split is chronological); accepted for a uniform loader signature.
+        window: steps per window (default 24: DeepConvLSTM's 0.8 s at 30 Hz).
+        step: steps between windows (default ``window // 2``, 50% overlap).
+        policy: window label: ``"last"`` (default), ``"majority"`` or ``"center"``.
+        test_fraction: share of the stream's steps held out at its end for testing (default 0.2).
+        normalize: ``"none"`` (default), ``"series"`` (each window) or ``"channel"`` (training stream stats).
+
+    Returns:
+        a series bundle: samples ``{"x": (window, C) float32, "y": int64}``.
+
+    Example:
+        >>> bundle = load_windows("recordings.npz", window=32, step=16)  # doctest: +SKIP
+    """
+    reject_unknown_options("windows", options, ["window", "step", "policy", "test_fraction", "normalize"])
+    if normalize not in NORMALIZE_MODES:
+        raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
+    step = max(1, window // 2) if step is None else step
+    where = f"windows:{path}"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{where}: file not found; check the path") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{where} is not a readable .npz file ({err}); save it with numpy.savez") from None
+    with data:
+        if not {"signals", "labels"} <= set(data.files):
+            raise DataError(f"{where} holds {sorted(data.files)}; expected signals (N, C) and labels (N,)")
+        split: dict[str, list] = {}
+        for name, prefix in (("train", ""), ("test", "test_")):
+            if f"{prefix}signals" in data.files:
+                groups = data[f"{prefix}groups"] if f"{prefix}groups" in data.files else None
+                split[name] = [_stream(data, f"{prefix}signals", where), data[f"{prefix}labels"], groups]
+    if "test" in split and test_fraction is not None:
+        raise ConfigError(f"{where} has its own test_signals; drop test_fraction")
+    for name, (signals, labels, groups) in split.items():
+        check_same_count(len(signals), len(labels), f"{where} ({name} signals/labels)")
+        if groups is not None:
+            check_same_count(len(signals), len(groups), f"{where} ({name} signals/groups)")
+        check_non_empty(len(signals), f"{where} ({name})")
+        check_finite(signals, f"{where} ({name} signals)", axes=("step", "channel"))
+    if "test" not in split:
+        signals, labels, groups = split["train"]
+        fraction = 0.2 if test_fraction is None else test_fraction
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {fraction}")
+        cut = round(len(signals) * (1.0 - fraction))
+        tail = None if groups is None else groups[cut:]
+        split = {"train": [signals[:cut], labels[:cut], None if groups is None else groups[:cut]],
+                 "test": [signals[cut:], labels[cut:], tail]}
+    split["train"][1], split["test"][1], class_names = encode_labels(split["train"][1], split["test"][1], where=where)
+    normalization: dict[str, Any] = {"mode": normalize}
+    if normalize == "channel":
+        mean, std = channel_stats(split["train"][0])  # training stream only: no test statistics leak in
+        normalization.update(mean=mean.tolist(), std=std.tolist())
+        for part in split.values():
+            part[0] = ((part[0] - mean) / std).astype(np.float32)
+    datasets = {name: _window_split(*part, window=window, step=step, policy=policy,
+                                    zscore_each=normalize == "series", where=f"{where} ({name})")
+                for name, part in split.items()}
+    train_ids = datasets["train"].labels
+    if len(train_ids.unique()) < 2:
+        raise DataError(f"{where}: every training window has the same label; classification needs 2 classes")
+    return DatasetBundle(
+        name=where,
+        kind="series",
+        train=datasets["train"],
+        test=datasets["test"],
+        info={
+            "model_kwargs": {"num_classes": len(class_names), "in_channels": split["train"][0].shape[1]},
+            "class_names": class_names,
+            "targets": train_ids.tolist(),
+            "window": {"window": window, "step": step, "policy": policy},
+            "normalization": normalization,
+        },
+        collate_fn=pad_collate,
+    )
