@@ -1,1 +1,91 @@
-"""cnnlstm.tasks"""
+"""Tasks: LightningModules that receive a built model and add the loss, metrics and optimiser.
+
+``build_task(name, model, info, optim)`` makes the task for a recipe; ``task_for_kind(kind)`` names the
+task a dataset kind implies (series/frames/images/vqa -> classification, text_image -> ctc, forecast ->
+forecasting, captions -> captioning).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from cnnlstm.errors import UnknownNameError, did_you_mean
+from cnnlstm.tasks.base import OptimConfig, Task, TrainingDivergedError
+from cnnlstm.tasks.captioning import CaptioningTask
+from cnnlstm.tasks.classification import ClassificationTask
+from cnnlstm.tasks.ctc import CTCTask
+from cnnlstm.tasks.forecasting import ForecastingTask
+
+__all__ = [
+    "TASKS",
+    "KIND_TO_TASK",
+    "Task",
+    "OptimConfig",
+    "TrainingDivergedError",
+    "ClassificationTask",
+    "CTCTask",
+    "ForecastingTask",
+    "CaptioningTask",
+    "task_for_kind",
+    "build_task",
+]
+
+TASKS: dict[str, type[Task]] = {
+    "classification": ClassificationTask,
+    "ctc": CTCTask,
+    "forecasting": ForecastingTask,
+    "captioning": CaptioningTask,
+}
+
+KIND_TO_TASK = {
+    "series": "classification",
+    "frames": "classification",
+    "images": "classification",
+    "vqa": "classification",
+    "text_image": "ctc",
+    "forecast": "forecasting",
+    "captions": "captioning",
+}
+
+
+def task_for_kind(kind: str) -> str:
+    """The task name a dataset kind implies.
+
+    Example:
+        >>> task_for_kind("text_image")
+        'ctc'
+    """
+    try:
+        return KIND_TO_TASK[kind]
+    except KeyError:
+        raise UnknownNameError(f"no task for data of kind {kind!r}; name one with task: "
+                               f"{', '.join(TASKS)}") from None
+
+
+def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
+               optim: OptimConfig | dict[str, Any] | None = None) -> Task:
+    """Build the task ``name`` around ``model``, taking what it needs from a dataset's ``info``.
+
+    Args:
+        name: one of :data:`TASKS`.
+        model: a built registered model.
+        info: ``DatasetBundle.info`` (``class_names``, ``question_types``, ``charset``, ``vocab``, ``data_range``).
+        optim: optimiser settings.
+
+    Example:
+        >>> task = build_task("classification", model, bundle.info, {"lr": 3e-3})  # doctest: +SKIP
+    """
+    info = info or {}
+    if name not in TASKS:
+        raise UnknownNameError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}")
+    if name == "classification":
+        return ClassificationTask(model, class_names=info.get("class_names"),
+                                  question_types=info.get("question_types"), optim=optim)
+    if name == "ctc":
+        return CTCTask(model, charset=info.get("charset"), optim=optim)
+    if name == "forecasting":
+        return ForecastingTask(model, data_range=float(info.get("data_range", 1.0)), optim=optim)
+    return CaptioningTask(model, vocab=info.get("vocab"), max_length=int(info.get("max_caption_length", 20)),
+                          optim=optim)

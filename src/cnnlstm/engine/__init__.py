@@ -1,0 +1,25 @@
+"""The training engine: recipes, run directories, and fit / test / predict on Lightning.
+
+Example:
+    >>> from cnnlstm.engine import fit, evaluate_run
+    >>> run = fit("basic_motions", overrides=["trainer.max_epochs=1"], out="runs/demo")  # doctest: +SKIP
+    >>> evaluate_run(run.run_dir).metrics["test/acc"] == run.metrics["test/acc"]  # doctest: +SKIP
+    True
+"""
+
+from cnnlstm.engine.fit import RunResult, evaluate_run, fit, resolve_config
+from cnnlstm.engine.recipe import apply_overrides, list_recipes, load_recipe, validate_recipe
+from cnnlstm.engine.rundir import load_weights, save_weights
+
+__all__ = [
+    "RunResult",
+    "fit",
+    "evaluate_run",
+    "resolve_config",
+    "list_recipes",
+    "load_recipe",
+    "apply_overrides",
+    "validate_recipe",
+    "save_weights",
+    "load_weights",
+]

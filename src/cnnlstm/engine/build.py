@@ -1,0 +1,58 @@
+"""Building a recipe's model: the recipe's kwargs, completed with what the data fixes."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from cnnlstm.models import create_model, get_model_class
+
+__all__ = ["model_kwargs_for", "build_model", "count_parameters"]
+
+
+def _accepted(cls: type) -> tuple[set[str], bool]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"}
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def model_kwargs_for(section: dict[str, Any], data_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The model name and kwargs: the recipe's ``model`` section, plus data-fixed kwargs it leaves out.
+
+    A data-fixed kwarg (``bundle.info["model_kwargs"]``: ``num_classes``, ``in_channels``, ``vocab_size``, ...)
+    is filled in only when the recipe omits it and the constructor accepts it; what the recipe says wins.
+
+    Args:
+        section: the recipe's ``model`` section (``name`` + constructor kwargs).
+        data_kwargs: ``bundle.info["model_kwargs"]``.
+
+    Example:
+        >>> model_kwargs_for({"name": "lstm_fcn", "hidden_size": 8}, {"num_classes": 4, "in_channels": 6})
+        ('lstm_fcn', {'hidden_size': 8, 'num_classes': 4, 'in_channels': 6})
+    """
+    kwargs = {k: v for k, v in section.items() if k != "name"}
+    name = section["name"]
+    names, var_kw = _accepted(get_model_class(name))
+    for key, value in data_kwargs.items():
+        if key not in kwargs and (var_kw or key in names):
+            kwargs[key] = value
+    return name, kwargs
+
+
+def build_model(section: dict[str, Any], data_kwargs: dict[str, Any]) -> nn.Module:
+    """Build the recipe's model (see :func:`model_kwargs_for`).
+
+    Example:
+        >>> model = build_model({"name": "lstm_fcn"}, {"num_classes": 4, "in_channels": 6})  # doctest: +SKIP
+    """
+    name, kwargs = model_kwargs_for(section, data_kwargs)
+    return create_model(name, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(total, trainable)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

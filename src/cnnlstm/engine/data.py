@@ -1,0 +1,108 @@
+"""From a recipe's ``data`` section to Lightning dataloaders: load, carve validation from train, check.
+
+Validation is carved from the training split (stratified by class, seeded), so it can drive early stopping
+and checkpoint choice without touching the test split. Under DDP, validation and test use a sampler that
+neither pads nor repeats samples, so metrics gathered across processes count every sample exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+from cnnlstm.data import DatasetBundle, load_dataset
+from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.splits import split_train_val
+from cnnlstm.errors import DataError
+
+__all__ = ["RecipeData", "load_bundle", "check_classes"]
+
+CLASSIFICATION_KINDS = ("series", "frames", "images", "vqa")
+
+
+def load_bundle(section: dict[str, Any], seed: int) -> DatasetBundle:
+    """Load the dataset of a recipe ``data`` section (``spec`` + ``options``).
+
+    Example:
+        >>> bundle = load_bundle({"spec": "ucr:BasicMotions", "options": {}}, seed=0)  # doctest: +SKIP
+    """
+    try:
+        return load_dataset(section["spec"], seed=seed, **(section.get("options") or {}))
+    except FileNotFoundError as exc:
+        raise DataError(f"{section['spec']}: file not found: {exc.filename or exc}") from None
+
+
+def check_classes(targets: Any, num_classes: int, where: str, class_names: list[str] | None = None) -> None:
+    """Raise ``DataError`` when a class has no sample in a split the model is trained on.
+
+    Example:
+        >>> check_classes([0, 1, 1], 2, "train")
+    """
+    present = set(np.asarray(targets).tolist())
+    missing = [c for c in range(num_classes) if c not in present]
+    if missing:
+        names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in missing]
+        raise DataError(f"{where} has no sample of class {', '.join(names)}; every class needs training samples "
+                        "(add data, or lower data.val_fraction)")
+
+
+class RecipeData(pl.LightningDataModule):
+    """Train / validation / test dataloaders for one dataset bundle.
+
+    Args:
+        bundle: the loaded dataset.
+        val_fraction: share of every training class that goes to validation.
+        batch_size: samples per batch (per process under DDP).
+        num_workers: dataloader worker processes.
+        seed: seed of the validation split (and of the training shuffle, through Lightning's seeding).
+        stratify: split per class (classification data with ``info["targets"]``).
+
+    Example:
+        >>> data = RecipeData(load_dataset("ucr:BasicMotions"), val_fraction=0.2, batch_size=16)  # doctest: +SKIP
+    """
+
+    def __init__(self, bundle: DatasetBundle, *, val_fraction: float, batch_size: int, num_workers: int = 0,
+                 seed: int = 0, stratify: bool = True) -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        targets = bundle.info.get("targets") if stratify else None
+        n_test = len(bundle.test)  # type: ignore[arg-type]
+        if len(bundle.train) == 0:  # type: ignore[arg-type]
+            raise DataError(f"{bundle.name}: the training split is empty")
+        if n_test == 0:
+            raise DataError(f"{bundle.name}: the test split is empty")
+        self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets)
+        if len(self.train_set) == 0 or len(self.val_set) == 0:
+            raise DataError(f"{bundle.name}: a validation fraction of {val_fraction} leaves an empty split "
+                            f"({len(self.train_set)} train, {len(self.val_set)} validation); change data.val_fraction")
+        if targets is not None and bundle.kind in CLASSIFICATION_KINDS:
+            num_classes = int(bundle.info.get("model_kwargs", {}).get("num_classes", 0) or 0)
+            train_targets = np.asarray(targets)[np.asarray(self.train_set.indices)]
+            check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.get("class_names"))
+        self.test_set = bundle.test
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Lightning's default sampler pads the last batch with repeats; evaluation must see each sample once.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                                   shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          num_workers=self.num_workers, collate_fn=self.bundle.collate_fn or pad_collate,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,90 @@
+"""The Lightning Trainer of a recipe: passthrough settings, checkpoints, early stopping and the CSV log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from cnnlstm.errors import ConfigError
+from cnnlstm.tasks import Task
+
+__all__ = ["make_trainer", "resolve_clip", "PASSTHROUGH"]
+
+#: recipe ``trainer`` keys handed to ``lightning.Trainer`` unchanged
+PASSTHROUGH = ("max_epochs", "min_epochs", "accelerator", "devices", "strategy", "num_nodes", "precision",
+               "accumulate_grad_batches", "deterministic", "limit_train_batches", "limit_val_batches",
+               "limit_test_batches", "log_every_n_steps", "enable_progress_bar")
+
+
+def resolve_clip(value: Any, model: nn.Module) -> float | None:
+    """``gradient_clip_val``: ``"auto"`` clips at 1.0 when the model has a recurrent layer, else not at all.
+
+    Example:
+        >>> resolve_clip("auto", nn.LSTM(2, 2)), resolve_clip("auto", nn.Linear(2, 2)), resolve_clip(0.5, None)
+        (1.0, None, 0.5)
+    """
+    if value == "auto":
+        return 1.0 if any(isinstance(m, nn.RNNBase) for m in model.modules()) else None
+    if isinstance(value, str):
+        raise ConfigError(f"trainer.gradient_clip_val must be a number, null or 'auto', got {value!r}")
+    return None if value is None or value <= 0 else float(value)
+
+
+def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run_dir: Path | None,
+                 *, checkpoints: bool = True) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    """A Trainer for a recipe's ``trainer`` and ``early_stopping`` sections.
+
+    The task decides what "best" means (``task.monitor``, ``task.monitor_mode``: ``val/acc`` max for
+    classification, ``val/cer`` min for CTC, ...) unless ``early_stopping.monitor``/``mode`` say otherwise;
+    the same metric chooses the best checkpoint. Only validation metrics may be monitored.
+
+    Args:
+        section: the recipe's ``trainer`` section (passthrough keys in :data:`PASSTHROUGH`).
+        early: the recipe's ``early_stopping`` section.
+        task: the task to train (its model decides the automatic gradient clipping).
+        run_dir: where checkpoints and the CSV log go; ``None`` writes nothing (evaluation only).
+        checkpoints: keep best/last checkpoints.
+
+    Returns:
+        ``(trainer, checkpoint_callback)``.
+
+    Example:
+        >>> trainer, ckpt = make_trainer({"max_epochs": 1}, {}, task, Path("runs/x"))  # doctest: +SKIP
+    """
+    monitor = early.get("monitor") or task.monitor
+    mode = early.get("mode") or (task.monitor_mode if monitor == task.monitor else "min")
+    if not monitor.startswith("val/"):
+        raise ConfigError(f"early_stopping.monitor must be a validation metric (val/...), got {monitor!r}; "
+                          "choosing on training or test metrics would bias the result")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"early_stopping.mode must be 'min' or 'max', got {mode!r}")
+    callbacks: list[pl.Callback] = []
+    ckpt = None
+    if run_dir is not None and checkpoints:
+        ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+                               save_top_k=1, save_last=True, enable_version_counter=False)
+        callbacks.append(ckpt)
+    if early.get("enabled", True) and run_dir is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10))))
+    kwargs = {k: section[k] for k in PASSTHROUGH if k in section}
+    logger = CSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
+    try:
+        trainer = pl.Trainer(
+            **kwargs,
+            gradient_clip_val=resolve_clip(section.get("gradient_clip_val", "auto"), task.model),
+            callbacks=callbacks,
+            logger=logger,
+            enable_checkpointing=ckpt is not None,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=str(run_dir) if run_dir is not None else None,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as exc:
+        raise ConfigError(f"trainer settings rejected by Lightning: {str(exc).splitlines()[0]}") from None
+    return trainer, ckpt

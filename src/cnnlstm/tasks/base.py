@@ -1,0 +1,198 @@
+"""What every task shares: calling the model, the optimiser and schedule, per-epoch metric logging, and
+stopping cleanly when the loss stops being a number.
+
+A task is a LightningModule that receives a built model (a registered ``nn.Module``) and adds the loss,
+the metrics and the optimiser. Subclasses implement :meth:`Task.step` (loss + metric updates for one batch)
+and :meth:`Task.make_metrics` (a fresh ``MetricCollection`` for one stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+
+from cnnlstm.errors import CnnLstmError, ConfigError
+
+__all__ = ["OptimConfig", "Task", "StageDict", "TrainingDivergedError", "SCHEDULERS"]
+
+SCHEDULERS = ("cosine", "plateau", "none")
+
+
+class StageDict(nn.ModuleDict):
+    """A ModuleDict keyed by stage (``"train"``, ``"val"``, ``"test"``).
+
+    ``"train"`` would clash with ``nn.Module.train``, so keys are stored with a trailing underscore.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        super().__init__({f"{k}_": v for k, v in modules.items()})
+
+    def __getitem__(self, key: str) -> nn.Module:
+        return super().__getitem__(f"{key}_")
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(f"{key}_")
+
+
+class TrainingDivergedError(CnnLstmError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings of a recipe's ``optim`` section (AdamW plus an optional schedule).
+
+    Args:
+        lr: AdamW learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        scheduler: ``"cosine"`` (anneal to 0 over ``max_epochs``), ``"plateau"`` (halve when ``val/loss``
+            stalls for 3 epochs) or ``"none"``.
+        label_smoothing: cross-entropy label smoothing (classification and captioning).
+
+    Example:
+        >>> OptimConfig(lr=3e-3, scheduler="none").scheduler
+        'none'
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    scheduler: str = "cosine"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+class Task(pl.LightningModule):
+    """Base LightningModule: model call, AdamW + schedule, epoch metrics and a NaN/inf guard.
+
+    Each stage (``train``, ``val``, ``test``) has a mean-loss metric and a ``MetricCollection``; they are
+    updated per batch, computed (and synchronised across processes by torchmetrics) once per epoch and
+    logged as plain floats under ``stage/name``, e.g. ``val/acc``. Computed epochs are kept in
+    :attr:`history` (one dict per epoch) for learning curves, and the last test epoch in
+    :attr:`test_results`.
+
+    Args:
+        model: a registered model; it is called as ``model(**{k: batch[k] for k in model.input_names})``.
+        optim: optimiser settings (a dict is converted to :class:`OptimConfig`).
+
+    Example:
+        >>> task = ClassificationTask(create_model("lstm_fcn", in_channels=3, num_classes=4))  # doctest: +SKIP
+    """
+
+    #: the metric that chooses the best checkpoint and drives early stopping, and whether higher is better
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(self, model: nn.Module, optim: OptimConfig | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        # Only primitives go into the checkpoint's hyper-parameters, so it loads with weights_only=True.
+        self.save_hyperparameters({"optim": asdict(self.optim)})
+        self.losses = StageDict({s: MeanMetric() for s in ("train", "val", "test")})
+        self.metrics = StageDict({s: self.make_metrics(s) for s in ("train", "val", "test")})
+        self.history: list[dict[str, float]] = []
+        self.test_results: dict[str, float] = {}
+
+    # -- subclass interface -------------------------------------------------------------------------------
+    def make_metrics(self, stage: str) -> MetricCollection:
+        """A fresh collection of metrics for ``stage`` (names without the stage prefix)."""
+        return MetricCollection({})
+
+    def step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        """Loss for one batch; updates ``self.metrics[stage]``. Implemented by each task."""
+        raise NotImplementedError
+
+    def on_stage_epoch_end(self, stage: str, values: dict[str, float]) -> None:
+        """Hook for extras computed at the end of an epoch (confusion matrix, per-group metrics)."""
+
+    # -- shared machinery ---------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        """Call the model with the batch entries it names in ``input_names``."""
+        return self.model(**{k: batch[k] for k in self.model.input_names if k in batch})
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        loss = self.step(batch, stage)
+        self.losses[stage].update(loss.detach(), weight=self._batch_size(batch))
+        return loss
+
+    @staticmethod
+    def _batch_size(batch: dict[str, Any]) -> int:
+        return next(len(v) for v in batch.values() if isinstance(v, Tensor | list))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self.step(batch, "train")
+        # Every process must agree before raising, or the others would wait forever in the gradient all-reduce.
+        diverged = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
+        if diverged:
+            raise TrainingDivergedError(
+                f"training stopped at epoch {self.current_epoch + 1}, step {self.global_step}: the loss became "
+                f"{loss.item()}; lower optim.lr, keep trainer.gradient_clip_val on, or check the data for extreme "
+                "values (the last good checkpoint is kept in the run's checkpoints/)"
+            )
+        self.losses["train"].update(loss.detach(), weight=self._batch_size(batch))
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=self._batch_size(batch))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> dict[str, float]:
+        # compute() synchronises metric states across processes, so every rank logs the same exact values.
+        values = {"loss": float(self.losses[stage].compute())}
+        for name, value in self.metrics[stage].compute().items():
+            values[name] = float(value)
+        self.losses[stage].reset()
+        self.metrics[stage].reset()
+        self.on_stage_epoch_end(stage, values)
+        named = {f"{stage}/{k}": v for k, v in values.items()}
+        self.log_dict(named, prog_bar=stage == "val", sync_dist=False)
+        return named
+
+    def _record(self, named: dict[str, float]) -> None:
+        epoch = self.current_epoch + 1
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append({"epoch": epoch})
+        self.history[-1].update(named)
+
+    def on_train_epoch_end(self) -> None:
+        self._record(self._epoch_end("train"))
+
+    def on_validation_epoch_end(self) -> None:
+        named = self._epoch_end("val")
+        if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
+            self._record(named)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"{getattr(self.model, 'model_name', 'the model')} has no trainable parameters; "
+                              "unfreeze part of it (model.freeze)")
+        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        if self.optim.scheduler == "cosine":
+            t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if self.optim.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}
+        return optimizer
+

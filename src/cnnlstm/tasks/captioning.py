@@ -1,0 +1,116 @@
+"""Image captioning: teacher-forced cross-entropy for training, greedy generation and BLEU-4 to evaluate.
+
+Vocabulary convention (docs/architecture.md): 0 ``<pad>``, 1 ``<start>``, 2 ``<end>``, 3 ``<unk>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.text import BLEUScore
+
+from cnnlstm.errors import ConfigError
+from cnnlstm.tasks.base import OptimConfig, Task
+
+__all__ = ["CaptioningTask", "PAD", "START", "END"]
+
+PAD, START, END = 0, 1, 2
+
+
+class CaptioningTask(Task):
+    """Train a captioner on teacher-forced next-token scores; evaluate greedy captions with BLEU-4.
+
+    Logged metrics: ``{stage}/loss`` (token cross-entropy, padding ignored) and, at validation and test,
+    ``{stage}/bleu4``.
+
+    Args:
+        model: a registered model with ``output_kind == "caption_logits"``, called as
+            ``model(images=..., captions=...)`` with captions starting at ``<start>``; if it has
+            ``generate(images, max_length)`` that is used for greedy captions, otherwise the task decodes
+            greedily by re-running the teacher-forced forward one token at a time.
+        vocab: index -> word.
+        max_length: longest generated caption (tokens after ``<start>``).
+        optim: optimiser settings.
+
+    Shape:
+        - batch ``images``: (B, C, H, W); ``captions``: (B, L) int64 ``<start> ... <end>`` zero-padded.
+
+    Example:
+        >>> task = CaptioningTask(create_model("captioner", vocab_size=30), vocab=vocab)  # doctest: +SKIP
+    """
+
+    monitor = "val/bleu4"
+    monitor_mode = "max"
+
+    def __init__(self, model: nn.Module, *, vocab: Sequence[str] | None = None, max_length: int = 20,
+                 optim: OptimConfig | dict[str, Any] | None = None) -> None:
+        if getattr(model, "output_kind", None) != "caption_logits":
+            raise ConfigError("the captioning task needs a model that outputs caption_logits, "
+                              f"{getattr(model, 'model_name', type(model).__name__)} outputs {model.output_kind}")
+        size = int(model.num_classes)
+        specials = ["<pad>", "<start>", "<end>", "<unk>"]
+        self.vocab = list(vocab) if vocab else specials + [f"w{i}" for i in range(4, size)]
+        if len(self.vocab) != size:
+            raise ConfigError(f"the vocabulary has {len(self.vocab)} words but the model scores {size}; "
+                              f"set model.vocab_size={len(self.vocab)}")
+        self.max_length = int(max_length)
+        super().__init__(model, optim)
+
+    def make_metrics(self, stage: str) -> MetricCollection:
+        if stage == "train":  # generation is sequential; only evaluate it where it is reported
+            return MetricCollection({})
+        return MetricCollection({"bleu4": BLEUScore(n_gram=4)})
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Words of a caption up to ``<end>`` (``<start>`` and padding skipped)."""
+        words = []
+        for i in ids:
+            if i == END:
+                break
+            if i not in (PAD, START):
+                words.append(self.vocab[i] if 0 <= i < len(self.vocab) else "<unk>")
+        return " ".join(words)
+
+    @torch.no_grad()
+    def generate(self, images: Tensor) -> Tensor:
+        """Greedy captions (B, <= max_length + 1) starting with ``<start>``.
+
+        Shape:
+            - images: (B, C, H, W) -> (B, L) int64.
+        """
+        if hasattr(self.model, "generate"):
+            return self.model.generate(images, max_length=self.max_length)
+        B = images.shape[0]
+        tokens = torch.full((B, 1), START, dtype=torch.long, device=images.device)  # (B, 1)
+        done = torch.zeros(B, dtype=torch.bool, device=images.device)
+        for _ in range(self.max_length):
+            logits = self.model(images=images, captions=tokens)  # (B, L, V)
+            nxt = logits[:, -1].argmax(dim=-1).masked_fill(done, PAD)  # (B,)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (B, L+1)
+            done |= nxt == END
+            if bool(done.all()):
+                break
+        return tokens
+
+    def step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        captions = batch["captions"]  # (B, L)
+        logits = self.model(images=batch["images"], captions=captions[:, :-1])  # (B, L-1, V): scores of the next word
+        target = captions[:, 1:]  # (B, L-1)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD,
+                               label_smoothing=self.optim.label_smoothing)
+        if stage != "train":
+            generated = self.generate(batch["images"])  # (B, L')
+            preds = [self.decode(row.tolist()) for row in generated]
+            refs = [[self.decode(row.tolist())] for row in captions]
+            self.metrics[stage]["bleu4"].update(preds, refs)
+        return loss
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[str]:
+        """Greedy captions (strings) for a batch of images."""
+        return [self.decode(row.tolist()) for row in self.generate(batch["images"])]

@@ -1,0 +1,110 @@
+"""Classification: series, clips, single images and image + question (VQA) data.
+
+Cross-entropy (with optional label smoothing); accuracy and macro-F1 every epoch; the confusion matrix at
+test time; for VQA batches (a ``qtype`` key) also the accuracy of each question type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from cnnlstm.errors import ConfigError
+from cnnlstm.tasks.base import OptimConfig, StageDict, Task
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(Task):
+    """Train and evaluate a model whose output is class logits (B, K).
+
+    Logged metrics: ``{stage}/loss``, ``{stage}/acc``, ``{stage}/f1`` (macro), and for VQA data
+    ``{stage}/acc_{question_type}``. After testing, :attr:`confusion` holds the (K, K) confusion matrix
+    (rows: true class, columns: predicted).
+
+    Args:
+        model: a registered model with ``output_kind == "logits"``.
+        num_classes: K; defaults to ``model.num_classes``.
+        class_names: K names, for reports and predictions.
+        question_types: names of the ``qtype`` values (index -> name) for per-type accuracy.
+        optim: optimiser settings.
+
+    Shape:
+        - batch ``y``: (B,) int64 class indices; model output (B, K).
+
+    Example:
+        >>> task = ClassificationTask(create_model("lstm_fcn", in_channels=6, num_classes=4))  # doctest: +SKIP
+    """
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        question_types: Sequence[str] | None = None,
+        optim: OptimConfig | dict[str, Any] | None = None,
+    ) -> None:
+        if getattr(model, "output_kind", "logits") != "logits":
+            raise ConfigError(f"classification needs a model that outputs logits, "
+                              f"{getattr(model, 'model_name', type(model).__name__)} outputs {model.output_kind}")
+        self.num_classes = int(num_classes if num_classes is not None else model.num_classes)
+        if self.num_classes < 2:
+            raise ConfigError(f"classification needs at least 2 classes, got {self.num_classes}")
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ConfigError(f"the data has {len(self.class_names)} classes but the model predicts "
+                              f"{self.num_classes}; "
+                              f"set model.num_classes={len(self.class_names)} or leave it out")
+        self.question_types = list(question_types or [])
+        super().__init__(model, optim)
+        self.confusion_metric = MulticlassConfusionMatrix(self.num_classes)
+        self.type_accuracy = StageDict({
+            # A weighted mean (weight 1 inside the type, 0 outside) never sees an empty update.
+            stage: nn.ModuleList(MeanMetric() for _ in self.question_types)
+            for stage in ("val", "test")
+        })
+        self.confusion: Tensor | None = None
+
+    def make_metrics(self, stage: str) -> MetricCollection:
+        return MetricCollection({
+            "acc": MulticlassAccuracy(self.num_classes, average="micro"),
+            "f1": MulticlassF1Score(self.num_classes, average="macro"),
+        })
+
+    def step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        logits = self(batch)  # (B, K)
+        y = batch["y"]  # (B,)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.optim.label_smoothing)
+        preds = logits.detach().argmax(dim=-1)  # (B,)
+        self.metrics[stage].update(preds, y)
+        if stage == "test":
+            self.confusion_metric.update(preds, y)
+        if stage in self.type_accuracy and "qtype" in batch:
+            correct = (preds == y).float()  # (B,)
+            for q, metric in enumerate(self.type_accuracy[stage]):
+                metric.update(correct, weight=(batch["qtype"] == q).float())
+        return loss
+
+    def on_stage_epoch_end(self, stage: str, values: dict[str, float]) -> None:
+        if stage in self.type_accuracy:
+            for name, metric in zip(self.question_types, self.type_accuracy[stage], strict=True):
+                values[f"acc_{name}"] = float(metric.compute())
+                metric.reset()
+        if stage == "test":
+            self.confusion = self.confusion_metric.compute().cpu()  # (K, K)
+            self.confusion_metric.reset()
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> Tensor:
+        """Class probabilities (B, K) for a batch."""
+        return self(batch).float().softmax(dim=-1)
