@@ -250,7 +250,8 @@ def load_weights(
         path: a ``.safetensors``, ``.pth``, ``.pt``, ``.bin`` or ``.ckpt`` file; a bare state dict or one nested
             under ``"state_dict"`` / ``"model"``.
         key_map: rename the file's keys: a dict old -> new, a callable (return ``None`` to drop a key), or
-            ``"ordered"`` (pair tensors one to one in order, shapes equal); see :func:`remap_keys`.
+            ``"ordered"`` (pair tensors one to one in order, shapes equal; ``.pth``-like files only, as
+            safetensors files keep tensors sorted by name); see :func:`remap_keys`.
         strict: refuse file tensors the module has no place for (``False``: ignore and report them).
         allow_partial: accept a load that leaves some module tensors at their current values.
 
@@ -266,6 +267,11 @@ def load_weights(
         >>> print(report)  # doctest: +SKIP
         loaded 15 tensors, 0 missing, 0 unexpected
     """
+    if key_map == "ordered" and Path(path).suffix.lower() == ".safetensors":
+        raise WeightsError(
+            f"key_map='ordered' cannot be used with {Path(path).name}: safetensors files store tensors sorted by "
+            "name, not in the model's order; pass a dict or callable key_map, or a .pth file"
+        )
     state = read_state_dict(path)
     return load_state(module, state, key_map=key_map, strict=strict, allow_partial=allow_partial, source=str(path))
 
