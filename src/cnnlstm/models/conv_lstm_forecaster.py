@@ -1,0 +1,195 @@
+"""ConvLSTM encoder-forecaster (Shi et al. 2015): read T frames, predict the next ``horizon`` frames.
+
+An encoding stack of ConvLSTM layers reads the input frames; its final states initialise a forecasting stack
+of the same widths, which then runs ``horizon`` steps *without input*, driven by its states alone (the
+lowest forecasting layer is an input-less :class:`~cnnlstm.layers.conv_lstm.ConvLSTMCell`; higher layers read
+the layer below). At each step the hidden maps of all forecasting layers are concatenated and a 1x1
+convolution turns them into a frame. Like the paper, frames can first be cut into ``patch_size`` x
+``patch_size`` patches stacked on channels (space-to-depth), which shrinks the maps the recurrence runs on.
+
+Output pixels pass through a sigmoid, so forecasts lie in ``[0, 1]``, the range frame data is normalised to;
+the forecasting task trains them with MSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.conv_lstm import ConvLSTM, ConvLSTMCell, State
+from cnnlstm.models._registry import register_model
+
+__all__ = ["ConvLSTMForecaster"]
+
+
+@register_model("conv_lstm_forecaster")
+class ConvLSTMForecaster(nn.Module):
+    """Frame forecaster: a ConvLSTM encoder whose states seed an input-less ConvLSTM forecaster (Shi et al. 2015).
+
+    Args:
+        in_channels: frame channels ``C``.
+        num_classes: for the model contract, the channels of the predicted frames; must equal ``in_channels``
+            when given.
+        hidden_size: ConvLSTM channels, an int for every layer or one int per layer.
+        num_layers: layers in each stack; defaults to 2 for an int ``hidden_size``, to its length for a list.
+        kernel_size: gate kernel size (odd keeps the maps centred).
+        horizon: future frames ``K`` to predict.
+        patch_size: side of the space-to-depth patches; ``H`` and ``W`` must be multiples of it.
+        dropout: dropout between stacked layers.
+        peephole: Hadamard peepholes (needs ``image_size``).
+        layer_norm: layer-normalised gates and cell states.
+        image_size: frame size ``H`` (or ``(H, W)``); sizes the peepholes and :meth:`example_input`. Without
+            peepholes the model is fully convolutional and takes any multiple of ``patch_size``.
+
+    Shape:
+        - x: ``(B, T, C, H, W)`` frames in ``[0, 1]``.
+        - output: ``(B, K, C, H, W)`` forecast frames in ``[0, 1]``.
+
+    Example:
+        >>> model = ConvLSTMForecaster(in_channels=1, hidden_size=8, horizon=3)
+        >>> model(torch.rand(2, 5, 1, 16, 16)).shape
+        torch.Size([2, 3, 1, 16, 16])
+    """
+
+    input_names = ("x",)
+    output_kind = "frames"
+    supports_lengths = False
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int | None = None,
+        hidden_size: int | Sequence[int] = 64,
+        num_layers: int | None = None,
+        kernel_size: int = 3,
+        horizon: int = 10,
+        patch_size: int = 1,
+        dropout: float = 0.0,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        image_size: int | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ConfigError(f"conv_lstm_forecaster needs in_channels >= 1, got {in_channels}")
+        if num_classes is not None and num_classes != in_channels:
+            raise ConfigError(
+                f"conv_lstm_forecaster predicts frames with in_channels={in_channels} channels; num_classes "
+                f"(={num_classes}) must equal it or be left out"
+            )
+        if horizon < 1 or patch_size < 1:
+            raise ConfigError(f"conv_lstm_forecaster needs horizon and patch_size >= 1, got {horizon}, {patch_size}")
+        if isinstance(hidden_size, int):
+            hidden = [hidden_size] * (2 if num_layers is None else num_layers)
+        else:
+            hidden = list(hidden_size)
+            if num_layers is not None and num_layers != len(hidden):
+                raise ConfigError(f"conv_lstm_forecaster: num_layers={num_layers} but hidden_size lists {hidden}")
+        if not hidden or min(hidden) < 1:
+            raise ConfigError(f"conv_lstm_forecaster needs at least one layer of >= 1 channels, got {hidden}")
+        if image_size is not None:
+            image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            if len(image_size) != 2 or any(s % patch_size for s in image_size):
+                raise ConfigError(
+                    f"conv_lstm_forecaster: image_size {image_size} must be (H, W), both multiples of "
+                    f"patch_size={patch_size}"
+                )
+        if peephole and image_size is None:
+            raise ConfigError("conv_lstm_forecaster: peephole=True needs image_size (peepholes are per position)")
+        self.in_channels = in_channels
+        self.num_classes = in_channels
+        self.horizon = horizon
+        self.patch_size = patch_size
+        self.image_size = image_size
+        self.hidden_channels = hidden
+        self.num_features = sum(hidden)
+
+        grid = None if image_size is None else tuple(s // patch_size for s in image_size)  # maps the LSTMs see
+        cell_kwargs = dict(dims=2, peephole=peephole, layer_norm=layer_norm, spatial_size=grid)
+        patch_channels = in_channels * patch_size**2
+        self.encoder = ConvLSTM(patch_channels, hidden, kernel_size, len(hidden), dropout=dropout, **cell_kwargs)
+        # Layer 0 has no input: the forecast runs on the states copied from the encoder.
+        self.forecaster = nn.ModuleList(
+            ConvLSTMCell(0 if k == 0 else hidden[k - 1], width, kernel_size, **cell_kwargs)
+            for k, width in enumerate(hidden)
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Conv2d(self.num_features, patch_channels, kernel_size=1)
+
+    def _check(self, x: Tensor) -> None:
+        p = self.patch_size
+        if x.dim() != 5 or x.shape[2] != self.in_channels or x.shape[3] % p or x.shape[4] % p:
+            raise ShapeError(
+                f"conv_lstm_forecaster expects frames (B, T, C, H, W) with C={self.in_channels} and H, W multiples "
+                f"of patch_size={p}, got {tuple(x.shape)}"
+            )
+        if self.forecaster[0].peephole is not None and tuple(x.shape[3:]) != self.image_size:
+            raise ShapeError(
+                f"conv_lstm_forecaster was built with peepholes for image_size={self.image_size}, "
+                f"got frames {tuple(x.shape)}"
+            )
+
+    def _encode(self, x: Tensor) -> list[State]:
+        self._check(x)
+        B, T = x.shape[:2]
+        x = F.pixel_unshuffle(x.flatten(0, 1), self.patch_size)  # (B*T, C*p*p, H/p, W/p): patches on channels
+        _, states = self.encoder(x.unflatten(0, (B, T)))  # one (h, c) per layer, each (B, C_l, H/p, W/p)
+        return states
+
+    def forecast_states(self, x: Tensor) -> Tensor:
+        """Hidden maps of all forecasting layers at every future step (what :meth:`forward_head` decodes).
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; output: ``(B, K, num_features, H/p, W/p)``.
+        """
+        states = self._encode(x)
+        steps = []
+        for _ in range(self.horizon):
+            below = None  # the lowest forecasting layer has no input
+            for k, cell in enumerate(self.forecaster):
+                states[k] = cell(below, states[k])  # (h, c), each (B, C_k, H/p, W/p)
+                below = self.dropout(states[k][0])
+            steps.append(torch.cat([h for h, _ in states], dim=1))  # (B, num_features, H/p, W/p)
+        return torch.stack(steps, dim=1)  # (B, K, num_features, H/p, W/p)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """A clip embedding: each encoder layer's final hidden map averaged over space, layers concatenated.
+
+        Not the input of :meth:`forward_head` (a frame decoder needs maps, see :meth:`forecast_states`).
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; output: ``(B, num_features)``.
+        """
+        return torch.cat([h.mean(dim=(2, 3)) for h, _ in self._encode(x)], dim=1)  # (B, num_features)
+
+    def forward_head(self, states: Tensor) -> Tensor:
+        """Decode forecasting-layer hidden maps into frames in ``[0, 1]``.
+
+        Shape:
+            - states: ``(B, K, num_features, H/p, W/p)``; output: ``(B, K, C, H, W)``.
+        """
+        B, K = states.shape[:2]
+        frames = self.head(states.flatten(0, 1))  # (B*K, C*p*p, H/p, W/p)
+        frames = F.pixel_shuffle(frames, self.patch_size)  # (B*K, C, H, W)
+        return torch.sigmoid(frames).unflatten(0, (B, K))  # (B, K, C, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Forecast the next ``horizon`` frames.
+
+        Args:
+            x: input frames in ``[0, 1]``, oldest first.
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; output: ``(B, K, C, H, W)``.
+        """
+        return self.forward_head(self.forecast_states(x))
+
+    def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
+        """Three random frames of ``image_size`` (16 x 16 patches by default)."""
+        H, W = self.image_size or (16 * self.patch_size, 16 * self.patch_size)
+        return {"x": torch.rand(batch_size, 3, self.in_channels, H, W)}

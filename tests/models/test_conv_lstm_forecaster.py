@@ -1,0 +1,88 @@
+"""ConvLSTM encoder-forecaster against a hand-written loop over its cells (Shi et al. 2015's data flow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.models import create_model
+
+SMALL = dict(in_channels=2, hidden_size=[4, 3], kernel_size=3, horizon=3)
+
+
+def _build(**extra):
+    return create_model("conv_lstm_forecaster", **{**SMALL, **extra})
+
+
+def _reference(model, x: torch.Tensor) -> torch.Tensor:
+    """Encoder and forecaster as explicit loops over cell.forward; patches cut with reshape/permute."""
+    B, T, C, H, W = x.shape
+    p = model.patch_size
+    # Space-to-depth by hand: (B, T, C, H/p, p, W/p, p) -> channels (C, p, p).
+    x = x.reshape(B, T, C, H // p, p, W // p, p).permute(0, 1, 2, 4, 6, 3, 5).reshape(B, T, C * p * p, H // p, W // p)
+    states = [None, None]
+    for t in range(T):
+        below = x[:, t]
+        for k in range(2):
+            states[k] = model.encoder.cells[k](below, states[k])
+            below = states[k][0]
+    frames = []
+    for _ in range(model.horizon):
+        below = None
+        for k in range(2):
+            states[k] = model.forecaster[k](below, states[k])
+            below = states[k][0]
+        maps = torch.cat([states[0][0], states[1][0]], dim=1)  # (B, 7, H/p, W/p)
+        y = torch.sigmoid(F.conv2d(maps, model.head.weight, model.head.bias))  # (B, C*p*p, H/p, W/p)
+        y = y.reshape(B, C, p, p, H // p, W // p).permute(0, 1, 4, 2, 5, 3).reshape(B, C, H, W)
+        frames.append(y)
+    return torch.stack(frames, dim=1)
+
+
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_forward_matches_hand_written_encoder_forecaster(patch_size: int) -> None:
+    model = _build(patch_size=patch_size).eval()
+    x = torch.rand(2, 4, 2, 8, 12)
+    out = model(x)
+    assert out.shape == (2, 3, 2, 8, 12)
+    assert (out > 0).all() and (out < 1).all()
+    torch.testing.assert_close(out, _reference(model, x))
+
+
+def test_features_pool_the_encoder_states() -> None:
+    model = _build().eval()
+    x = torch.rand(2, 4, 2, 6, 6)
+    _, states = model.encoder(x)
+    want = torch.cat([states[0][0].mean(dim=(2, 3)), states[1][0].mean(dim=(2, 3))], dim=1)
+    torch.testing.assert_close(model.forward_features(x), want)
+    assert model.num_features == 7 and model.num_classes == 2
+    assert model.forward_head(model.forecast_states(x)).shape == (2, 3, 2, 6, 6)
+
+
+@pytest.mark.parametrize("extra", [{}, {"peephole": True, "image_size": 8, "layer_norm": True, "dropout": 0.1}])
+def test_every_parameter_learns(extra: dict) -> None:
+    model = _build(**extra).train()
+    out = model(**model.example_input(batch_size=2))
+    assert out.shape == (2, 3, 2, 8 if extra else 16, 8 if extra else 16)
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_wrong_inputs_and_configs_say_what_to_change() -> None:
+    model = _build(patch_size=2)
+    with pytest.raises(ShapeError, match=r"conv_lstm_forecaster expects frames \(B, T, C, H, W\).*got \(3, 2, 8, 8\)"):
+        model(torch.rand(3, 2, 8, 8))
+    with pytest.raises(ShapeError, match="patch_size=2"):
+        model(torch.rand(1, 3, 2, 7, 8))
+    with pytest.raises(ShapeError, match="image_size=\\(8, 8\\)"):
+        _build(peephole=True, image_size=8)(torch.rand(1, 3, 2, 6, 6))
+    with pytest.raises(ConfigError, match="num_classes"):
+        _build(num_classes=3)
+    with pytest.raises(ConfigError, match="image_size"):
+        _build(peephole=True)
+    with pytest.raises(ConfigError, match="num_layers=3"):
+        _build(num_layers=3)
+    assert _build(num_classes=2).num_classes == 2
