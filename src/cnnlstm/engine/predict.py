@@ -1,0 +1,193 @@
+"""Predictions from a run directory: read new inputs the way the run's data was read, run the best model.
+
+Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`` / ``x`` of (N, T, F) or
+(N, T), optional ``lengths``) and ``.ts`` files; image runs (``images``, ``text_image``, ``captions``) take
+image files; frame runs take a clip: a folder of frame images (sorted by name) or an ``.npz`` with one
+(T, C, H, W) array. Series get the run's normalisation; images are scaled to [0, 1] and resized to the
+run's image size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cnnlstm.data.collate import pad_collate
+from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
+from cnnlstm.errors import ConfigError, DataError
+from cnnlstm.tasks import ClassificationTask, build_task
+
+__all__ = ["predict", "Prediction", "read_series_file", "read_image", "predictions_csv"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+Prediction = dict[str, Any]  # {"input": str, "label": str, "probability": float, "probabilities": {...}}
+
+
+def read_series_file(path: str | Path) -> list[np.ndarray]:
+    """Series (T, F) from an ``.npz`` or ``.ts`` file.
+
+    Example:
+        >>> series = read_series_file("new_recordings.npz")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    if path.suffix == ".ts":
+        from cnnlstm.data.series import read_ts
+
+        x, _ = read_ts(path)
+        return [np.asarray(s, dtype=np.float32) for s in x]
+    if path.suffix != ".npz":
+        raise DataError(f"{path}: series runs predict from .npz or .ts files, got {path.suffix or 'no suffix'}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            key = next((k for k in ("X", "X_test", "x") if k in data.files), None)
+            if key is None and len(data.files) == 1:
+                key = data.files[0]
+            if key is None:
+                raise DataError(f"{path}: name the series array X (found {', '.join(data.files)})")
+            x = np.asarray(data[key], dtype=np.float32)
+            lengths = data["lengths"] if "lengths" in data.files else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    if x.ndim == 2:
+        x = x[:, :, None]  # univariate (N, T) -> (N, T, 1)
+    if x.ndim != 3:
+        raise DataError(f"{path}: {key} must be (N, T, F) or (N, T), got {x.shape}")
+    series = [s[: int(n)] for s, n in zip(x, lengths, strict=True)] if lengths is not None else list(x)
+    return series
+
+
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> Tensor:
+    """An image file as a (C, H, W) float tensor in [0, 1], resized to ``size`` (H, W) when given.
+
+    Example:
+        >>> read_image("digit.png", 1, (32, 32)).shape  # doctest: +SKIP
+        torch.Size([1, 32, 32])
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    try:
+        image = Image.open(path).convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path} is not a readable image ({exc})") from None
+    if size is not None:
+        image = image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+    mode = normalization.get("mode", "none")
+    if mode == "channel":
+        return (series - np.asarray(normalization["mean"])) / np.asarray(normalization["std"])
+    if mode == "series":
+        mean, std = series.mean(axis=0), series.std(axis=0)
+        return (series - mean) / np.where(std > 1e-8, std, 1.0)
+    return series
+
+
+def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tuple[str, dict[str, Tensor]]]:
+    kind = info.get("kind", "series")
+    size = info.get("image_size")
+    size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+    out = []
+    for item in inputs:
+        path = Path(item)
+        if kind == "series":
+            for i, s in enumerate(read_series_file(path)):
+                if not np.isfinite(s).all():
+                    raise DataError(f"{path} sample {i} holds NaN or inf; clean or impute it first")
+                x = torch.from_numpy(_normalise(s, info.get("normalization", {})).astype(np.float32))
+                out.append((f"{path}[{i}]", {"x": x}))
+        elif kind == "frames":
+            if path.is_dir():
+                frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if not frames:
+                    raise DataError(f"{path} holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
+                clip = torch.stack([read_image(p, channels, size) for p in frames])  # (T, C, H, W)
+            else:
+                arrays = read_series_file(path) if path.suffix == ".npz" else None
+                if arrays is None:
+                    raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
+                clip = torch.from_numpy(np.stack(arrays))
+            out.append((str(path), {"x": clip.float()}))
+        elif kind in ("images", "text_image", "captions"):
+            key = "images" if kind == "captions" else "x"
+            out.append((str(path), {key: read_image(path, channels, size)}))
+        else:
+            raise ConfigError(f"predict does not read inputs for {kind!r} runs (yet); use cnnlstm test")
+    if not out:
+        raise DataError("no inputs to predict")
+    return out
+
+
+@torch.no_grad()
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64) -> list[Prediction]:
+    """Predict labels (with probabilities) or strings for input files with a run's best model.
+
+    Args:
+        run_dir: a directory written by ``fit``.
+        inputs: file paths (see the module docstring for what each kind of run reads).
+        batch_size: inputs per forward pass.
+
+    Returns:
+        one dict per sample: ``input``, ``label`` and, for classifiers, ``probability`` and ``probabilities``.
+
+    Example:
+        >>> predict("runs/basic_motions", ["walk.npz"])[0]["label"]  # doctest: +SKIP
+        'walking'
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    info_path = run_dir / "data_info.json"
+    if not info_path.is_file():
+        raise ConfigError(f"{run_dir} has no data_info.json; was its fit finished?")
+    info = json.loads(info_path.read_text())
+    model = load_weights(weights_path(run_dir))
+    task = build_task(info["task"], model, info, config["optim"])
+    task.eval()
+    channels = int(info.get("model_kwargs", {}).get("in_channels", 3))
+    samples = _samples(inputs, info, channels)
+    results: list[Prediction] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = pad_collate([s for _, s in chunk])
+        out = task.predict_step(batch)
+        for (name, _), row in zip(chunk, out, strict=True):
+            if isinstance(task, ClassificationTask):
+                k = int(row.argmax())
+                results.append({"input": name, "label": task.class_names[k], "probability": float(row[k]),
+                                "probabilities": dict(zip(task.class_names, row.tolist(), strict=True))})
+            else:
+                results.append({"input": name, "label": row if isinstance(row, str) else str(row.tolist())})
+    return results
+
+
+def predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:
+    """Write predictions as CSV: input, label, probability, then one column per class.
+
+    Example:
+        >>> predictions_csv(predict("runs/x", ["a.npz"]), "out.csv")  # doctest: +SKIP
+    """
+    import csv
+    import io
+
+    classes = list(predictions[0].get("probabilities", {})) if predictions else []
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["input", "label", *(["probability"] if classes else []), *[f"p_{c}" for c in classes]])
+    for p in predictions:
+        probs = [f"{p['probabilities'][c]:.6f}" for c in classes]
+        writer.writerow([p["input"], p["label"], *([f"{p['probability']:.6f}"] if classes else []), *probs])
+    return atomic_write(path, buf.getvalue())
