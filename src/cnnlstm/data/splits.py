@@ -50,8 +50,8 @@ def stratified_split(
     take = np.floor(fraction * counts + 0.5).astype(np.int64)  # round half up, per class
     too_small = take >= counts
     if too_small.any():
-        names = ", ".join(f"{c.item()!r} ({n} sample{'s' * (n != 1)})"
-                          for c, n in zip(classes[too_small], counts[too_small], strict=True))
+        names = ", ".join(f"{c!r} ({n} sample{'s' * (n != 1)})"
+                          for c, n in zip(classes[too_small].tolist(), counts[too_small].tolist(), strict=True))
         limit = 1.0 - 0.5 / counts[too_small].min()
         raise DataError(
             f"a split fraction of {fraction} would leave no training samples for class {names}; "
