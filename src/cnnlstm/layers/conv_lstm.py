@@ -358,7 +358,7 @@ class ConvLSTM(nn.Module):
         self._check(x, state)
         B, T = x.shape[:2]
         lengths = check_lengths(lengths, B, T, owner="ConvLSTM")
-        mask = None if lengths is None else lengths_to_mask(lengths, T)  # (B, T)
+        mask = None if lengths is None else lengths_to_mask(lengths.to(x.device), T)  # (B, T)
         finals: list[State] = []
         layer_input = x  # (B, T, C, *S)
         for layer in range(self.num_layers):

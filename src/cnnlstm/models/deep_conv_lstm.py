@@ -109,7 +109,9 @@ class DeepConvLSTM(nn.Module):
         B, T, F = x.shape
         lengths = check_lengths(lengths, B, T, owner="deep_conv_lstm")
         # Padding mask per (sample, channel) row of the folded batch; the blocks zero padded steps around each conv.
-        mask = None if lengths is None else lengths_to_mask(lengths, T).repeat_interleave(F, dim=0)  # (B*F, T)
+        mask = None
+        if lengths is not None:
+            mask = lengths_to_mask(lengths.to(x.device), T).repeat_interleave(F, dim=0)  # (B*F, T)
         z = x.transpose(1, 2).reshape(B * F, 1, T)  # (B*F, 1, T): each sensor channel its own series
         for conv in self.convs:
             z = conv(z, mask)  # (B*F, filters, T)

@@ -178,7 +178,7 @@ class LSTMFCN(nn.Module):
         self._check(x)
         B, T, _ = x.shape
         lengths = check_lengths(lengths, B, T, owner=self.registry_name)
-        mask = None if lengths is None else lengths_to_mask(lengths, T)  # (B, T)
+        mask = None if lengths is None else lengths_to_mask(lengths.to(x.device), T)  # (B, T)
         keep = None if mask is None else mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
         return torch.cat([self._lstm_branch(x, lengths, keep), self._fcn_branch(x, keep, mask)], dim=1)
 
