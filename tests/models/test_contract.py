@@ -24,7 +24,7 @@ SMALL: dict[str, dict] = {
     "mlstm_fcn": dict(num_classes=3, in_channels=2, hidden_size=8),
     "deep_conv_lstm": dict(num_classes=3, in_channels=2, hidden_size=8),
     "crnn": dict(num_classes=5, in_channels=1, hidden_size=8, widths=(4, 8, 8, 8, 8, 8)),
-    "conv_lstm_forecaster": dict(in_channels=1),
+    "conv_lstm_forecaster": dict(in_channels=1, hidden_size=8, horizon=3),
 }
 EXPECTED = {"frame_lstm", "captioner", "lstm_fcn", "mlstm_fcn", "deep_conv_lstm", "crnn",
             "conv_lstm_forecaster", "multi_input"}
