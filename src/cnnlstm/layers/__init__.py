@@ -6,11 +6,16 @@ small conv blocks. Larger layers live in their own submodules and are imported f
 """
 
 from cnnlstm.layers.blocks import ConvNormAct1d, ConvNormAct2d, SqueezeExcite1d, make_activation
+from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES, Fusion, add_coords
 from cnnlstm.layers.masking import check_lengths, check_mask, lengths_to_mask, mask_to_lengths
 from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool, last_valid, masked_max, masked_mean
 from cnnlstm.layers.temporal import TimeDistributed
 
 __all__ = [
+    "FUSION_MODES",
+    "SPATIAL_FUSION_MODES",
+    "Fusion",
+    "add_coords",
     "ConvNormAct1d",
     "ConvNormAct2d",
     "SqueezeExcite1d",

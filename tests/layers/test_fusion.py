@@ -1,0 +1,154 @@
+"""Fusion modes against hand-computed formulas, padding of token memories, and a toy relational task."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.fusion import FUSION_MODES, Fusion, add_coords
+
+
+def _vectors(B: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(B, 4), torch.randn(B, 6)
+
+
+def test_concat_and_projection() -> None:
+    a, b = _vectors()
+    fuse = Fusion("concat", (4, 6))
+    assert fuse.out_features == 10 and not list(fuse.parameters())
+    torch.testing.assert_close(fuse(a, b), torch.cat([a, b], 1))
+    proj = Fusion("concat", (4, 6), out_size=5)
+    torch.testing.assert_close(proj(a, b), proj.impl.proj(torch.cat([a, b], 1)))
+
+
+def test_sum_and_product_by_hand() -> None:
+    a, b = _vectors()
+    plain = Fusion("sum", (4, 4))
+    assert not list(plain.parameters())
+    torch.testing.assert_close(plain(a, b[:, :4]), a + b[:, :4])
+    fuse = Fusion("product", (4, 6))  # out defaults to the largest size, 6; only `a` needs a projection
+    assert isinstance(fuse.impl.proj[1], nn.Identity)
+    torch.testing.assert_close(fuse(a, b), fuse.impl.proj[0](a) * b)
+
+
+def test_gated_is_a_convex_mix_per_unit() -> None:
+    a, b = _vectors()
+    fuse = Fusion("gated", (4, 6), out_size=5)
+    pa, pb = fuse.impl.proj
+    ha, hb = torch.tanh(pa(a)), torch.tanh(pb(b))
+    z = torch.softmax(fuse.impl.gate(torch.cat([a, b], 1)).view(3, 2, 5), dim=1)
+    torch.testing.assert_close(fuse(a, b), z[:, 0] * ha + z[:, 1] * hb)
+
+
+def test_bilinear_low_rank_by_hand() -> None:
+    a, b = _vectors()
+    c = torch.randn(3, 2)
+    fuse = Fusion("bilinear", (4, 6, 2), out_size=5, rank=7)
+    u, v, w = fuse.impl.proj
+    expected = fuse.impl.out(torch.tanh(u(a)) * torch.tanh(v(b)) * torch.tanh(w(c)))
+    torch.testing.assert_close(fuse(a, b, c), expected)
+    assert fuse.out_features == 5
+
+
+def test_film_vector_by_hand() -> None:
+    a, b = _vectors()
+    fuse = Fusion("film", (4, 6), out_size=5)
+    gamma, beta = fuse.impl.film(b).view(3, 2, 5).unbind(1)
+    torch.testing.assert_close(fuse(a, b), torch.relu((1 + gamma) * fuse.impl.vector_in(a) + beta))
+
+
+def test_film_grid_modulates_every_block_by_the_condition() -> None:
+    fuse = Fusion("film", (8, 6), out_size=12, grid=True, num_blocks=3).eval()
+    grid, q = torch.randn(2, 8, 5, 5), torch.randn(2, 6)
+    out = fuse(grid, q)
+    assert out.shape == (2, 12)
+    assert fuse.impl.film.out_features == 3 * 2 * 12  # (gamma, beta) per block
+    assert not torch.allclose(out, fuse(grid, torch.randn(2, 6)))
+
+
+def test_add_coords_values() -> None:
+    out = add_coords(torch.zeros(1, 1, 2, 3))
+    torch.testing.assert_close(out[0, 1], torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]))  # x
+    torch.testing.assert_close(out[0, 2], torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))  # y
+
+
+def test_cross_attention_token_mask_equals_unpadded_memory() -> None:
+    fuse = Fusion("cross_attention", (4, 6), out_size=8, num_heads=2).eval()
+    tokens, q = torch.randn(2, 5, 4), torch.randn(2, 6)
+    tokens[1, 3:] = 1e4  # padding must get zero attention
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = fuse(tokens, q, memory_mask=mask)
+    torch.testing.assert_close(out[1:], fuse(tokens[1:, :3], q[1:]))
+    torch.testing.assert_close(out[:1], fuse(tokens[:1], q[:1]))
+
+
+@pytest.mark.parametrize("mode", FUSION_MODES)
+@pytest.mark.parametrize("grid", [False, True])
+def test_every_parameter_and_input_gets_a_gradient(mode: str, grid: bool) -> None:
+    if grid and mode not in ("film", "cross_attention"):
+        pytest.skip("vector-only mode")
+    if mode == "cross_attention" and not grid:
+        first = torch.randn(3, 5, 4, requires_grad=True)  # tokens
+    else:
+        first = torch.randn(3, 4, 3, 3, requires_grad=True) if grid else torch.randn(3, 4, requires_grad=True)
+    second = torch.randn(3, 6, requires_grad=True)
+    fuse = Fusion(mode, (4, 6), out_size=8, grid=grid)
+    out = fuse(first, second)
+    assert out.shape == (3, fuse.out_features) == (3, 8)
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in fuse.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{mode}: {name} got no gradient"
+    assert first.grad.abs().sum() > 0 and second.grad.abs().sum() > 0
+
+
+def test_errors_say_what_to_change() -> None:
+    a, b = _vectors()
+    with pytest.raises(ConfigError, match="did you mean 'concat'"):
+        Fusion("concatt", (4, 6))
+    with pytest.raises(ConfigError, match="two or more"):
+        Fusion("sum", (4,))
+    with pytest.raises(ConfigError, match="grid input needs one of"):
+        Fusion("concat", (4, 6), grid=True)
+    with pytest.raises(ConfigError, match="option"):
+        Fusion("concat", (4, 6), rank=3)
+    with pytest.raises(ConfigError, match="divisible by num_heads"):
+        Fusion("cross_attention", (4, 6), out_size=10, num_heads=4)
+    with pytest.raises(ShapeError, match="built for 2 inputs"):
+        Fusion("sum", (4, 6))(a)
+    with pytest.raises(ShapeError, match=r"input 1 as a vector \(B, 6\)"):
+        Fusion("sum", (4, 6))(a, a)
+    with pytest.raises(ShapeError, match="grid=True"):
+        Fusion("film", (4, 6))(torch.randn(3, 4, 2, 2), b)
+    with pytest.raises(ShapeError, match="tokens"):
+        Fusion("cross_attention", (4, 6), out_size=8)(a, b)
+    with pytest.raises(ShapeError, match="batch size"):
+        Fusion("concat", (4, 6))(a, b[:2])
+
+
+def _where_task(n: int, g: torch.Generator, side: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Two objects (channels 0 and 1) at distinct random cells of a side x side grid; the one-hot question picks
+    # one; the answer is that object's cell. A pooled grid vector has lost the cells, so it cannot answer.
+    cells = torch.stack([torch.randperm(side * side, generator=g)[:2] for _ in range(n)])  # (n, 2)
+    grid = torch.zeros(n, 2, side * side)
+    grid[torch.arange(n).unsqueeze(1), torch.arange(2), cells] = 1.0
+    which = torch.randint(0, 2, (n,), generator=g)
+    question = nn.functional.one_hot(which, 2).float()
+    return grid.view(n, 2, side, side), question, cells[torch.arange(n), which]
+
+
+@pytest.mark.slow
+def test_cross_attention_answers_where_questions_over_the_grid() -> None:
+    g = torch.Generator().manual_seed(0)
+    fuse = Fusion("cross_attention", (2, 2), out_size=16, grid=True, num_heads=1, num_hops=1)
+    head = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 9))
+    opt = torch.optim.Adam([*fuse.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(200):
+        img, q, y = _where_task(64, g)
+        loss = nn.functional.cross_entropy(head(fuse(img, q)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    img, q, y = _where_task(256, g)
+    with torch.no_grad():
+        acc = (head(fuse(img, q)).argmax(1) == y).float().mean().item()
+    assert acc > 0.9, f"cross_attention should locate the asked-for object (chance 1/9), got accuracy {acc:.2f}"
