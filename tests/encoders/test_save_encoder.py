@@ -78,3 +78,14 @@ def test_save_errors(tmp_path: Path) -> None:
     torch.save(build_encoder("cnn").state_dict(), tmp_path / "plain.pth")
     with pytest.raises(WeightsError, match="not written by save_encoder"):
         load_encoder(tmp_path / "plain.pth")
+
+
+def test_encoder_built_directly_saves_weights_but_cannot_be_rebuilt_alone(tmp_path: Path) -> None:
+    from cnnlstm.encoders import SmallCNN
+
+    enc = SmallCNN(in_channels=1, widths=(4, 8)).eval()
+    path = save_encoder(enc, tmp_path / "direct.safetensors")
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(build_encoder("cnn", in_channels=1, widths=(4, 8), pretrained=path).eval()(x), enc(x))
+    with pytest.raises(WeightsError, match="not written by save_encoder"):
+        load_encoder(path)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnlstm.encoders.weights import LoadReport
 from cnnlstm.errors import ConfigError, ShapeError
 
 __all__ = ["FrameEncoder", "FreezeSpec"]
@@ -36,6 +37,8 @@ class FrameEncoder(nn.Module):
         pretrained_config: what the weights expect: ``mean``, ``std`` (one value per channel), ``input_size``
             (``(C, H, W)``, or ``None`` when any size works) and, for timm models, ``interpolation``/``crop_pct``.
         frozen: the current freeze setting (``"none"``, ``"all"`` or an int).
+        build_config: ``build_encoder``'s name and options (``None`` when built directly).
+        load_report: the :class:`LoadReport` of a weights file given as ``pretrained``, else ``None``.
     """
 
     name: str
@@ -48,6 +51,8 @@ class FrameEncoder(nn.Module):
         super().__init__()
         self.frozen: FreezeSpec = "none"
         self._frozen_modules: tuple[str, ...] = ()  # names, not modules: keeps the module tree clean
+        self.build_config: dict[str, Any] | None = None  # set by build_encoder; lets save_encoder rebuild it
+        self.load_report: LoadReport | None = None  # what loading a weights file did, if one was loaded
 
     # ----------------------------------------------------------------- to implement
     def stage_modules(self) -> list[list[nn.Module]]:
@@ -148,9 +153,8 @@ class FrameEncoder(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, in_channels={self.in_channels}, out_features={self.out_features}, " + (
-            f"frozen={self.frozen!r}"
-        )
+        parts = (f"name={self.name!r}", f"in_channels={self.in_channels}", f"out_features={self.out_features}")
+        return ", ".join((*parts, f"frozen={self.frozen!r}"))
 
 
 def _frozen_stage_count(spec: FreezeSpec, num_stages: int, name: str) -> int:

@@ -82,7 +82,6 @@ def build_encoder(
             "(list_encoders('pattern*') lists timm names)"
         )
 
-    enc.load_report = None
     if isinstance(pretrained, (str, os.PathLike)):
         enc.load_report = load_pretrained_file(enc, pretrained)
     enc.build_config = {"name": name, "in_channels": in_channels, **kwargs}

@@ -19,11 +19,11 @@ def save_encoder(enc: FrameEncoder, path: str | os.PathLike) -> Path:
     """Write ``enc``'s weights to a ``.safetensors`` file, with its build config and ``pretrained_config``.
 
     The file loads back with ``build_encoder(name, ..., pretrained=path)`` or, without repeating the options,
-    :func:`load_encoder`. Typical use: pretrain a digit CNN on single digits, save it, then load it frozen as
-    the frame encoder of a frame_lstm.
+    :func:`load_encoder` (when the encoder came from ``build_encoder`` with plain-data options). Typical use:
+    pretrain a digit CNN on single digits, save it, then load it frozen as the frame encoder of a frame_lstm.
 
     Args:
-        enc: an encoder built by ``build_encoder``.
+        enc: the encoder to save.
         path: the output file; must end in ``.safetensors``. Parent folders are created.
 
     Returns:
@@ -37,17 +37,15 @@ def save_encoder(enc: FrameEncoder, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ConfigError(f"save_encoder writes .safetensors files, got {path.name!r}")
-    config = getattr(enc, "build_config", None)
-    if config is None:
-        raise ConfigError(f"{type(enc).__name__} was not built by build_encoder, so it cannot be rebuilt from a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors wants contiguous CPU tensors and no shared storage; clone() gives each its own
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in enc.state_dict().items()}
-    metadata = {
-        "format": ENCODER_FORMAT,
-        "config": json.dumps(config),
-        "pretrained_config": json.dumps(enc.pretrained_config),
-    }
+    metadata = {"format": ENCODER_FORMAT, "pretrained_config": json.dumps(enc.pretrained_config, default=str)}
+    try:  # options that are not plain data (a norm_layer class, ...) cannot be stored: load_encoder then refuses
+        if enc.build_config is not None:
+            metadata["config"] = json.dumps(enc.build_config)
+    except TypeError:
+        pass
     save_file(state, str(path), metadata=metadata)
     return path
 
