@@ -30,7 +30,8 @@ class CaptioningTask(Task):
 
     Args:
         model: a registered model with ``output_kind == "caption_logits"``, called as
-            ``model(images=..., captions=...)`` with captions starting at ``<start>``; if it has
+            ``model(images=..., captions=...)`` with whole captions ``<start> ... <end>``, step t scoring
+            word t+1 (L-1 or L steps); if it has
             ``generate(images, max_length)`` that is used for greedy captions, otherwise the task decodes
             greedily by re-running the teacher-forced forward one token at a time.
         vocab: index -> word.
@@ -77,35 +78,38 @@ class CaptioningTask(Task):
         return " ".join(words)
 
     @torch.no_grad()
-    def generate(self, images: Tensor) -> Tensor:
-        """Greedy captions (B, <= max_length + 1) starting with ``<start>``.
+    def generate(self, images: Tensor) -> list[list[int]]:
+        """Greedy captions as token ids (``<start>`` and padding may appear; :meth:`decode` skips them).
 
         Shape:
-            - images: (B, C, H, W) -> (B, L) int64.
+            - images: (B, C, H, W) -> B lists of at most ``max_length + 1`` ids.
         """
         if hasattr(self.model, "generate"):
-            return self.model.generate(images, max_length=self.max_length)
+            return [list(map(int, ids)) for ids in self.model.generate(images, max_length=self.max_length)]
         B = images.shape[0]
         tokens = torch.full((B, 1), START, dtype=torch.long, device=images.device)  # (B, 1)
         done = torch.zeros(B, dtype=torch.bool, device=images.device)
         for _ in range(self.max_length):
-            logits = self.model(images=images, captions=tokens)  # (B, L, V)
-            nxt = logits[:, -1].argmax(dim=-1).masked_fill(done, PAD)  # (B,)
+            # A trailing pad makes step L-1 exist whether the model scores L-1 or L steps; it scores word L.
+            padded = torch.cat([tokens, torch.zeros_like(tokens[:, :1])], dim=1)  # (B, L+1)
+            logits = self.model(images=images, captions=padded)  # (B, L or L+1, V)
+            nxt = logits[:, tokens.shape[1] - 1].argmax(dim=-1).masked_fill(done, PAD)  # (B,)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (B, L+1)
             done |= nxt == END
             if bool(done.all()):
                 break
-        return tokens
+        return tokens.tolist()
 
     def step(self, batch: dict[str, Any], stage: str) -> Tensor:
         captions = batch["captions"]  # (B, L)
-        logits = self.model(images=batch["images"], captions=captions[:, :-1])  # (B, L-1, V): scores of the next word
+        logits = self.model(images=batch["images"], captions=captions)  # (B, L-1, V) or (B, L, V)
+        # Step t scores word t+1; a model that also scores the word after the last one has nothing to match it.
+        logits = logits[:, : captions.shape[1] - 1]  # (B, L-1, V)
         target = captions[:, 1:]  # (B, L-1)
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD,
                                label_smoothing=self.optim.label_smoothing)
         if stage != "train":
-            generated = self.generate(batch["images"])  # (B, L')
-            preds = [self.decode(row.tolist()) for row in generated]
+            preds = [self.decode(ids) for ids in self.generate(batch["images"])]
             refs = [[self.decode(row.tolist())] for row in captions]
             self.metrics[stage]["bleu4"].update(preds, refs)
         return loss
@@ -113,4 +117,4 @@ class CaptioningTask(Task):
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[str]:
         """Greedy captions (strings) for a batch of images."""
-        return [self.decode(row.tolist()) for row in self.generate(batch["images"])]
+        return [self.decode(ids) for ids in self.generate(batch["images"])]
