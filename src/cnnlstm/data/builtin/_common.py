@@ -80,7 +80,19 @@ def split_rngs(seed: int, name: str) -> tuple[np.random.Generator, np.random.Gen
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None, *, dataset: str) -> int:
-    """Return ``value`` as an int, raising :class:`ConfigError` unless ``low <= value <= high``."""
+    """Return ``value`` as an int, raising :class:`ConfigError` unless ``low <= value <= high``.
+
+    Args:
+        name: the option's name, for the message.
+        value: what the user gave.
+        low: smallest allowed value.
+        high: largest allowed value (None: no bound).
+        dataset: the dataset name, for the message.
+
+    Example:
+        >>> check_int("n_train", 100, 1, dataset="digits")
+        100
+    """
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ConfigError(f"builtin:{dataset} option {name} must be an integer, got {value!r}")
     if value < low or (high is not None and value > high):
