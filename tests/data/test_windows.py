@@ -104,6 +104,9 @@ def test_stream_errors(tmp_path):
     np.savez(tmp_path / "s.npz", signals=signals[:10], labels=labels[:9])
     with pytest.raises(DataError, match="10 samples but 9 labels"):
         load_dataset(spec)
+    np.savez(tmp_path / "s.npz", signals=signals, labels=labels, test_signals=signals)
+    with pytest.raises(DataError, match="optionally test_signals and test_labels"):
+        load_dataset(spec)
     spec, _, _ = stream_file(tmp_path)
     with pytest.raises(DataError, match="as long as window=30"):
         load_dataset(spec, window=30, test_fraction=0.2)

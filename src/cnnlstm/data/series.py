@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.series_dataset import build_series_bundle
@@ -74,8 +74,8 @@ def read_ts(path: str | Path) -> tuple[np.ndarray | list[np.ndarray], np.ndarray
 
     Example:
         >>> x, y = read_ts("GunPoint_TRAIN.ts")  # doctest: +SKIP
-        >>> x.shape
-        (50, 150, 1)
+        >>> x.shape, y[:2]  # doctest: +SKIP
+        ((50, 150, 1), array(['2', '1'], dtype='<U1'))
     """
     path = Path(path)
     text = _ts_text(path)
@@ -226,18 +226,8 @@ def load_ts(
     return build_series_bundle(f"ts:{path}", read_ts(train_path), read_ts(test_path), normalize=normalize)
 
 
-def _npz_array(data: Any, key: str, where: str) -> np.ndarray:
-    try:
-        return data[key]
-    except ValueError:  # numpy refuses object arrays without pickle; ragged lists saved with savez end up so
-        raise DataError(
-            f"{where}: {key} holds Python objects (ragged lists?); store a zero-padded numeric array and the "
-            "true lengths in lengths_train / lengths_test (or lengths)"
-        ) from None
-
-
 def _npz_series(data: Any, x_key: str, lengths_key: str, where: str) -> np.ndarray | list[np.ndarray]:
-    x = _npz_array(data, x_key, where)
+    x = npz_array(data, x_key, where)
     if x.dtype.kind not in "fiub":
         raise DataError(f"{where}: {x_key} has dtype {x.dtype}; store numbers")
     if x.ndim == 2:
@@ -246,7 +236,7 @@ def _npz_series(data: Any, x_key: str, lengths_key: str, where: str) -> np.ndarr
         raise DataError(f"{where}: {x_key} must be (N, T, F) or (N, T) for univariate series, got {x.shape}")
     if lengths_key not in data:
         return x
-    lengths = _npz_array(data, lengths_key, where)
+    lengths = npz_array(data, lengths_key, where)
     check_same_count(len(x), len(lengths), f"{where} {x_key}/{lengths_key}")
     if lengths.max(initial=0) > x.shape[1] or lengths.min(initial=1) < 0:
         raise DataError(f"{where}: {lengths_key} must lie in 0..{x.shape[1]} (the padded length of {x_key})")
@@ -283,21 +273,16 @@ def load_npz(
     """
     reject_unknown_options("npz", options, ["test_fraction", "normalize"])
     where = f"npz:{path}"
-    try:
-        data = np.load(path, allow_pickle=False)
-        files = set(data.files)
-    except FileNotFoundError:
-        raise DataError(f"{where}: file not found; check the path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{where} is not a readable .npz file ({err}); save it with numpy.savez") from None
+    data = open_npz(path, where)
+    files = set(data.files)
     with data:
         if {"X_train", "y_train", "X_test", "y_test"} <= files:
             if test_fraction is not None:
                 raise ConfigError(f"{where} has its own X_test/y_test; drop test_fraction")
-            train = (_npz_series(data, "X_train", "lengths_train", where), _npz_array(data, "y_train", where))
-            test = (_npz_series(data, "X_test", "lengths_test", where), _npz_array(data, "y_test", where))
+            train = (_npz_series(data, "X_train", "lengths_train", where), npz_array(data, "y_train", where))
+            test = (_npz_series(data, "X_test", "lengths_test", where), npz_array(data, "y_test", where))
         elif {"X", "y"} <= files:
-            x, y = _npz_series(data, "X", "lengths", where), _npz_array(data, "y", where)
+            x, y = _npz_series(data, "X", "lengths", where), npz_array(data, "y", where)
             check_same_count(len(x), len(y), f"{where} X/y")
             check_finite(x, f"{where} X")  # before splitting, so the message gives positions in the file
             train_idx, test_idx = stratified_split(y, 0.2 if test_fraction is None else test_fraction, seed)

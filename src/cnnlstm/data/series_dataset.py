@@ -155,8 +155,9 @@ def build_series_bundle(
         check_lengths(series, where)
         check_finite(series, where)
         splits[split] = [np.asarray(s) for s in series]
-        if any(s.ndim != 2 for s in splits[split]):
-            raise DataError(f"{where}: every series must be (T, F), got {splits[split][0].shape}")
+        bad = next((s for s in splits[split] if s.ndim != 2), None)
+        if bad is not None:
+            raise DataError(f"{where}: every series must be (T, F), got {bad.shape}")
     widths = {s.shape[-1] for part in splits.values() for s in part}
     if len(widths) != 1:
         raise DataError(f"{name}: series have different channel counts {sorted(widths)}; use one count")

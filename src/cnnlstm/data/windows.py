@@ -9,7 +9,6 @@ a change of recording (``groups``): each part is windowed on its own.
 from __future__ import annotations
 
 import bisect
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
@@ -136,7 +136,7 @@ def _window_split(
 
 
 def _stream(data: Any, key: str, where: str) -> np.ndarray:
-    array = data[key]
+    array = npz_array(data, key, where)
     if array.ndim == 1:
         array = array[:, None]  # one channel (N,) -> (N, 1)
     if array.ndim != 2 or array.dtype.kind not in "fiub":
@@ -183,20 +183,18 @@ def load_windows(
         raise ConfigError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
     step = max(1, window // 2) if step is None else step
     where = f"windows:{path}"
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{where}: file not found; check the path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"{where} is not a readable .npz file ({err}); save it with numpy.savez") from None
+    data = open_npz(path, where)
     with data:
-        if not {"signals", "labels"} <= set(data.files):
-            raise DataError(f"{where} holds {sorted(data.files)}; expected signals (N, C) and labels (N,)")
+        files = set(data.files)
+        if not {"signals", "labels"} <= files or ("test_signals" in files) != ("test_labels" in files):
+            raise DataError(f"{where} holds {sorted(files)}; expected signals (N, C) and labels (N,), optionally "
+                            "test_signals and test_labels, groups and test_groups")
         split: dict[str, list] = {}
         for name, prefix in (("train", ""), ("test", "test_")):
-            if f"{prefix}signals" in data.files:
-                groups = data[f"{prefix}groups"] if f"{prefix}groups" in data.files else None
-                split[name] = [_stream(data, f"{prefix}signals", where), data[f"{prefix}labels"], groups]
+            if f"{prefix}signals" in files:
+                groups = npz_array(data, f"{prefix}groups", where) if f"{prefix}groups" in files else None
+                labels = npz_array(data, f"{prefix}labels", where)
+                split[name] = [_stream(data, f"{prefix}signals", where), labels, groups]
     if "test" in split and test_fraction is not None:
         raise ConfigError(f"{where} has its own test_signals; drop test_fraction")
     for name, (signals, labels, groups) in split.items():
