@@ -1,0 +1,87 @@
+"""fit -> run directory -> evaluate_run, on the toy model and data (tests/engine/toys.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlstm.engine import evaluate_run, fit, load_weights, save_weights
+from cnnlstm.engine.rundir import atomic_write
+from cnnlstm.models import create_model
+from cnnlstm.tasks import TrainingDivergedError
+
+RECIPE = {
+    "name": "toy",
+    "seed": 0,
+    "data": {"spec": "toy:a", "batch_size": 8, "options": {"n_train": 30, "n_test": 12}},
+    "model": {"name": "toy_lstm", "hidden_size": 8},
+    "optim": {"lr": 0.03},
+    "trainer": {"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    from cnnlstm.engine.recipe import DEFAULTS, _merge
+
+    out = tmp_path_factory.mktemp("run")
+    return fit(_merge(DEFAULTS, RECIPE), out=out, verbose=False)
+
+
+def test_run_directory_holds_everything(run) -> None:
+    d = run.run_dir
+    for name in ("config.yaml", "metrics.json", "history.json", "data_info.json", "learning_curves.png",
+                 "confusion_matrix.png", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+                 "checkpoints/best.safetensors", "logs/metrics.csv"):
+        assert (d / name).is_file(), name
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert {"test/acc", "test/f1", "val/acc", "train/loss", "best_epoch", "fit_seconds", "params"} <= set(metrics)
+    assert metrics["train_samples"] + metrics["val_samples"] == 30 and metrics["test_samples"] == 12
+
+
+def test_best_epoch_is_chosen_on_validation(run) -> None:
+    history = run.history
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    best = max(history, key=lambda h: (h["val/acc"], -h["epoch"]))  # first epoch with the top val/acc
+    assert run.metrics["best_epoch"] == best["epoch"]
+    assert run.metrics["val/acc"] == best["val/acc"]
+
+
+def test_evaluate_run_reproduces_test_metrics_exactly(run) -> None:
+    again = evaluate_run(run.run_dir)
+    for key, value in again.metrics.items():
+        assert run.metrics[key] == value, key
+
+
+def test_weights_roundtrip_rebuilds_the_model(tmp_path: Path) -> None:
+    model = create_model("toy_lstm", in_channels=2, num_classes=3, hidden_size=4)
+    path = save_weights(model, tmp_path / "w.safetensors")
+    loaded = load_weights(path)
+    x = torch.randn(2, 5, 2)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert loaded.model_kwargs == {"in_channels": 2, "num_classes": 3, "hidden_size": 4}
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    atomic_write(tmp_path / "a.txt", "one")
+    atomic_write(tmp_path / "a.txt", "two")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"] and (tmp_path / "a.txt").read_text() == "two"
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from cnnlstm.engine.recipe import DEFAULTS, _merge
+    from cnnlstm.tasks.classification import ClassificationTask
+
+    original = ClassificationTask.step
+
+    def step(self, batch, stage):  # the loss turns NaN in the second epoch
+        loss = original(self, batch, stage)
+        return loss * float("nan") if self.current_epoch >= 1 and stage == "train" else loss
+
+    monkeypatch.setattr(ClassificationTask, "step", step)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2.*nan.*lower optim.lr"):
+        fit(_merge(DEFAULTS, RECIPE), out=tmp_path, verbose=False)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
