@@ -120,3 +120,14 @@ def test_timm_freeze_through_a_parent(freeze: str | int, frozen_prefixes: tuple[
     parent(torch.rand(2, 1, 32, 32)).sum().backward()
     changed = any(not torch.equal(b, a) for b, a in zip(before, _bn_stats(enc.model.layer1), strict=True))
     assert changed == (freeze == "none")
+
+
+def test_parameters_outside_stage_modules_freeze_with_the_first_stage() -> None:
+    enc = build_encoder("timm:vit_tiny_patch16_224", img_size=32, freeze="all")
+    assert not any(p.requires_grad for p in enc.parameters())  # cls_token and pos_embed included
+    enc.freeze(1)
+    assert not enc.model.cls_token.requires_grad and not enc.model.pos_embed.requires_grad
+    assert all(p.requires_grad for p in enc.model.blocks[-1].parameters())
+    assert not any(p.requires_grad for p in enc.model.blocks[-2].parameters())
+    enc.freeze("none")
+    assert all(p.requires_grad for p in enc.parameters())

@@ -52,6 +52,7 @@ def test_token_model_grid_is_nchw() -> None:
     assert grid.shape == (2, 192, 2, 2)
     tokens = enc.model.forward_features(x)  # (N, 1 + 4, D): class token, then patches in row-major order
     torch.testing.assert_close(grid.flatten(2).transpose(1, 2), tokens[:, 1:])
+    torch.testing.assert_close(enc.forward_grid(x), grid)  # later calls go straight to the spatial layout
 
 
 def test_timm_kwargs_are_passed_and_checked() -> None:

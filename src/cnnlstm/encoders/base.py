@@ -56,7 +56,10 @@ class FrameEncoder(nn.Module):
 
     # ----------------------------------------------------------------- to implement
     def stage_modules(self) -> list[list[nn.Module]]:
-        """The encoder's stages in forward order, each a list of modules; every parameter lies in one stage."""
+        """The encoder's stages in forward order, each a list of modules.
+
+        Parameters outside every listed module (a ViT's ``cls_token``) count as part of the first stage.
+        """
         raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +143,13 @@ class FrameEncoder(nn.Module):
             p.requires_grad_(True)
         for m in frozen:
             m.requires_grad_(False)
+        if n_frozen:
+            # Parameters held directly by a container (a ViT's cls_token, pos_embed) are input-side embeddings:
+            # they freeze with the first stage.
+            in_stages = {id(p) for stage in stages for m in stage for p in m.parameters()}
+            for p in self.parameters():
+                if id(p) not in in_stages:
+                    p.requires_grad_(False)
         names = {id(m): n for n, m in self.named_modules()}
         self._frozen_modules = tuple(names[id(m)] for m in frozen)
         self.frozen = spec

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cnnlstm.encoders.base import FrameEncoder
-from cnnlstm.errors import ShapeError, UnknownNameError, did_you_mean
+from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 
 __all__ = ["TimmEncoder"]
 
@@ -53,6 +53,7 @@ class TimmEncoder(FrameEncoder):
         # Some heads (MobileNetV3, GhostNet) widen the pooled vector past the last map's channels.
         self.out_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self._output_fmt = str(getattr(self.model, "output_fmt", "NCHW"))
+        self._tokens = self._output_fmt == "NLC"  # forward_features gives (N, L, D) tokens, not a map
         self.pretrained_config = _data_config(self.model.pretrained_cfg, in_channels)
 
     def stage_modules(self) -> list[list[nn.Module]]:
@@ -77,10 +78,11 @@ class TimmEncoder(FrameEncoder):
         return self.model(x)  # (N, D): timm pools and applies any pre-logits head when num_classes=0
 
     def _forward_grid(self, x: torch.Tensor) -> torch.Tensor:
-        if self._output_fmt == "NLC" or not hasattr(self.model, "forward_features"):
+        if self._tokens:
             return self._grid_from_intermediates(x)
         y = self.model.forward_features(x)
-        if y.ndim == 3:  # tokens (ViT-style): ask timm for the spatial layout instead
+        if y.ndim == 3:  # tokens (ViT-style): ask timm for the spatial layout, now and from now on
+            self._tokens = True
             return self._grid_from_intermediates(x)
         if self._output_fmt == "NHWC":
             y = y.permute(0, 3, 1, 2)  # (N, D, h, w)
@@ -88,7 +90,7 @@ class TimmEncoder(FrameEncoder):
 
     def _grid_from_intermediates(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.model, "forward_intermediates"):
-            raise ShapeError(f"encoder {self.name!r} has no spatial feature map; use forward() for pooled vectors")
+            raise ConfigError(f"encoder {self.name!r} has no spatial feature map; use forward() for pooled vectors")
         maps = self.model.forward_intermediates(x, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True)
         return maps[-1]  # (N, D, h, w), prefix tokens removed by timm
 
