@@ -209,9 +209,8 @@ def load_windows(
         if not 0.0 < fraction < 1.0:
             raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {fraction}")
         cut = round(len(signals) * (1.0 - fraction))
-        tail = None if groups is None else groups[cut:]
-        split = {"train": [signals[:cut], labels[:cut], None if groups is None else groups[:cut]],
-                 "test": [signals[cut:], labels[cut:], tail]}
+        head, tail = (None, None) if groups is None else (groups[:cut], groups[cut:])
+        split = {"train": [signals[:cut], labels[:cut], head], "test": [signals[cut:], labels[cut:], tail]}
     split["train"][1], split["test"][1], class_names = encode_labels(split["train"][1], split["test"][1], where=where)
     normalization: dict[str, Any] = {"mode": normalize}
     if normalize == "channel":
