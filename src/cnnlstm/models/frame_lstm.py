@@ -1,0 +1,188 @@
+"""LRCN (Donahue et al. 2015): a CNN encodes each frame, an LSTM models the sequence of frame features.
+
+Pattern 1 of cnnlstm: the CNN is a feature extractor (often pretrained and frozen), the LSTM adds order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlstm.encoders import build_encoder
+from cnnlstm.errors import ShapeError
+from cnnlstm.layers.masking import check_lengths
+from cnnlstm.layers.recurrent import SequenceLSTM
+from cnnlstm.layers.temporal import TimeDistributed
+from cnnlstm.models._registry import register_model
+
+__all__ = ["FrameLSTM", "example_lengths", "as_image_size"]
+
+
+def as_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``32 -> (32, 32)``; ``(H, W)`` stays as it is."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+def example_lengths(batch_size: int, max_len: int) -> Tensor:
+    """Unequal lengths ``max_len, max_len - 1, ...`` (cycling, never below 1) for ``example_input``."""
+    return torch.tensor([max_len - i % max_len for i in range(batch_size)], dtype=torch.int64)
+
+
+@register_model("frame_lstm")
+class FrameLSTM(nn.Module):
+    """Clip classifier: per-frame CNN -> LSTM -> temporal pooling -> dropout -> linear head.
+
+    Only the valid frames of a padded clip reach the encoder (``TimeDistributed`` with lengths), and the LSTM
+    runs packed, so a padded batch gives the same logits as each clip alone. Without ``lengths`` the forward
+    uses no packing and traces to ONNX.
+
+    Args:
+        num_classes: number of classes ``K``.
+        in_channels: image channels ``C``.
+        encoder: encoder name for :func:`cnnlstm.encoders.build_encoder` (``"cnn"``, ``"timm:resnet18"``, ...).
+        encoder_kwargs: extra encoder arguments (e.g. ``{"widths": (32, 64, 128)}``).
+        pretrained: ``False``, ``True`` (timm hub) or a path to a ``.pth``/``.safetensors`` file.
+        freeze: ``"none"``, ``"all"`` or N (all but the last N encoder stages); frozen parts stay in eval mode.
+        hidden_size: LSTM hidden size ``H``.
+        num_layers: stacked LSTM layers.
+        bidirectional: bidirectional LSTM (features ``2 H``; ``"last"`` joins both directions' final states).
+        dropout: dropout between LSTM layers and before the head.
+        pooling: ``"last"``, ``"mean"``, ``"max"`` or ``"attention"`` over the LSTM outputs.
+        chunk_size: encode at most this many frames at once (bounds memory for long clips).
+        image_size: frame size ``H`` or ``(H, W)`` used by :meth:`example_input`.
+
+    Shape:
+        - x: ``(B, T, C, H, W)`` frames; lengths: ``(B,)`` int64 valid frames per clip, optional.
+        - output: ``(B, K)`` logits.
+
+    Example:
+        >>> model = FrameLSTM(num_classes=4, encoder_kwargs={"widths": (8, 16)}, hidden_size=16)
+        >>> model(**model.example_input()).shape
+        torch.Size([2, 4])
+    """
+
+    input_names = ("x", "lengths")
+    output_kind = "logits"
+    supports_lengths = True
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        encoder: str = "cnn",
+        encoder_kwargs: dict[str, Any] | None = None,
+        pretrained: bool | str = False,
+        freeze: str | int = "none",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        pooling: str = "last",
+        chunk_size: int | None = None,
+        image_size: int | tuple[int, int] = 32,
+    ) -> None:
+        super().__init__()
+        self.encoder = build_encoder(
+            encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
+        )
+        # Not registered as a submodule: it only wraps self.encoder, whose weights must appear once in state_dict.
+        object.__setattr__(self, "_frames", TimeDistributed(self.encoder, chunk_size=chunk_size))
+        self.rnn = SequenceLSTM(
+            self.encoder.out_features,
+            hidden_size,
+            num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            pooling=pooling,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.rnn.out_features, num_classes))
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_features = self.rnn.out_features
+        self.image_size = as_image_size(image_size)
+
+    def _check_frames(self, x: Tensor) -> None:
+        if x.dim() != 5 or x.shape[2] != self.in_channels:
+            raise ShapeError(
+                f"frame_lstm expects frames (B, T, C, H, W) with C={self.in_channels}, got {tuple(x.shape)}"
+            )
+
+    def forward_sequence_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Encode every valid frame; padded frames come out as zeros.
+
+        A frozen encoder (no parameter needing a gradient) runs without autograd unless ``x`` itself needs
+        gradients, which saves the activation memory of ``B*T`` frames.
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; lengths: ``(B,)``, optional.
+            - output: ``(B, T, D_enc)`` with ``D_enc = encoder.out_features``.
+        """
+        self._check_frames(x)
+        lengths = check_lengths(lengths, x.shape[0], x.shape[1], owner="frame_lstm")
+        needs_grad = x.requires_grad or any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
+            return self._frames(x, lengths=lengths)  # (B, T, D_enc)
+
+    def forward_recurrent(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Run the LSTM and pooling on per-frame features (computed here or cached from a frozen encoder).
+
+        Shape:
+            - feats: ``(B, T, D_enc)``; lengths: ``(B,)``, optional.
+            - output: ``(B, num_features)``.
+        """
+        if feats.dim() != 3 or feats.shape[2] != self.encoder.out_features:
+            raise ShapeError(
+                f"frame_lstm expects frame features (B, T, D) with D={self.encoder.out_features}, "
+                f"got {tuple(feats.shape)}"
+            )
+        lengths = check_lengths(lengths, feats.shape[0], feats.shape[1], owner="frame_lstm")
+        return self.rnn(feats, lengths)  # (B, num_features)
+
+    def forward_from_features(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Logits from precomputed per-frame features (the frozen-encoder feature cache path).
+
+        Shape:
+            - feats: ``(B, T, D_enc)``; lengths: ``(B,)``, optional.
+            - output: ``(B, K)``.
+        """
+        return self.forward_head(self.forward_recurrent(feats, lengths))
+
+    def forward_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Clip representation before the head.
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; lengths: ``(B,)``, optional.
+            - output: ``(B, num_features)``.
+        """
+        return self.forward_recurrent(self.forward_sequence_features(x, lengths), lengths)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Dropout and the linear classifier: ``(B, num_features) -> (B, K)``."""
+        return self.head(features)  # (B, K)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Classify clips.
+
+        Args:
+            x: frames, zero-padded after each clip's end.
+            lengths: valid frames per clip; ``None`` when no clip is padded.
+
+        Shape:
+            - x: ``(B, T, C, H, W)``; lengths: ``(B,)`` int64.
+            - output: ``(B, K)``.
+        """
+        return self.forward_head(self.forward_features(x, lengths))
+
+    def example_input(self, batch_size: int = 2, num_frames: int = 3) -> dict[str, Tensor]:
+        """Random zero-padded clips with unequal ``lengths`` (``num_frames``, ``num_frames - 1``, ...)."""
+        lengths = example_lengths(batch_size, num_frames)
+        x = torch.rand(batch_size, num_frames, self.in_channels, *self.image_size)  # (B, T, C, H, W)
+        for b, length in enumerate(lengths.tolist()):
+            x[b, length:] = 0.0  # padding, as pad_collate produces it
+        return {"x": x, "lengths": lengths}

@@ -1,0 +1,207 @@
+"""Image + sequence classifier (pattern 3): a CNN branch, an LSTM branch, a fusion layer and an MLP head.
+
+The sequence is either token ids (a question, VQA-style; Antol et al. 2015) or a numeric series. With
+``fusion="film"`` or ``"cross_attention"`` the image enters the fusion as its spatial grid, so the question
+can select and compare image regions (relational questions, Sort-of-CLEVR; Santoro et al. 2017); the other
+modes fuse the pooled image vector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlstm.encoders import build_encoder
+from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.fusion import SPATIAL_FUSION_MODES, Fusion
+from cnnlstm.layers.masking import check_lengths
+from cnnlstm.layers.recurrent import SequenceLSTM
+from cnnlstm.models._registry import register_model
+from cnnlstm.models.frame_lstm import as_image_size, example_lengths
+
+__all__ = ["MultiInput"]
+
+IMAGE_FEATURES = ("auto", "pooled", "grid")
+
+
+@register_model("multi_input")
+class MultiInput(nn.Module):
+    """Image branch (CNN) + sequence branch (LSTM over tokens or a series) -> fusion -> MLP head.
+
+    Args:
+        num_classes: number of classes (answers) ``K``.
+        in_channels: image channels ``C``.
+        encoder: encoder name for :func:`cnnlstm.encoders.build_encoder`.
+        encoder_kwargs: extra encoder arguments.
+        pretrained: ``False``, ``True`` (timm hub) or a weights file path.
+        freeze: ``"none"``, ``"all"`` or N (all but the last N encoder stages).
+        vocab_size: token vocabulary size (index 0 is padding); the sequence is ``(B, L)`` int64 ids.
+        sequence_features: features per step ``F`` of a numeric sequence ``(B, L, F)``. Give exactly one of
+            ``vocab_size`` and ``sequence_features``.
+        embedding_dim: token embedding size (with ``vocab_size``).
+        hidden_size: LSTM hidden size ``H``.
+        num_layers: stacked LSTM layers.
+        bidirectional: bidirectional LSTM (sequence vector ``2 H``).
+        dropout: dropout between LSTM layers and in the head.
+        fusion: fusion mode, one of :data:`~cnnlstm.layers.fusion.FUSION_MODES`.
+        fusion_size: fused width (``out_size`` of :class:`~cnnlstm.layers.fusion.Fusion`).
+        fusion_kwargs: mode options (``rank``, ``num_blocks``, ``num_heads``, ``num_hops``).
+        image_features: ``"auto"`` (grid for ``film``/``cross_attention``, pooled otherwise), ``"pooled"`` or
+            ``"grid"``.
+        head_hidden_size: width of the MLP head's hidden layer; 0 for a linear head.
+        image_size: image size ``H`` or ``(H, W)`` used by :meth:`example_input`.
+
+    Shape:
+        - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)`` float, zero-padded;
+          lengths: ``(B,)`` int64 valid steps, optional.
+        - output: ``(B, K)`` logits.
+
+    Example:
+        >>> model = MultiInput(num_classes=5, vocab_size=20, fusion="film", encoder_kwargs={"widths": (8, 16)})
+        >>> model(**model.example_input()).shape
+        torch.Size([2, 5])
+    """
+
+    input_names = ("image", "sequence", "lengths")
+    output_kind = "logits"
+    supports_lengths = True
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        encoder: str = "cnn",
+        encoder_kwargs: dict[str, Any] | None = None,
+        pretrained: bool | str = False,
+        freeze: str | int = "none",
+        vocab_size: int | None = None,
+        sequence_features: int | None = None,
+        embedding_dim: int = 64,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        fusion: str = "concat",
+        fusion_size: int | None = None,
+        fusion_kwargs: dict[str, Any] | None = None,
+        image_features: str = "auto",
+        head_hidden_size: int = 256,
+        image_size: int | tuple[int, int] = 32,
+    ) -> None:
+        super().__init__()
+        if (vocab_size is None) == (sequence_features is None):
+            raise ConfigError(
+                "multi_input needs exactly one of vocab_size (token ids) and sequence_features (a numeric series)"
+            )
+        if image_features not in IMAGE_FEATURES:
+            raise ConfigError(f"multi_input image_features must be one of {IMAGE_FEATURES}, got {image_features!r}")
+        self.encoder = build_encoder(
+            encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
+        )
+        if vocab_size is not None:
+            self.embedding: nn.Module | None = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+            step_size = embedding_dim
+        else:
+            self.embedding = None
+            step_size = sequence_features
+        self.rnn = SequenceLSTM(step_size, hidden_size, num_layers, bidirectional=bidirectional, dropout=dropout)
+
+        spatial = fusion in SPATIAL_FUSION_MODES
+        self.use_grid = image_features == "grid" or (image_features == "auto" and spatial)
+        image_size_d = self.encoder.grid_features if self.use_grid else self.encoder.out_features
+        self.fusion = Fusion(
+            fusion, (image_size_d, self.rnn.out_features), fusion_size, grid=self.use_grid, **(fusion_kwargs or {})
+        )
+        width = self.fusion.out_features
+        if head_hidden_size > 0:
+            self.head = nn.Sequential(
+                nn.Linear(width, head_hidden_size),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(head_hidden_size, num_classes),
+            )
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
+        self.in_channels = in_channels
+        self.vocab_size = vocab_size
+        self.sequence_features = sequence_features
+        self.num_classes = num_classes
+        self.num_features = width
+        self.image_size = as_image_size(image_size)
+
+    def _check(self, image: Tensor, sequence: Tensor) -> None:
+        if image.dim() != 4 or image.shape[1] != self.in_channels:
+            raise ShapeError(
+                f"multi_input expects image (B, C, H, W) with C={self.in_channels}, got {tuple(image.shape)}"
+            )
+        if self.embedding is not None:
+            if sequence.dim() != 2 or sequence.is_floating_point():
+                raise ShapeError(
+                    f"multi_input expects sequence token ids (B, L) int64, got {tuple(sequence.shape)} {sequence.dtype}"
+                )
+            if sequence.numel() and (int(sequence.min()) < 0 or int(sequence.max()) >= self.vocab_size):
+                raise ShapeError(
+                    f"multi_input got token ids in [{int(sequence.min())}, {int(sequence.max())}] but vocab_size is "
+                    f"{self.vocab_size}; build the model with the data's vocab_size"
+                )
+        elif sequence.dim() != 3 or sequence.shape[2] != self.sequence_features:
+            raise ShapeError(
+                f"multi_input expects sequence (B, L, F) with F={self.sequence_features}, got {tuple(sequence.shape)}"
+            )
+        if sequence.shape[0] != image.shape[0]:
+            raise ShapeError(
+                f"multi_input got {image.shape[0]} images but {sequence.shape[0]} sequences; the batch sizes must match"
+            )
+
+    def encode_image(self, image: Tensor) -> Tensor:
+        """The image branch: ``(B, C, H, W) -> (B, D_grid, h, w)`` grid or ``(B, D)`` vector (see ``use_grid``)."""
+        return self.encoder.forward_grid(image) if self.use_grid else self.encoder(image)
+
+    def encode_sequence(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The sequence branch: ``(B, L)`` ids or ``(B, L, F)`` series -> ``(B, H * directions)``."""
+        steps = self.embedding(sequence) if self.embedding is not None else sequence  # (B, L, E) or (B, L, F)
+        return self.rnn(steps, lengths)  # (B, dirs*H)
+
+    def forward_features(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The fused representation before the head.
+
+        Shape:
+            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` or ``(B, L, F)``; lengths: ``(B,)``, optional.
+            - output: ``(B, num_features)``.
+        """
+        self._check(image, sequence)
+        lengths = check_lengths(lengths, sequence.shape[0], sequence.shape[1], owner="multi_input")
+        return self.fusion(self.encode_image(image), self.encode_sequence(sequence, lengths))  # (B, num_features)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """The MLP head: ``(B, num_features) -> (B, K)``."""
+        return self.head(features)  # (B, K)
+
+    def forward(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Classify (image, sequence) pairs.
+
+        Args:
+            image: a batch of images.
+            sequence: token ids (index 0 = padding) or a numeric series, zero-padded after each end.
+            lengths: valid steps per sequence; ``None`` when nothing is padded.
+
+        Shape:
+            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)``; lengths: ``(B,)`` int64.
+            - output: ``(B, K)``.
+        """
+        return self.forward_head(self.forward_features(image, sequence, lengths))
+
+    def example_input(self, batch_size: int = 2, seq_len: int = 5) -> dict[str, Tensor]:
+        """Random images and zero-padded sequences with unequal ``lengths``."""
+        lengths = example_lengths(batch_size, seq_len)
+        image = torch.rand(batch_size, self.in_channels, *self.image_size)  # (B, C, H, W)
+        if self.vocab_size is not None:
+            sequence = torch.randint(1, max(self.vocab_size, 2), (batch_size, seq_len))  # (B, L), no padding id
+        else:
+            sequence = torch.randn(batch_size, seq_len, self.sequence_features)  # (B, L, F)
+        for b, length in enumerate(lengths.tolist()):
+            sequence[b, length:] = 0  # padding, as pad_collate produces it
+        return {"image": image, "sequence": sequence, "lengths": lengths}
