@@ -86,6 +86,9 @@ def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
     if name == "ctc":
         return CTCTask(model, charset=info.get("charset"), optim=optim)
     if name == "forecasting":
-        return ForecastingTask(model, data_range=float(info.get("data_range", 1.0)), optim=optim)
+        size = info.get("model_kwargs", {}).get("image_size") or info.get("image_size") or (11, 11)
+        side = min(size) if isinstance(size, list | tuple) else int(size)
+        kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit in the frame
+        return ForecastingTask(model, data_range=float(info.get("data_range", 1.0)), ssim_kernel=kernel, optim=optim)
     return CaptioningTask(model, vocab=info.get("vocab"), max_length=int(info.get("max_caption_length", 20)),
                           optim=optim)

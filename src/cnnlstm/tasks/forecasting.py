@@ -30,6 +30,7 @@ class ForecastingTask(Task):
     Args:
         model: a registered model mapping frames (B, T, C, H, W) to (B, K, C, H, W).
         data_range: value range of the pixels, for SSIM (1.0 for frames in [0, 1]).
+        ssim_kernel: odd SSIM window side; at most the frames' smaller side.
         optim: optimiser settings.
 
     Shape:
@@ -42,12 +43,13 @@ class ForecastingTask(Task):
     monitor = "val/loss"
     monitor_mode = "min"
 
-    def __init__(self, model: nn.Module, *, data_range: float = 1.0,
+    def __init__(self, model: nn.Module, *, data_range: float = 1.0, ssim_kernel: int = 11,
                  optim: OptimConfig | dict[str, Any] | None = None) -> None:
         if getattr(model, "output_kind", None) != "frames":
             raise ConfigError("the forecasting task needs a model that outputs frames, "
                               f"{getattr(model, 'model_name', type(model).__name__)} outputs {model.output_kind}")
         self.data_range = float(data_range)
+        self.ssim_kernel = int(ssim_kernel)
         super().__init__(model, optim)
 
     def make_metrics(self, stage: str) -> MetricCollection:
@@ -56,7 +58,8 @@ class ForecastingTask(Task):
         return MetricCollection({
             "mse": MeanSquaredError(),
             "mae": MeanAbsoluteError(),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=self.data_range),
+            "ssim": StructuralSimilarityIndexMeasure(  # Gaussian window: sigma 1.5 for the standard 11, scaled down
+                data_range=self.data_range, sigma=1.5 * self.ssim_kernel / 11),
             "baseline_mse": MeanSquaredError(),
         })
 
@@ -74,7 +77,7 @@ class ForecastingTask(Task):
             metrics["mse"].update(pred, target)
             metrics["mae"].update(pred, target)
             metrics["ssim"].update(pred.flatten(0, 1), target.flatten(0, 1))  # (B*K, C, H, W)
-            last = x[:, -1:].float().expand_as(target)  # (B, K, C, H, W): the copy-last-frame forecast
+            last = x[:, -1:].float().expand_as(target).contiguous()  # (B, K, C, H, W): copy-last-frame forecast
             metrics["baseline_mse"].update(last, target)
         return loss
 

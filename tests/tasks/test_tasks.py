@@ -1,0 +1,101 @@
+"""Task losses and metrics against hand-computed references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnnlstm.errors import ConfigError
+from cnnlstm.tasks import CaptioningTask, ClassificationTask, CTCTask, ForecastingTask, build_task, task_for_kind
+
+
+class Fixed(nn.Module):
+    """Returns a fixed output whatever the input: the metrics are then known in advance."""
+
+    def __init__(self, out: Tensor, kind: str, input_names=("x",)) -> None:
+        super().__init__()
+        self.out = out
+        self.output_kind = kind
+        self.input_names = input_names
+        self.num_classes = out.shape[-1] if kind != "frames" else out.shape[2]
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        return self.out + self.w
+
+
+def _epoch(task, batch, stage="test") -> dict[str, float]:
+    loss = task.step(batch, stage)
+    task.losses[stage].update(loss.detach(), weight=len(next(iter(batch.values()))))
+    values = {"loss": float(task.losses[stage].compute())}
+    values.update({k: float(v) for k, v in task.metrics[stage].compute().items()})
+    task.on_stage_epoch_end(stage, values)
+    return values
+
+
+def test_classification_metrics_and_confusion() -> None:
+    logits = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
+    y = torch.tensor([0, 1, 2, 2])
+    task = ClassificationTask(Fixed(logits, "logits"), question_types=["plain", "relational"])
+    values = _epoch(task, {"x": torch.zeros(4, 1), "y": y, "qtype": torch.tensor([0, 0, 1, 1])})
+    assert values["loss"] == pytest.approx(float(F.cross_entropy(logits, y)))
+    assert values["acc"] == pytest.approx(0.75)
+    # per-class F1: class0 1.0, class1 2/3 (p=.5, r=1), class2 2/3 (p=1, r=.5)
+    assert values["f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert values["acc_plain"] == 1.0 and values["acc_relational"] == 0.5
+    assert task.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_classification_rejects_mismatched_classes() -> None:
+    with pytest.raises(ConfigError, match="model.num_classes=2"):
+        ClassificationTask(Fixed(torch.zeros(1, 3), "logits"), class_names=["a", "b"])
+
+
+def test_ctc_loss_and_decoded_metrics() -> None:
+    # 4 steps, classes {blank, a, b}; best path "a a - b" -> "ab"; second sample best path "b - - -" -> "b"
+    path = torch.tensor([[1, 1, 0, 2], [2, 0, 0, 0]])
+    logits = F.one_hot(path, 3).float() * 5  # (B, W, K)
+    task = CTCTask(Fixed(logits, "sequence_logits"), charset=["-", "a", "b"])
+    targets = torch.tensor([[1, 2], [1, 0]])
+    lengths = torch.tensor([2, 1])
+    values = _epoch(task, {"x": torch.zeros(2, 1, 8, 4), "targets": targets, "target_lengths": lengths})
+    log_probs = logits.log_softmax(-1).transpose(0, 1)
+    expected = F.ctc_loss(log_probs, targets, torch.tensor([4, 4]), lengths, zero_infinity=True)
+    assert values["loss"] == pytest.approx(float(expected))
+    assert values["acc"] == 0.5  # "ab" right, "b" vs "a" wrong
+    assert values["cer"] == pytest.approx(1 / 3)  # one substitution over three reference characters
+
+
+def test_forecasting_metrics_and_copy_last_baseline() -> None:
+    x = torch.zeros(2, 3, 1, 4, 4)
+    x[:, -1] = 0.5
+    y = torch.ones(2, 2, 1, 4, 4)
+    pred = torch.full_like(y, 0.75)
+    task = ForecastingTask(Fixed(pred, "frames"), ssim_kernel=3)
+    values = _epoch(task, {"x": x, "y": y})
+    assert values["mse"] == pytest.approx(0.0625) and values["loss"] == pytest.approx(0.0625)
+    assert values["mae"] == pytest.approx(0.25)
+    assert values["baseline_mse"] == pytest.approx(0.25)  # copying the 0.5 frame misses by 0.5
+
+
+def test_captioning_loss_ignores_padding_and_bleu_of_exact_generation() -> None:
+    vocab = ["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle", "is", "here"]
+    caption = torch.tensor([[1, 4, 5, 6, 7, 8, 2, 0]])  # <start> a red circle is here <end> <pad>
+    logits = F.one_hot(caption[:, 1:], len(vocab)).float() * 20  # (B, L-1, V): always right, teacher forced
+    task = CaptioningTask(Fixed(logits, "caption_logits", ("images", "captions")), vocab=vocab)
+    task.generate = lambda images: [[4, 5, 6, 7, 8, 2]]  # greedy decode that reproduces the caption
+    values = _epoch(task, {"images": torch.zeros(1, 3, 8, 8), "captions": caption})
+    target = caption[:, 1:].clone()
+    expected = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=0)
+    assert values["loss"] == pytest.approx(float(expected))
+    assert values["bleu4"] == pytest.approx(1.0)
+    assert task.decode([1, 4, 5, 2, 6]) == "a red"
+
+
+def test_kind_to_task_and_unknown_task() -> None:
+    assert [task_for_kind(k) for k in ("series", "vqa", "text_image", "forecast", "captions")] == [
+        "classification", "classification", "ctc", "forecasting", "captioning"]
+    with pytest.raises(ConfigError, match="did you mean 'classification'"):
+        build_task("clasification", Fixed(torch.zeros(1, 2), "logits"))
