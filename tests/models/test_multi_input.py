@@ -1,0 +1,99 @@
+"""multi_input: every fusion mode, tokens and series, padding invariance, grid routing, freezing, errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.fusion import FUSION_MODES
+from cnnlstm.models import create_model
+
+TINY = dict(
+    num_classes=4, hidden_size=8, embedding_dim=6, encoder_kwargs={"widths": (4, 8)}, image_size=16, head_hidden_size=16
+)
+
+
+def _model(**overrides) -> nn.Module:
+    kwargs = {**TINY, **overrides}
+    if "sequence_features" not in kwargs:
+        kwargs.setdefault("vocab_size", 10)
+    return create_model("multi_input", **kwargs)
+
+
+def _check_padding_invariance(model: nn.Module) -> None:
+    inputs = model.example_input(batch_size=3)
+    with torch.no_grad():
+        out = model(**inputs)
+        assert out.shape == (3, 4)
+        for b, length in enumerate(inputs["lengths"].tolist()):
+            alone = model(inputs["image"][b : b + 1], inputs["sequence"][b : b + 1, :length])
+            torch.testing.assert_close(out[b : b + 1], alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", FUSION_MODES)
+def test_every_fusion_mode_with_tokens(fusion: str) -> None:
+    kwargs = {"fusion_kwargs": {"num_heads": 2}} if fusion == "cross_attention" else {}
+    model = _model(fusion=fusion, **kwargs).eval()
+    assert model.use_grid == (fusion in ("film", "cross_attention"))
+    _check_padding_invariance(model)
+    assert model.forward_features(**model.example_input()).shape == (2, model.num_features)
+
+
+def test_numeric_series_branch_bidirectional() -> None:
+    model = _model(sequence_features=3, bidirectional=True, fusion="gated", head_hidden_size=0).eval()
+    inputs = model.example_input(batch_size=3)
+    assert inputs["sequence"].shape == (3, 5, 3) and inputs["sequence"].is_floating_point()
+    _check_padding_invariance(model)
+
+
+def test_grid_fusion_sees_the_spatial_map() -> None:
+    model = _model(fusion="film").eval()
+    calls: list[tuple] = []
+    model.fusion.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape)))
+    inputs = model.example_input(batch_size=2)
+    model(**inputs)
+    grid = model.encoder.forward_grid(inputs["image"])
+    assert grid.dim() == 4 and calls == [tuple(grid.shape)]
+    pooled = _model(fusion="film", image_features="pooled")
+    assert not pooled.use_grid and pooled.fusion.impl.grid is False
+
+
+def test_freeze_all_keeps_encoder_bn_in_eval_and_without_gradients() -> None:
+    model = _model(freeze="all", fusion="cross_attention", fusion_kwargs={"num_heads": 2}).train()
+    assert all(not m.training for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
+    model(**model.example_input()).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.embedding.weight.grad is not None
+    assert torch.equal(model.embedding.weight.grad[0], torch.zeros(6))  # padding_idx 0 never learns
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="exactly one of vocab_size"):
+        create_model("multi_input", num_classes=3)
+    with pytest.raises(ConfigError, match="exactly one of vocab_size"):
+        create_model("multi_input", num_classes=3, vocab_size=5, sequence_features=2)
+    with pytest.raises(ConfigError, match="image_features"):
+        _model(image_features="spatial")
+    with pytest.raises(ConfigError, match="grid input needs one of"):
+        _model(fusion="concat", image_features="grid")
+    with pytest.raises(ConfigError, match="did you mean"):
+        _model(fusion="flim")
+
+
+def test_wrong_inputs_say_what_to_change() -> None:
+    model = _model()
+    inputs = model.example_input(batch_size=2)
+    image, sequence = inputs["image"], inputs["sequence"]
+    with pytest.raises(ShapeError, match=r"multi_input expects image \(B, C, H, W\) with C=3, got \(3, 16, 16\)"):
+        model(image[0], sequence)
+    with pytest.raises(ShapeError, match=r"token ids \(B, L\) int64"):
+        model(image, sequence.float())
+    with pytest.raises(ShapeError, match="vocab_size is 10"):
+        model(image, sequence + 10)
+    with pytest.raises(ShapeError, match="batch sizes must match"):
+        model(image[:1], sequence)
+    with pytest.raises(ShapeError, match=r"multi_input expects lengths in \[1, 5\]"):
+        model(image, sequence, torch.tensor([6, 2]))
+    series = _model(sequence_features=3)
+    with pytest.raises(ShapeError, match=r"\(B, L, F\) with F=3"):
+        series(image, torch.randn(2, 5, 2))
