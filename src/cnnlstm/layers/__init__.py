@@ -9,6 +9,7 @@ from cnnlstm.layers.blocks import ConvNormAct1d, ConvNormAct2d, SqueezeExcite1d,
 from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES, Fusion, add_coords
 from cnnlstm.layers.masking import check_lengths, check_mask, lengths_to_mask, mask_to_lengths
 from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool, last_valid, masked_max, masked_mean
+from cnnlstm.layers.recurrent import SequenceLSTM
 from cnnlstm.layers.temporal import TimeDistributed
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "SqueezeExcite1d",
     "make_activation",
     "POOLING_MODES",
+    "SequenceLSTM",
     "TemporalPool",
     "TimeDistributed",
     "check_lengths",
