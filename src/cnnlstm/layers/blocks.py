@@ -118,6 +118,7 @@ class ConvNormAct1d(_ConvNormAct):
         - output: ``(B, out_channels, T')`` (``T' = T`` for stride 1).
 
     Example:
+        >>> import torch
         >>> ConvNormAct1d(3, 8, 5)(torch.randn(2, 3, 16)).shape
         torch.Size([2, 8, 16])
     """
@@ -154,6 +155,7 @@ class ConvNormAct2d(_ConvNormAct):
         - output: ``(B, out_channels, H', W')``.
 
     Example:
+        >>> import torch
         >>> ConvNormAct2d(3, 8, stride=2)(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 8, 16, 16])
     """
@@ -180,6 +182,7 @@ class SqueezeExcite1d(nn.Module):
         - output: ``(B, C, T)``.
 
     Example:
+        >>> import torch
         >>> SqueezeExcite1d(32)(torch.randn(2, 32, 10)).shape
         torch.Size([2, 32, 10])
     """

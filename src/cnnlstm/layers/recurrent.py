@@ -34,6 +34,7 @@ class SequenceLSTM(nn.Module):
         - output: ``(B, out_features)``.
 
     Example:
+        >>> import torch
         >>> lstm = SequenceLSTM(4, 8, bidirectional=True)
         >>> lstm(torch.randn(2, 5, 4), lengths=torch.tensor([5, 2])).shape
         torch.Size([2, 16])
