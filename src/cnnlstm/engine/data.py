@@ -21,7 +21,9 @@ from cnnlstm.errors import DataError
 
 __all__ = ["RecipeData", "load_bundle", "check_classes"]
 
-CLASSIFICATION_KINDS = ("series", "frames", "images", "vqa")
+# Kinds whose classes are the data's own labels. VQA answers come from a fixed answer vocabulary, where a
+# rare answer absent from a small training split is expected, not a mistake in the data.
+LABELLED_KINDS = ("series", "frames", "images")
 
 
 def load_bundle(section: dict[str, Any], seed: int) -> DatasetBundle:
@@ -81,7 +83,7 @@ class RecipeData(pl.LightningDataModule):
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise DataError(f"{bundle.name}: a validation fraction of {val_fraction} leaves an empty split "
                             f"({len(self.train_set)} train, {len(self.val_set)} validation); change data.val_fraction")
-        if targets is not None and bundle.kind in CLASSIFICATION_KINDS:
+        if targets is not None and bundle.kind in LABELLED_KINDS:
             num_classes = int(bundle.info.get("model_kwargs", {}).get("num_classes", 0) or 0)
             train_targets = np.asarray(targets)[np.asarray(self.train_set.indices)]
             check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.get("class_names"))
