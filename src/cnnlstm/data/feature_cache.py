@@ -160,11 +160,11 @@ def _pipeline(base: Dataset) -> dict[str, Any]:
 def _source_digest(base: Dataset) -> str | None:
     """Digest of the clips' paths and file stats, so edited or replaced clips miss the cache."""
     clips = getattr(base, "clips", None)
-    if clips is None:
-        return None
+    if not clips or not all(isinstance(getattr(c, "path", None), str | os.PathLike) for c in clips):
+        return None  # not file-backed clips (FramesDataset's Clip has .path): the first-sample digest must do
     h = hashlib.sha256()
     for clip in clips:
-        path = Path(getattr(clip, "path", clip))
+        path = Path(clip.path)
         stat = path.stat()
         h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
         for frame in getattr(clip, "frames", None) or ():
@@ -570,6 +570,19 @@ class CachedFeaturesModel(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Logits from cached features; see the class docstring for shapes."""
         return self.model.forward_from_features(x, lengths)  # (B, K)
+
+    def forward_chunk(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One chunk of the LSTM from ``state``, for truncated BPTT (:mod:`cnnlstm.tasks.tbptt`).
+
+        Shape:
+            - x: ``(B, k, D)`` features; lengths: ``(B,)`` valid steps in this chunk (0..k), optional.
+            - output: ``(B, k, H)`` and ``(h, c)``, each ``(num_layers, B, H)``.
+        """
+        from cnnlstm.tasks.tbptt import lstm_chunk  # here, not at the top: cnnlstm.tasks imports Lightning
+
+        return lstm_chunk(self.model.rnn.lstm, x, state, lengths)
 
 
 def use_feature_cache(
