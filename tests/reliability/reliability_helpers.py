@@ -1,0 +1,68 @@
+"""Shared helpers of the reliability tests: deterministic hypothesis settings and a CLI runner.
+
+Every property test here uses :data:`FUZZ` (derandomised, no example database, no deadline) so the suite
+is reproducible on any machine and writes nothing outside ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from cnnlstm.cli import main
+
+__all__ = ["FUZZ", "CliResult", "run_cli", "assert_usage_error"]
+
+#: deterministic hypothesis settings; ``max_examples`` is set per test to keep the area under a minute
+#: (no shrinking: a failing run stays as fast as a passing one; the failing example is printed as drawn)
+FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False, report_multiple_bugs=False,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.filter_too_much])
+
+
+@dataclass
+class CliResult:
+    """What one ``cnnlstm`` invocation did: exit status, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def error_line(self) -> str:
+        """The ``cnnlstm: error: ...`` line (the last one), or ``""``."""
+        lines = [line for line in self.err.splitlines() if line.startswith("cnnlstm: error:")]
+        return lines[-1] if lines else ""
+
+
+def run_cli(argv: Sequence[str]) -> CliResult:
+    """Run ``cnnlstm.cli.main(argv)`` in-process, capturing both streams.
+
+    An exception escaping ``main`` is a bug in itself (the CLI must answer every bad input with a message and
+    exit status 2), so it is turned into a test failure that names the exception.
+
+    Example:
+        >>> run_cli(["recipes"]).code  # doctest: +SKIP
+        0
+    """
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(argv))
+    except BaseException as exc:  # noqa: BLE001 - any escape is the failure being reported
+        pytest.fail(f"cnnlstm {' '.join(argv)} raised {type(exc).__name__}: {exc} (stderr: {err.getvalue()[-500:]})")
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def assert_usage_error(result: CliResult, *fragments: str) -> None:
+    """Exit status 2, one ``cnnlstm: error:`` line holding every fragment (case-insensitive), no traceback."""
+    assert "Traceback" not in result.err, result.err[-2000:]
+    line = result.error_line()
+    assert result.code == 2, f"exit {result.code}, stderr: {result.err[-1000:]}"
+    for fragment in fragments:
+        assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
