@@ -77,7 +77,9 @@ def test_cached_training_path_gives_the_full_models_logits(digits, tmp_path: Pat
 def test_unchanged_setup_computes_nothing_the_second_time(digits, tmp_path: Path) -> None:
     model = frame_model()
     seen = count_frames(model)
+    rng = torch.get_rng_state()
     first = FeatureCache(tmp_path).get_or_build(model, digits.train, identity=IDENTITY)
+    assert torch.equal(torch.get_rng_state(), rng)  # building leaves the run's random stream where it was
     assert seen[0] == int(digits.train.fields["x"].lengths.sum())  # every valid frame once, no padding
     again = FeatureCache(tmp_path).get_or_build(frame_model_copy(model), digits.train, identity=IDENTITY)
     assert seen[0] == int(digits.train.fields["x"].lengths.sum())  # 0 further encoder calls

@@ -427,16 +427,20 @@ class FeatureCache:
         Returns:
             The cached features, in the order of ``dataset``.
         """
-        problem = cache_problem(model, dataset)
-        if problem:
-            raise ConfigError(f"cannot cache features: {problem}")
-        parts = self.key_parts(model, dataset, identity)
-        key = _digest(parts)
-        cached = self.load(key)
-        if cached is not None:
-            log.info("feature cache hit: %s (%d samples)", cached.path, len(cached))
-            return cached
-        return self._build(key, parts, model, dataset, batch_size, num_workers, collate_fn or pad_collate, device)
+        # Building draws from torch's global generator (DataLoader seeds, sample reads); fork it so a run that
+        # builds the cache and a run that finds it continue with the same random state (same shuffles).
+        with torch.random.fork_rng(devices=[]):
+            problem = cache_problem(model, dataset)
+            if problem:
+                raise ConfigError(f"cannot cache features: {problem}")
+            parts = self.key_parts(model, dataset, identity)
+            key = _digest(parts)
+            cached = self.load(key)
+            if cached is not None:
+                log.info("feature cache hit: %s (%d samples)", cached.path, len(cached))
+                return cached
+            return self._build(key, parts, model, dataset, batch_size, num_workers, collate_fn or pad_collate,
+                               device)
 
     @torch.no_grad()
     def _build(self, key: str, parts: dict[str, Any], model: nn.Module, dataset: Dataset, batch_size: int,
@@ -625,7 +629,8 @@ def use_feature_cache(
     if mode is False:
         return bundle, model
     problem = cache_problem(model) or (None if bundle.kind == "frames" else f"data kind {bundle.kind!r} is not frames")
-    problem = problem or cache_problem(model, bundle.train) or cache_problem(model, bundle.test)
+    with torch.random.fork_rng(devices=[]):  # the checks read samples; they must not shift the run's randomness
+        problem = problem or cache_problem(model, bundle.train) or cache_problem(model, bundle.test)
     if problem:
         if mode is True:
             raise ConfigError(f"data.feature_cache: true, but {problem} (or set data.feature_cache: false)")
