@@ -619,7 +619,7 @@ def use_feature_cache(
         unchanged when not caching.
 
     Example:
-        >>> identity = {"spec": spec, "options": opts, "seed": 0}
+        >>> identity = {"spec": spec, "options": opts, "seed": 0}  # doctest: +SKIP
         >>> bundle, train_model = use_feature_cache(bundle, model, mode="auto", identity=identity)  # doctest: +SKIP
     """
     if isinstance(mode, str) and mode.lower() in ("true", "false"):
