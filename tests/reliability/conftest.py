@@ -6,21 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import run_cli
-
-
-def tiny_series(n: int, seed: int, length: int = 8, channels: int = 2, classes: int = 2) -> tuple[np.ndarray,
-                                                                                                np.ndarray]:
-    """Class c's series are offset by c: separable, float32 (N, T, F), labels 0..classes-1 in turn."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.normal(size=(n, length, channels)) + 2.0 * y[:, None, None]
-    return x.astype(np.float32), y
-
-
-#: a tiny LSTM-FCN over the basic_motions recipe, one epoch: a real run directory in a few seconds
-TINY_FIT = ["--set", "trainer.max_epochs=1", "model.hidden_size=4", "model.filters=[4,4,4]", "data.batch_size=4",
-            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+from reliability_helpers import TINY_FIT, run_cli, tiny_series
 
 
 @pytest.fixture(scope="session")

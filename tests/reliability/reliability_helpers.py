@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from cnnlstm.cli import main
 
-__all__ = ["FUZZ", "CliResult", "run_cli", "assert_usage_error"]
+__all__ = ["FUZZ", "TINY_FIT", "CliResult", "run_cli", "assert_usage_error", "tiny_series"]
 
 #: deterministic hypothesis settings; ``max_examples`` is set per test to keep the area under a minute
 #: (no shrinking: a failing run stays as fast as a passing one; the failing example is printed as drawn)
@@ -66,3 +67,17 @@ def assert_usage_error(result: CliResult, *fragments: str) -> None:
     assert result.code == 2, f"exit {result.code}, stderr: {result.err[-1000:]}"
     for fragment in fragments:
         assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
+
+
+def tiny_series(n: int, seed: int, length: int = 8, channels: int = 2, classes: int = 2) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+    """Class c's series are offset by c: separable, float32 (N, T, F), labels 0..classes-1 in turn."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, length, channels)) + 2.0 * y[:, None, None]
+    return x.astype(np.float32), y
+
+
+#: a tiny LSTM-FCN over the basic_motions recipe, one epoch: a real run directory in a few seconds
+TINY_FIT = ["--set", "trainer.max_epochs=1", "model.hidden_size=4", "model.filters=[4,4,4]", "data.batch_size=4",
+            "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
