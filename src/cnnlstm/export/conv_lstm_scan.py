@@ -8,6 +8,8 @@ exporter) unrolls it, freezing the number of steps into the graph. Here the recu
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,7 +19,6 @@ from cnnlstm.layers.conv_lstm import ConvLSTM, ConvLSTMCell, State
 __all__ = ["ScanConvLSTM"]
 
 
-@torch.jit.script
 def _scan(
     steps: Tensor,
     x_gates: Tensor,
@@ -62,6 +63,11 @@ def _scan(
     if reverse:
         outputs.reverse()
     return torch.stack(outputs, dim=1), h, c  # (B, T, C_h, *S), (B, C_h, *S), (B, C_h, *S)
+
+
+with warnings.catch_warnings():  # torch.jit announces its deprecation; scripting is still what keeps the loop
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    _scan = torch.jit.script(_scan)
 
 
 def _same_padding(cell: ConvLSTMCell) -> list[int]:

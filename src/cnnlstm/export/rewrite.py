@@ -139,13 +139,21 @@ class ExportWrapper(nn.Module):
 
 @contextlib.contextmanager
 def tracing_quietly() -> Iterator[None]:
-    """Trace with the pack-free helpers and without TracerWarnings from input checks.
+    """Trace with the pack-free helpers and without the tracer's and exporter's expected warnings.
 
     The models' checks read values (``int(lengths.max())``) to raise helpful errors in eager mode; tracing
     records them as constants and warns, which is expected: the checks are not part of the exported graph.
+    The exporter's generic LSTM and indexing caveats do not apply (parity is checked on other batch sizes and
+    lengths), and ``torch.jit`` announces its deprecation on every call.
+
+    Example:
+        >>> with tracing_quietly():
+        ...     pass
     """
     with pack_free_final_hidden(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=".*TorchScript.*deprecated.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(Constant folding|LSTM|aten::index)")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
