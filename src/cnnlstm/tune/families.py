@@ -94,7 +94,8 @@ FAMILIES: dict[str, Family] = {
         "model.pooling": ["last", "mean", "attention"],
     }, encoder_space=_CNN_ENCODER, transfer_space=_TRANSFER),
     "multi_input": Family("vqa", {
-        "model.hidden_size": {"low": 16, "high": 128, "log": True},
+        # multiples of 8: cross-attention splits the fused width over its heads
+        "model.hidden_size": [16, 32, 64, 128],
         "model.embedding_dim": [16, 32, 64],
         "model.bidirectional": [False, True],
         "model.dropout": {"low": 0.0, "high": 0.5},
