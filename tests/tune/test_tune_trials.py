@@ -1,0 +1,85 @@
+"""One trial: pruning reports, validation-only scoring that `cnnlstm fit` reproduces, and the study outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import FloatDistribution, IntDistribution
+from tune_toys import toy_recipe
+
+from cnnlstm.engine import fit
+from cnnlstm.tune.api import write_outputs
+from cnnlstm.tune.pruning import PruningCallback
+from cnnlstm.tune.search import SearchPlan, resolve_search
+from cnnlstm.tune.trial_fit import fit_trial
+
+
+def _trial_config(tmp_path: Path) -> tuple[SearchPlan, dict]:
+    plan = resolve_search(toy_recipe(tmp_path, max_epochs=3))
+    trial = optuna.trial.FixedTrial({"optim.lr": 0.01, "optim.weight_decay": 0.01, "data.batch_size": 8,
+                                     "model.hidden_size": 4, "model.bidirectional": False, "model.dropout": 0.0,
+                                     "conv.depth": 2, "conv.width": 4, "conv.kernel": 3})
+    return plan, plan.trial_config(*plan.sample(trial))
+
+
+def test_trial_reports_every_epoch_and_fit_reproduces_its_score(tmp_path: Path) -> None:
+    plan, config = _trial_config(tmp_path)
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    metrics = fit_trial(config, tmp_path / "trial", [PruningCallback(trial, "val/loss")])
+    assert not any(k.startswith("test/") for k in metrics)  # the trial never looks at the test split
+    history = json.loads((tmp_path / "trial" / "history.json").read_text())
+    reported = study.get_trials(deepcopy=False)[0].intermediate_values
+    assert reported == {h["epoch"]: pytest.approx(h["val/loss"]) for h in history}
+    assert metrics["val/loss"] == pytest.approx(min(reported.values()))
+    # best.yaml's promise: the engine's own fit on the trial recipe (same seed) gets the same validation score
+    again = fit(config, out=tmp_path / "refit", verbose=False)
+    assert again.metrics["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-4)
+    assert again.metrics["best_epoch"] == metrics["best_epoch"]
+
+
+def test_weak_trial_is_pruned_after_its_first_epoch(tmp_path: Path) -> None:
+    plan, config = _trial_config(tmp_path)
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.ThresholdPruner(upper=-1.0))
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="after epoch 1"):
+        fit_trial(config, tmp_path / "trial", [PruningCallback(trial, "val/loss")])
+    assert list(study.get_trials(deepcopy=False)[0].intermediate_values) == [1]
+
+
+def _add(study: optuna.Study, value: float | None, lr: float, layers: int, state=optuna.trial.TrialState.COMPLETE):
+    study.add_trial(optuna.create_trial(
+        state=state, value=value, params={"optim.lr": lr, "model.num_layers": layers},
+        distributions={"optim.lr": FloatDistribution(1e-4, 1e-1, log=True), "model.num_layers": IntDistribution(1, 3)},
+        user_attrs={"config": {"name": "toy", "model": {"name": "lstm_fcn", "num_layers": layers},
+                               "optim": {"lr": lr}}},
+        intermediate_values={1: 0.9} if state == optuna.trial.TrialState.PRUNED else None))
+
+
+def test_outputs_with_one_and_with_several_complete_trials(tmp_path: Path) -> None:
+    plan = SearchPlan(base={}, metric="val/loss", direction="minimize", max_epochs=1, spaces={})
+    study = optuna.create_study(direction="minimize")
+    _add(study, 0.5, 1e-3, 1)
+    _add(study, None, 1e-2, 2, optuna.trial.TrialState.PRUNED)
+    result = write_outputs(study, plan, tmp_path, trials=2, test=False, log=lambda _: None)
+    assert result.importances is None and not (tmp_path / "importances.png").exists()  # one complete trial
+    assert (tmp_path / "history.png").stat().st_size > 0
+    for value, lr, layers in [(0.2, 3e-3, 2), (0.7, 3e-2, 3), (0.4, 1e-4, 1)]:
+        _add(study, value, lr, layers)
+    result = write_outputs(study, plan, tmp_path, trials=5, test=False, log=lambda _: None)
+    assert result.best_number == 2 and result.best_value == 0.2
+    assert set(result.importances) == {"optim.lr", "model.num_layers"}
+    assert (tmp_path / "importances.png").stat().st_size > 0
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["model"] == {"name": "lstm_fcn", "num_layers": 2} and best["optim"] == {"lr": 3e-3}
+    rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    assert [(r["number"], r["state"]) for r in rows] == [("0", "COMPLETE"), ("1", "PRUNED"), ("2", "COMPLETE"),
+                                                         ("3", "COMPLETE"), ("4", "COMPLETE")]
+    assert rows[1]["last_epoch"] == "1" and float(rows[2]["optim.lr"]) == 3e-3
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_params"] == {"optim.lr": 3e-3, "model.num_layers": 2}
