@@ -1,0 +1,148 @@
+"""Time-series accuracy: one default recipe on every dataset, beside MiniRocket and the published numbers.
+
+The recipe is the same for every dataset (no per-dataset tuning): ``basic_motions``'s LSTM-FCN with a fixed
+epoch budget, early stopping and checkpoint choice on a validation split carved from train. Each dataset
+runs ``seeds`` times; MiniRocket runs on the same test split with the same seeds in the same process, so
+fit-time ratios are side by side. The shuffle study runs the model again with the paper's dimension shuffle
+(``model.shuffle=true``), so its default can be decided on data.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnlstm.bench.minirocket import minirocket_runs
+from cnnlstm.bench.published import METHODS, best_published, published_for
+from cnnlstm.bench.runs import fit_seeds, summarize
+
+__all__ = ["DEFAULT_RECIPE", "DEFAULT_DATASETS", "dataset_name", "run_accuracy", "accuracy_markdown"]
+
+DEFAULT_RECIPE = "basic_motions"
+DEFAULT_DATASETS = ("ucr:GunPoint", "ucr:ItalyPowerDemand", "ucr:BasicMotions", "ucr:JapaneseVowels")
+
+
+def dataset_name(spec: str) -> str:
+    """``"ucr:GunPoint" -> "GunPoint"``; other specs keep everything after the prefix.
+
+    Example:
+        >>> dataset_name("ucr:GunPoint")
+        'GunPoint'
+    """
+    return spec.split(":", 1)[-1]
+
+
+def _longest(bundle: Any) -> int:
+    # The shuffled LSTM reads each whole series as one feature vector, so it is built for the longest series of
+    # either split: a shape fixed before training, like MiniRocket's padding; no test label or score is used.
+    parts = (bundle.train, bundle.test)
+    return max(int(part[i]["x"].shape[0]) for part in parts for i in range(len(part)))
+
+
+def run_accuracy(specs: list[str], seeds: list[int], *, out: Path, recipe: str = DEFAULT_RECIPE,
+                 overrides: list[str] | None = None, variants: tuple[str, ...] | list[str] = ("default", "shuffle"),
+                 minirocket: bool = True,
+                 log: Any = print) -> dict[str, Any]:
+    """Run our recipe (and its shuffle variant) and MiniRocket on each dataset; collect published numbers.
+
+    Args:
+        specs: dataset specs, e.g. ``["ucr:GunPoint"]`` (any UCR/UEA name aeon can load).
+        seeds: seeds per method.
+        out: directory for the run directories.
+        recipe: the one recipe used for every dataset.
+        overrides: recipe overrides for every run (e.g. ``["trainer.max_epochs=40"]``).
+        variants: ``"default"`` runs the recipe as is, ``"shuffle"`` with ``model.shuffle=true`` (the paper's
+            dimension shuffle).
+        minirocket: also run aeon's MiniRocket.
+        log: called with one progress line per finished method and dataset.
+
+    Returns:
+        ``{"recipe", "overrides", "seeds", "datasets": {name: {"ours", "ours_shuffle", "minirocket",
+        "published"}}}`` where each method holds ``runs``, ``mean``, ``std`` and ``fit_seconds_median``.
+
+    Example:
+        >>> res = run_accuracy(["ucr:GunPoint"], [0], out=Path("runs/bench"))  # doctest: +SKIP
+    """
+    from cnnlstm.data import load_dataset
+
+    overrides = list(overrides or [])
+    results: dict[str, Any] = {"recipe": recipe, "overrides": overrides, "seeds": seeds, "datasets": {}}
+    for spec in specs:
+        name = dataset_name(spec)
+        bundle = load_dataset(spec)
+        entry: dict[str, Any] = {"spec": spec, "train": len(bundle.train), "test": len(bundle.test)}
+        start = time.perf_counter()
+        if "default" in variants:
+            entry["ours"] = summarize(fit_seeds(recipe, seeds, data=spec, overrides=overrides,
+                                                out=out / name / "ours"))
+            log(f"{name}: cnnlstm {entry['ours']['mean']:.4f} ± {entry['ours']['std']:.4f} "
+                f"({time.perf_counter() - start:.0f} s)")
+        if "shuffle" in variants:
+            start = time.perf_counter()
+            sets = [*overrides, "model.shuffle=true", f"model.seq_len={_longest(bundle)}"]
+            entry["ours_shuffle"] = summarize(fit_seeds(recipe, seeds, data=spec, overrides=sets,
+                                                        out=out / name / "shuffle"))
+            log(f"{name}: cnnlstm shuffle=true {entry['ours_shuffle']['mean']:.4f} ± "
+                f"{entry['ours_shuffle']['std']:.4f} ({time.perf_counter() - start:.0f} s)")
+        if minirocket:
+            entry["minirocket"] = summarize(minirocket_runs(bundle, seeds))
+            log(f"{name}: MiniRocket {entry['minirocket']['mean']:.4f} ± {entry['minirocket']['std']:.4f}")
+        entry["published"] = {m: {"accuracy": p.accuracy, "optimistic": p.optimistic, "note": p.note}
+                              for m, p in published_for(name).items()}
+        entry["best_published"] = best_published(name)
+        results["datasets"][name] = entry
+    results["means"] = {
+        method: round(statistics.fmean(d[method]["mean"] for d in results["datasets"].values()), 4)
+        for method in ("ours", "ours_shuffle", "minirocket")
+        if all(method in d for d in results["datasets"].values()) and results["datasets"]
+    }
+    return results
+
+
+def _cell(summary: dict[str, Any] | None) -> str:
+    return "—" if not summary else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+
+
+def _seconds(summary: dict[str, Any] | None) -> str:
+    return "—" if not summary or summary.get("fit_seconds_median") is None else f"{summary['fit_seconds_median']:.1f}"
+
+
+def accuracy_markdown(results: dict[str, Any]) -> str:
+    """The accuracy results as Markdown: ours, shuffle variant, MiniRocket, published, gap to best published.
+
+    Example:
+        >>> print(accuracy_markdown(results))  # doctest: +SKIP
+    """
+    has_shuffle = any("ours_shuffle" in d for d in results["datasets"].values())
+    head = ["dataset", "cnnlstm (mean ± std)", "fit s"]
+    if has_shuffle:
+        head += ["shuffle=true", "fit s"]
+    head += ["MiniRocket", "fit s", *METHODS, "best published", "cnnlstm − best"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in results["datasets"].items():
+        row = [f"{name} ({d['train']}/{d['test']})", _cell(d.get("ours")), _seconds(d.get("ours"))]
+        if has_shuffle:
+            row += [_cell(d.get("ours_shuffle")), _seconds(d.get("ours_shuffle"))]
+        row += [_cell(d.get("minirocket")), _seconds(d.get("minirocket"))]
+        for method in METHODS:
+            p = d["published"].get(method)
+            row.append("—" if p is None else f"{p['accuracy']:.3f}{'†' if p['optimistic'] else ''}")
+        best = d.get("best_published")
+        ours = d.get("ours")
+        row += ["—" if best is None else f"{best:.3f}",
+                "—" if best is None or ours is None else f"{ours['mean'] - best:+.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    means = results.get("means", {})
+    if means:
+        def mean(key: str) -> str:
+            return f"{means[key]:.3f}" if key in means else "—"
+
+        row = ["**mean**", f"**{mean('ours')}**", ""]
+        if has_shuffle:
+            row += [mean("ours_shuffle"), ""]
+        row += [mean("minirocket"), ""]
+        row += [""] * (len(METHODS) + 2)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

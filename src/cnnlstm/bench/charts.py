@@ -1,0 +1,105 @@
+"""PNG charts of the benchmark records (accuracy, digit sequences, speed), drawn from their JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["draw_charts"]
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, tuple[list[float], list[float]]], ylabel: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for k, (label, (values, errors)) in enumerate(series.items()):
+        pos = np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width
+        ax.bar(pos, values, width, yerr=errors, capsize=3, label=label)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _accuracy(record: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    names = list(record["datasets"])
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for key, label in (("ours", "cnnlstm lstm_fcn"), ("ours_shuffle", "cnnlstm shuffle=true"),
+                       ("minirocket", "MiniRocket (aeon)")):
+        if all(key in record["datasets"][n] for n in names):
+            series[label] = ([record["datasets"][n][key]["mean"] for n in names],
+                             [record["datasets"][n][key]["std"] for n in names])
+    best = [record["datasets"][n].get("best_published") or float("nan") for n in names]
+    series["best published"] = (best, [0.0] * len(names))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    _bars(ax, names, series, "test accuracy")
+    low = min(min(v) for v, _ in series.values() if not np.isnan(min(v)))
+    ax.set_ylim(max(0.0, low - 0.05), 1.01)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"UCR/UEA test accuracy, mean ± std over {len(record['seeds'])} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _digits(record: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    names = list(record["variants"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    means = [record["variants"][n]["mean"] for n in names]
+    stds = [record["variants"][n]["std"] for n in names]
+    ax.barh(names, means, xerr=stds, capsize=3, color=["C0", "C1", "C2"][: len(names)])
+    ax.axvline(record["chance"], color="k", ls="--", lw=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy (position of the largest digit)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _speed(record: dict[str, Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, key, unit in ((axes[0], "frame_lstm", "clips/s"), (axes[1], "lstm_fcn", "samples/s")):
+        paths = record[key]["paths"]
+        names = list(paths)
+        ax.barh(names, [paths[n]["median"] for n in names], color=[f"C{i}" for i in range(len(names))])
+        ax.set_xlabel(f"training {unit} (median, this CPU)")
+        ax.set_title(key, fontsize=10)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_charts(results: Path, img_dir: Path) -> list[Path]:
+    """Draw a PNG for every benchmark record found in ``results`` (``accuracy``/``digits``/``speed.json``).
+
+    Args:
+        results: directory of the JSON records.
+        img_dir: where the PNGs go (``bench_<name>.png``).
+
+    Returns:
+        the written PNG paths.
+
+    Example:
+        >>> draw_charts(Path("benchmarks/results"), Path("docs/img"))  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (("accuracy", _accuracy), ("digits", _digits), ("speed", _speed)):
+        source = results / f"{name}.json"
+        if source.is_file():
+            written.append(draw(json.loads(source.read_text()), img_dir / f"bench_{name}.png"))
+    return written

@@ -1,0 +1,163 @@
+"""``cnnlstm bench``: accuracy and speed benchmarks, each printed as Markdown and written to JSON.
+
+Example:
+    $ cnnlstm bench accuracy --data ucr:GunPoint ucr:ItalyPowerDemand --seeds 3
+    $ cnnlstm bench digits --seeds 1
+    $ cnnlstm bench speed
+    $ cnnlstm bench charts
+    $ cnnlstm bench all
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnlstm.errors import CnnLstmError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cnnlstm bench``."""
+    from cnnlstm.bench.accuracy import DEFAULT_DATASETS, DEFAULT_RECIPE
+
+    parser = argparse.ArgumentParser(prog="cnnlstm bench", description="Measure cnnlstm against baselines.")
+    sub = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", default="benchmarks/results", help="where the JSON and Markdown records go")
+        p.add_argument("--runs", default="runs/bench", help="where training run directories go")
+
+    def accuracy_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", nargs="+", default=list(DEFAULT_DATASETS), metavar="SPEC",
+                       help="UCR/UEA datasets, e.g. ucr:GunPoint ucr:JapaneseVowels")
+        p.add_argument("--seeds", type=int, default=3, help="runs per method (seeds 0..N-1)")
+        p.add_argument("--recipe", default=DEFAULT_RECIPE, help="the one recipe used for every dataset")
+        p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="recipe overrides for every run, e.g. trainer.max_epochs=10")
+        p.add_argument("--variants", nargs="+", choices=("default", "shuffle"), default=["default", "shuffle"],
+                       help="our runs: the recipe as is, and/or with the paper's dimension shuffle (model.shuffle)")
+        p.add_argument("--name", default="accuracy", help="record name: OUT/NAME.json and OUT/NAME.md")
+        p.add_argument("--no-minirocket", action="store_true", help="skip aeon's MiniRocket")
+
+    def digits_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--digits-seeds", type=int, default=1, help="runs per variant of the digit benchmark")
+        p.add_argument("--digits-set", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="overrides for every digit run, e.g. trainer.max_epochs=2")
+
+    def speed_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--repeats", type=int, default=3, help="timed repeats per path (the median is reported)")
+        p.add_argument("--no-keras", action="store_true", help="skip the Keras 3 (torch backend) path")
+        p.add_argument("--small", action="store_true", help="tiny sizes (smoke tests only; ratios mean little)")
+
+    p = sub.add_parser("accuracy", help="our recipe vs MiniRocket vs published numbers on UCR/UEA sets")
+    common(p)
+    accuracy_args(p)
+    p = sub.add_parser("digits", help="frozen CNN + LSTM vs mean-pooled CNN features vs end to end, digit sequences")
+    common(p)
+    digits_args(p)
+    p = sub.add_parser("speed", help="training throughput ratios measured side by side")
+    common(p)
+    speed_args(p)
+    p = sub.add_parser("charts", help="redraw the PNG charts from the JSON records in --out")
+    common(p)
+    p.add_argument("--img", default="docs/img", help="where the PNGs go")
+    p = sub.add_parser("all", help="accuracy, digits, then speed (last, so the CPU is quieter) and the charts")
+    common(p)
+    accuracy_args(p)
+    digits_args(p)
+    speed_args(p)
+    p.add_argument("--img", default="docs/img", help="where the PNGs go")
+    return parser
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _accuracy(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from cnnlstm.bench.accuracy import accuracy_markdown, run_accuracy
+    from cnnlstm.bench.machine import machine_info
+    from cnnlstm.bench.report import write_record
+
+    machine = machine_info(argv)
+    start = time.perf_counter()
+    record = run_accuracy(args.data, list(range(args.seeds)), out=Path(args.runs) / "accuracy", recipe=args.recipe,
+                          overrides=args.overrides, variants=args.variants,
+                          minirocket=not args.no_minirocket, log=_log)
+    record.update(machine=machine, wall_seconds=round(time.perf_counter() - start, 1))
+    table = accuracy_markdown(record)
+    write_record(Path(args.out), args.name, record, table)
+    print(table, flush=True)
+    return record
+
+
+def _digits(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from cnnlstm.bench.digits import digits_markdown, run_digits
+    from cnnlstm.bench.machine import machine_info
+    from cnnlstm.bench.report import write_record
+
+    machine = machine_info(argv)
+    start = time.perf_counter()
+    record = run_digits(list(range(args.digits_seeds)), out=Path(args.runs) / "digits", overrides=args.digits_set,
+                        log=_log)
+    record.update(machine=machine, wall_seconds=round(time.perf_counter() - start, 1))
+    table = digits_markdown(record)
+    write_record(Path(args.out), "digits", record, table)
+    print(table, flush=True)
+    return record
+
+
+def _speed(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from cnnlstm.bench.machine import machine_info
+    from cnnlstm.bench.report import write_record
+    from cnnlstm.bench.speed import run_speed, speed_markdown
+
+    machine = machine_info(argv)
+    record = run_speed(repeats=args.repeats, keras=not args.no_keras, small=args.small, log=_log)
+    record["machine"] = machine
+    table = speed_markdown(record)
+    write_record(Path(args.out), "speed", record, table)
+    print(table, flush=True)
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cnnlstm bench SUITE ...``; user errors print one line and return 2.
+
+    Args:
+        argv: arguments after ``bench`` (defaults to ``sys.argv[1:]``).
+
+    Returns:
+        the exit status.
+
+    Example:
+        >>> main(["accuracy", "--data", "ucr:GunPoint", "--seeds", "1"])  # doctest: +SKIP
+        0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    command = ["cnnlstm", "bench", *argv]
+    try:
+        if args.suite in ("accuracy", "all"):
+            _accuracy(args, command)
+        if args.suite in ("digits", "all"):
+            _digits(args, command)
+        if args.suite in ("speed", "all"):
+            _speed(args, command)
+        if args.suite in ("charts", "all"):
+            from cnnlstm.bench.charts import draw_charts
+
+            for path in draw_charts(Path(args.out), Path(args.img)):
+                _log(f"wrote {path}")
+    except CnnLstmError as exc:
+        print(f"cnnlstm bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,91 @@
+"""Run a recipe quietly once per seed and keep the figures a benchmark table needs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import statistics
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["quiet", "fit_seeds", "summarize"]
+
+#: per-run metrics copied from the engine's RunResult into the benchmark record
+KEPT = ("test/acc", "val/acc", "best_epoch", "epochs", "fit_seconds", "params", "pretrain/test/acc",
+        "pretrain/fit_seconds")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Lightning's banners and warnings (and stdout) so a benchmark prints only its own lines.
+
+    Example:
+        >>> with quiet():
+        ...     print("hidden")
+    """
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def fit_seeds(recipe: str | dict[str, Any], seeds: list[int], *, data: str | None, overrides: list[str],
+              out: Path) -> list[dict[str, Any]]:
+    """Fit ``recipe`` once per seed through :func:`cnnlstm.engine.fit.fit` and keep the benchmark metrics.
+
+    The seed changes the weight initialisation, the training order and the validation carve (all drawn from
+    the training split); the test split is the same for every seed and is scored once per run, on the
+    checkpoint validation chose.
+
+    Args:
+        recipe: a shipped recipe name, a YAML path or a recipe dict.
+        seeds: one run per seed.
+        data: a dataset spec replacing the recipe's.
+        overrides: ``key=value`` recipe overrides applied to every run.
+        out: parent directory; run ``s`` goes to ``out/seed{s}``.
+
+    Returns:
+        one record per seed: ``seed`` plus :data:`KEPT` metrics (``test_acc``, ``val_acc``, ...).
+
+    Example:
+        >>> runs = fit_seeds("basic_motions", [0, 1], data=None, overrides=[], out=Path("runs/b"))  # doctest: +SKIP
+    """
+    from cnnlstm.engine.fit import fit
+
+    records = []
+    for seed in seeds:
+        sets = ["trainer.enable_progress_bar=false", *overrides, f"seed={seed}"]
+        with quiet():
+            result = fit(recipe, data=data, overrides=sets, out=out / f"seed{seed}", verbose=False)
+        record: dict[str, Any] = {"seed": seed}
+        record.update({k.replace("/", "_"): result.metrics[k] for k in KEPT if k in result.metrics})
+        records.append(record)
+    return records
+
+
+def summarize(runs: list[dict[str, Any]], key: str = "test_acc") -> dict[str, Any]:
+    """Mean, standard deviation (0 for one run), and the median fit time over seeds.
+
+    Example:
+        >>> summarize([{"test_acc": 0.9, "fit_seconds": 2.0}, {"test_acc": 1.0, "fit_seconds": 4.0}])["mean"]
+        0.95
+    """
+    values = [float(r[key]) for r in runs]
+    times = [float(r["fit_seconds"]) for r in runs if "fit_seconds" in r]
+    return {
+        "runs": runs,
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "fit_seconds_median": round(statistics.median(times), 2) if times else None,
+    }

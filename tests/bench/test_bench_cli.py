@@ -1,0 +1,97 @@
+"""Smoke tests of ``cnnlstm bench`` and the pieces its numbers rest on (padding, summaries, the loop reference)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlstm import create_model
+from cnnlstm.bench import main
+from cnnlstm.bench.minirocket import to_aeon_array
+from cnnlstm.bench.published import best_published
+from cnnlstm.bench.runs import summarize
+from cnnlstm.bench.speed_frames import per_frame_loop
+from cnnlstm.bench.speed_lstm_fcn import PlainLSTMFCN
+from cnnlstm.bench.timing import interleaved
+
+
+def test_accuracy_cli_one_seed_one_epoch_writes_table_and_json(tmp_path, capsys):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    status = main(["accuracy", "--data", "ucr:ItalyPowerDemand", "--seeds", "1", "--no-minirocket",
+                   "--set", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                   "--out", str(out), "--runs", str(runs)])
+    assert status == 0
+    record = json.loads((out / "accuracy.json").read_text())
+    entry = record["datasets"]["ItalyPowerDemand"]
+    assert (entry["train"], entry["test"]) == (67, 1029)
+    for method in ("ours", "ours_shuffle"):
+        (run,) = entry[method]["runs"]
+        assert run["seed"] == 0 and run["epochs"] == 1 and 0.0 <= run["test_acc"] <= 1.0
+        assert entry[method]["mean"] == pytest.approx(run["test_acc"], abs=1e-4)
+    assert entry["best_published"] == 0.970
+    assert record["machine"]["command"].startswith("cnnlstm bench accuracy")
+    table = capsys.readouterr().out
+    assert "ItalyPowerDemand (67/1029)" in table and "MiniRocket" in table
+    assert (out / "accuracy.md").read_text().startswith("Machine: ")
+    assert (runs / "accuracy" / "ItalyPowerDemand" / "ours" / "seed0" / "metrics.json").is_file()
+
+
+def test_unknown_dataset_is_one_line_exit_2(tmp_path, capsys):
+    status = main(["accuracy", "--data", "ucr:GunPointt", "--seeds", "1", "--no-minirocket", "--variants", "default",
+                   "--out", str(tmp_path), "--runs", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlstm bench: error:")
+
+
+def test_to_aeon_array_pads_at_the_end_channels_first():
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)  # (T=3, F=2)
+    b = np.ones((1, 2), dtype=np.float32)
+    out = to_aeon_array([a, b], 4)
+    assert out.shape == (2, 2, 4)
+    np.testing.assert_array_equal(out[0], [[0, 2, 4, 0], [1, 3, 5, 0]])
+    np.testing.assert_array_equal(out[1], [[1, 0, 0, 0], [1, 0, 0, 0]])
+
+
+def test_summarize_matches_statistics():
+    runs = [{"test_acc": v, "fit_seconds": s} for v, s in ((0.9, 3.0), (0.95, 1.0), (1.0, 2.0))]
+    summary = summarize(runs)
+    assert summary["mean"] == pytest.approx(0.95)
+    assert summary["std"] == pytest.approx(statistics.stdev([0.9, 0.95, 1.0]), abs=1e-4)
+    assert summary["fit_seconds_median"] == 2.0
+    assert summarize(runs[:1])["std"] == 0.0
+
+
+def test_interleaved_runs_paths_in_turn():
+    calls = []
+    result = interleaved({"a": lambda: calls.append("a") or 3.0, "b": lambda: calls.append("b") or 1.0}, 2)
+    assert calls == ["a", "b", "a", "b"]
+    assert result["a"]["median"] == 3.0 and result["b"]["rates"] == [1.0, 1.0]
+
+
+def test_best_published_leaves_out_test_chosen_results():
+    assert best_published("JapaneseVowels") == 0.993  # not the LSTM-FCN 0.99† chosen on test
+    assert best_published("NoSuchSet") is None
+
+
+def test_per_frame_loop_equals_the_folded_model():
+    torch.manual_seed(0)
+    model = create_model("frame_lstm", num_classes=3, encoder_kwargs={"widths": (4, 8)}, hidden_size=5).eval()
+    x = torch.rand(2, 3, 3, 32, 32)  # (B, T, C, H, W)
+    torch.testing.assert_close(per_frame_loop(model, x), model(x))
+
+
+def test_plain_lstm_fcn_matches_the_reference_architecture():
+    plain = PlainLSTMFCN(6, 4)
+    ours = create_model("lstm_fcn", num_classes=4, in_channels=6)
+    convs = [m for m in plain.fcn if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(128, 8), (256, 5), (128, 3)]
+    assert plain.lstm.hidden_size == ours.lstm.hidden_size == 128
+    # same architecture up to the conv biases cnnlstm drops (BatchNorm follows each conv)
+    bias = sum(c.bias.numel() for c in convs)
+    n_plain, n_ours = (sum(p.numel() for p in m.parameters()) for m in (plain, ours))
+    assert n_plain - bias == n_ours
