@@ -40,7 +40,9 @@ def sqlite_url(path: str | Path) -> str:
 def _retry_callback() -> object:
     # Optuna 4.9 renamed RetryFailedTrialCallback; the old name still works there with a warning.
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    return cls(max_retry=MAX_RETRY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=MAX_RETRY)
 
 
 def make_storage(url: str, *, heartbeat: int = 60) -> RDBStorage:
