@@ -6,7 +6,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from cnnlstm.engine.rundir import load_weights, read_config, weights_path
 from cnnlstm.errors import ConfigError
 from cnnlstm.export.onnx_export import ExportReport, export_onnx
 from cnnlstm.export.torchscript_export import export_torchscript
@@ -44,6 +43,9 @@ def export_run(
         >>> for report in export_run("runs/basic_motions", formats=("onnx", "torchscript")):  # doctest: +SKIP
         ...     print(report.summary())
     """
+    # Imported here: cnnlstm.engine pulls in Lightning, which export and inference do not otherwise need.
+    from cnnlstm.engine.rundir import load_weights, read_config, weights_path
+
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ConfigError(f"unknown export format(s) {unknown}; use one or more of {FORMATS}")
