@@ -143,3 +143,27 @@ def test_object_arrays_in_npz_inputs_are_never_unpickled(tiny_run: Path, tmp_pat
     assert_usage_error(run_cli(["test", "--run", str(tiny_run), "--data", f"npz:{tmp_path / 'evil.npz'}"]),
                        "Python objects")
     assert not marker.exists(), "the crafted pickle ran"
+
+
+def test_export_refuses_a_run_with_pickled_weights(evil_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from cnnlstm.export.run import export_run
+
+    run, _ = evil_run
+    with pytest.raises(WeightsError, match="best.safetensors"):
+        export_run(run, tmp_path / "export", formats=("onnx", "torchscript"))
+    assert not (tmp_path / "export" / "model.onnx").exists()
+
+
+def test_exported_model_loaders_refuse_a_crafted_pickle(evil: tuple[Path, Path]) -> None:
+    """``load_torchscript`` / ``OnnxPredictor`` read archives, not pickles: the payload is rejected unrun.
+
+    An exported TorchScript archive is itself code (TorchScript): load only archives you exported.
+    """
+    from cnnlstm.export.predictor import OnnxPredictor
+    from cnnlstm.export.torchscript_export import load_torchscript
+
+    path, _ = evil
+    with pytest.raises(WeightsError):
+        OnnxPredictor(path)
+    with pytest.raises(CnnLstmError):  # torch.jit.load's own RuntimeError would be safe but unexplained
+        load_torchscript(path)
