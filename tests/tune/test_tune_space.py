@@ -104,7 +104,7 @@ def test_every_shipped_space_builds_its_model(family: str, pretrained: bool) -> 
             kwargs.setdefault("encoder_kwargs", {})["widths"] = [4, 8]  # the freeze choices need >= 2 stages
         model = create_model(family, **kwargs).eval()
         assert all(model.model_kwargs[k] == v for k, v in kwargs.items())  # the sample reached the constructor
-        if i == 0:  # one forward per family keeps the test fast; construction catches most bad combinations
+        if i == 0 and not pretrained:  # one forward per architecture keeps the test fast
             with torch.no_grad():
                 out = model(**model.example_input(batch_size=2))
             assert out.shape[0] == 2 and torch.isfinite(out).all()

@@ -6,31 +6,34 @@ a database (SQLite by default) that several processes can share and a killed run
 scored on validation only; the best is tested once at the end and written as ``best.yaml``, a recipe that
 ``cnnlstm fit`` trains to the same score.
 
+Names load on first use, so ``cnnlstm.tune.cli.add_arguments`` (for the ``cnnlstm`` parser) does not import
+Optuna, Lightning or torch.
+
 Example:
     >>> from cnnlstm.tune import tune
     >>> result = tune("basic_motions", trials=20)  # doctest: +SKIP
 """
 
-from cnnlstm.tune.api import TuneResult, tune, write_outputs
-from cnnlstm.tune.cli import add_arguments, main, run
-from cnnlstm.tune.families import FAMILIES, Family, default_specs
-from cnnlstm.tune.pruning import PruningCallback
-from cnnlstm.tune.search import SearchPlan, resolve_search
-from cnnlstm.tune.space import parse_space, sample_space
+from __future__ import annotations
 
-__all__ = [
-    "tune",
-    "TuneResult",
-    "write_outputs",
-    "main",
-    "run",
-    "add_arguments",
-    "resolve_search",
-    "SearchPlan",
-    "PruningCallback",
-    "FAMILIES",
-    "Family",
-    "default_specs",
-    "parse_space",
-    "sample_space",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "tune": "api", "TuneResult": "api", "write_outputs": "api",
+    "main": "cli", "run": "cli", "add_arguments": "cli",
+    "resolve_search": "search", "SearchPlan": "search",
+    "PruningCallback": "pruning",
+    "FAMILIES": "families", "Family": "families", "default_specs": "families",
+    "parse_space": "space", "sample_space": "space",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cnnlstm.tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cnnlstm.tune.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
