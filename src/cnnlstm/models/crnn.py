@@ -71,6 +71,8 @@ class CRNN(nn.Module):
             raise ConfigError(f"crnn needs num_classes >= 2 (the CTC blank plus at least one label), got {num_classes}")
         if image_height < _HEIGHT_STRIDE or image_height % _HEIGHT_STRIDE:
             raise ConfigError(f"crnn: image_height must be a positive multiple of 16, got {image_height}")
+        if min(in_channels, hidden_size, num_layers, *widths, 1) < 1:
+            raise ConfigError("crnn needs in_channels, hidden_size, num_layers and every widths entry >= 1")
         if len(widths) != len(_POOLS):
             raise ConfigError(f"crnn: widths lists the channels of the {len(_POOLS)} convolutions, got {tuple(widths)}")
         self.num_classes = num_classes

@@ -104,8 +104,9 @@ class LSTMFCN(nn.Module):
     ) -> None:
         super().__init__()
         name = self.registry_name
-        if num_classes < 1 or in_channels < 1 or hidden_size < 1:
-            raise ConfigError(f"{name} needs num_classes, in_channels and hidden_size >= 1")
+        if min(num_classes, in_channels, hidden_size, num_layers, se_reduction, *filters, *kernel_sizes, 1) < 1:
+            raise ConfigError(f"{name} needs num_classes, in_channels, hidden_size, num_layers, se_reduction and every "
+                              f"filters/kernel_sizes entry >= 1")
         if len(filters) != len(kernel_sizes) or not filters:
             raise ConfigError(
                 f"{name}: filters and kernel_sizes need one entry per conv block, got {filters}, {kernel_sizes}"
