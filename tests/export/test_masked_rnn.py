@@ -43,6 +43,7 @@ def test_masked_lstm_refuses_projections() -> None:
         masked_lstm(nn.LSTM(3, 5, proj_size=2, batch_first=True), torch.randn(1, 2, 3), torch.tensor([2]))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize(
     "options",
     [dict(), dict(bidirectional=True, num_layers=2), dict(peephole=True, spatial_size=(6, 5)), dict(layer_norm=True)],
