@@ -7,6 +7,7 @@ path must hold either its previous complete content or nothing.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -90,9 +91,11 @@ def test_save_weights_interrupted_mid_serialisation_keeps_the_previous_weights(
     load_weights(path)  # still a complete, loadable file
 
 
+# The child runs the library's own atomic_write (its source, exec'd), so it starts in milliseconds instead of
+# importing torch and Lightning through cnnlstm.engine; the function uses only os, tempfile and pathlib.
 WRITER = textwrap.dedent("""
-    import os, sys, time
-    from cnnlstm.engine.rundir import atomic_write
+    import os, sys, tempfile, time
+    from pathlib import Path
     real_fdopen = os.fdopen
 
     class Slow:
@@ -105,15 +108,18 @@ WRITER = textwrap.dedent("""
             time.sleep(60)  # killed here, half of the bytes on disk
 
     os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
+    exec(sys.argv[2])
     atomic_write(sys.argv[1], "new " * 100_000)
 """)
+SOURCE = textwrap.dedent(inspect.getsource(atomic_write))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_writer_killed_halfway_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "config.yaml"
     target.write_text("old: 1\n")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), SOURCE], stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout.readline().strip() == "half"
         temps = [p for p in tmp_path.iterdir() if p.name != "config.yaml"]
