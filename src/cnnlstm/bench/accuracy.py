@@ -43,7 +43,7 @@ def _longest(bundle: Any) -> int:
 
 def run_accuracy(specs: list[str], seeds: list[int], *, out: Path, recipe: str = DEFAULT_RECIPE,
                  overrides: list[str] | None = None, variants: tuple[str, ...] | list[str] = ("default", "shuffle"),
-                 minirocket: bool = True,
+                 minirocket: bool = True, reuse: bool = False, train: bool = True,
                  log: Any = print) -> dict[str, Any]:
     """Run our recipe (and its shuffle variant) and MiniRocket on each dataset; collect published numbers.
 
@@ -56,6 +56,8 @@ def run_accuracy(specs: list[str], seeds: list[int], *, out: Path, recipe: str =
         variants: ``"default"`` runs the recipe as is, ``"shuffle"`` with ``model.shuffle=true`` (the paper's
             dimension shuffle).
         minirocket: also run aeon's MiniRocket.
+        reuse: take finished runs with exactly the same config from ``out`` instead of training them again.
+        train: ``False`` only collects finished runs (a table of what an interrupted benchmark measured).
         log: called with one progress line per finished method and dataset.
 
     Returns:
@@ -76,19 +78,18 @@ def run_accuracy(specs: list[str], seeds: list[int], *, out: Path, recipe: str =
         start = time.perf_counter()
         if "default" in variants:
             entry["ours"] = summarize(fit_seeds(recipe, seeds, data=spec, overrides=overrides,
-                                                out=out / name / "ours"))
-            log(f"{name}: cnnlstm {entry['ours']['mean']:.4f} ± {entry['ours']['std']:.4f} "
-                f"({time.perf_counter() - start:.0f} s)")
+                                                out=out / name / "ours", reuse=reuse, train=train))
+            log(f"{name}: cnnlstm {_cell(entry['ours'], len(seeds))} ({time.perf_counter() - start:.0f} s)")
         if "shuffle" in variants:
             start = time.perf_counter()
             sets = [*overrides, "model.shuffle=true", f"model.seq_len={_longest(bundle)}"]
             entry["ours_shuffle"] = summarize(fit_seeds(recipe, seeds, data=spec, overrides=sets,
-                                                        out=out / name / "shuffle"))
-            log(f"{name}: cnnlstm shuffle=true {entry['ours_shuffle']['mean']:.4f} ± "
-                f"{entry['ours_shuffle']['std']:.4f} ({time.perf_counter() - start:.0f} s)")
+                                                        out=out / name / "shuffle", reuse=reuse, train=train))
+            log(f"{name}: cnnlstm shuffle=true {_cell(entry['ours_shuffle'], len(seeds))} "
+                f"({time.perf_counter() - start:.0f} s)")
         if minirocket:
             entry["minirocket"] = summarize(minirocket_runs(bundle, seeds))
-            log(f"{name}: MiniRocket {entry['minirocket']['mean']:.4f} ± {entry['minirocket']['std']:.4f}")
+            log(f"{name}: MiniRocket {_cell(entry['minirocket'], len(seeds))}")
         entry["published"] = {m: {"accuracy": p.accuracy, "optimistic": p.optimistic, "note": p.note}
                               for m, p in published_for(name).items()}
         entry["best_published"] = best_published(name)
@@ -96,13 +97,18 @@ def run_accuracy(specs: list[str], seeds: list[int], *, out: Path, recipe: str =
     results["means"] = {
         method: round(statistics.fmean(d[method]["mean"] for d in results["datasets"].values()), 4)
         for method in ("ours", "ours_shuffle", "minirocket")
-        if all(method in d for d in results["datasets"].values()) and results["datasets"]
+        # a mean over datasets only when every dataset has the method's full set of seeds
+        if results["datasets"] and all(len(d.get(method, {}).get("runs", [])) == len(seeds)
+                                       for d in results["datasets"].values())
     }
     return results
 
 
-def _cell(summary: dict[str, Any] | None) -> str:
-    return "—" if not summary else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
+def _cell(summary: dict[str, Any] | None, n_seeds: int) -> str:
+    if not summary or summary["mean"] is None:
+        return "not measured"
+    n = len(summary["runs"])
+    return f"{summary['mean']:.3f} ± {summary['std']:.3f}" + ("" if n == n_seeds else f" (n={n} of {n_seeds})")
 
 
 def _seconds(summary: dict[str, Any] | None) -> str:
@@ -116,23 +122,24 @@ def accuracy_markdown(results: dict[str, Any]) -> str:
         >>> print(accuracy_markdown(results))  # doctest: +SKIP
     """
     has_shuffle = any("ours_shuffle" in d for d in results["datasets"].values())
+    n = len(results["seeds"])
     head = ["dataset", "cnnlstm (mean ± std)", "fit s"]
     if has_shuffle:
         head += ["shuffle=true", "fit s"]
     head += ["MiniRocket", "fit s", *METHODS, "best published", "cnnlstm − best"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, d in results["datasets"].items():
-        row = [f"{name} ({d['train']}/{d['test']})", _cell(d.get("ours")), _seconds(d.get("ours"))]
+        row = [f"{name} ({d['train']}/{d['test']})", _cell(d.get("ours"), n), _seconds(d.get("ours"))]
         if has_shuffle:
-            row += [_cell(d.get("ours_shuffle")), _seconds(d.get("ours_shuffle"))]
-        row += [_cell(d.get("minirocket")), _seconds(d.get("minirocket"))]
+            row += [_cell(d.get("ours_shuffle"), n), _seconds(d.get("ours_shuffle"))]
+        row += [_cell(d.get("minirocket"), n), _seconds(d.get("minirocket"))]
         for method in METHODS:
             p = d["published"].get(method)
             row.append("—" if p is None else f"{p['accuracy']:.3f}{'†' if p['optimistic'] else ''}")
         best = d.get("best_published")
         ours = d.get("ours")
         row += ["—" if best is None else f"{best:.3f}",
-                "—" if best is None or ours is None else f"{ours['mean'] - best:+.3f}"]
+                "—" if best is None or not ours or ours["mean"] is None else f"{ours['mean'] - best:+.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     means = results.get("means", {})
     if means:

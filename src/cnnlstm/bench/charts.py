@@ -28,14 +28,15 @@ def _accuracy(record: dict[str, Any], path: Path) -> Path:
     series: dict[str, tuple[list[float], list[float]]] = {}
     for key, label in (("ours", "cnnlstm lstm_fcn"), ("ours_shuffle", "cnnlstm shuffle=true"),
                        ("minirocket", "MiniRocket (aeon)")):
-        if all(key in record["datasets"][n] for n in names):
-            series[label] = ([record["datasets"][n][key]["mean"] for n in names],
-                             [record["datasets"][n][key]["std"] for n in names])
+        cells = [record["datasets"][n].get(key) or {} for n in names]
+        if any(c.get("mean") is not None for c in cells):  # unmeasured cells stay empty (NaN)
+            series[label] = ([float("nan") if c.get("mean") is None else c["mean"] for c in cells],
+                             [0.0 if c.get("std") is None else c["std"] for c in cells])
     best = [record["datasets"][n].get("best_published") or float("nan") for n in names]
     series["best published"] = (best, [0.0] * len(names))
     fig, ax = plt.subplots(figsize=(9, 4))
     _bars(ax, names, series, "test accuracy")
-    low = min(min(v) for v, _ in series.values() if not np.isnan(min(v)))
+    low = float(np.nanmin([v for values, _ in series.values() for v in values]))
     ax.set_ylim(max(0.0, low - 0.05), 1.01)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(f"UCR/UEA test accuracy, mean ± std over {len(record['seeds'])} seeds")
@@ -101,5 +102,19 @@ def draw_charts(results: Path, img_dir: Path) -> list[Path]:
     for name, draw in (("accuracy", _accuracy), ("digits", _digits), ("speed", _speed)):
         source = results / f"{name}.json"
         if source.is_file():
-            written.append(draw(json.loads(source.read_text()), img_dir / f"bench_{name}.png"))
+            record = json.loads(source.read_text())
+            if name == "accuracy":
+                record = _with_shuffle(record, results / "accuracy_shuffle.json")
+            written.append(draw(record, img_dir / f"bench_{name}.png"))
     return written
+
+
+def _with_shuffle(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Add the shuffle runs of a separate record (``--variants shuffle --name accuracy_shuffle``) when present."""
+    if not path.is_file():
+        return record
+    other = json.loads(path.read_text())["datasets"]
+    for name, entry in record["datasets"].items():
+        if "ours_shuffle" not in entry and "ours_shuffle" in other.get(name, {}):
+            entry["ours_shuffle"] = other[name]["ours_shuffle"]
+    return record

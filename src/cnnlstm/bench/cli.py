@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recipe overrides for every run, e.g. trainer.max_epochs=10")
         p.add_argument("--variants", nargs="+", choices=("default", "shuffle"), default=["default", "shuffle"],
                        help="our runs: the recipe as is, and/or with the paper's dimension shuffle (model.shuffle)")
+        p.add_argument("--reuse", action="store_true",
+                       help="take finished runs with exactly the same config from --runs instead of retraining")
+        p.add_argument("--collect", action="store_true",
+                       help="train nothing: tabulate the finished runs in --runs (an interrupted benchmark)")
         p.add_argument("--name", default="accuracy", help="record name: OUT/NAME.json and OUT/NAME.md")
         p.add_argument("--no-minirocket", action="store_true", help="skip aeon's MiniRocket")
 
@@ -90,7 +94,8 @@ def _accuracy(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     machine = machine_info(argv)
     start = time.perf_counter()
     record = run_accuracy(args.data, list(range(args.seeds)), out=Path(args.runs) / "accuracy", recipe=args.recipe,
-                          overrides=args.overrides, variants=args.variants,
+                          overrides=args.overrides, variants=args.variants, reuse=args.reuse,
+                          train=not args.collect,
                           minirocket=not args.no_minirocket, log=_log)
     record.update(machine=machine, wall_seconds=round(time.perf_counter() - start, 1))
     table = accuracy_markdown(record)

@@ -40,8 +40,29 @@ def quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _same_settings(old: Any, new: Any) -> bool:
+    """Equal recipes, except keys only one side has: the recipe schema grew (a new feature, off by default)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(_same_settings(old[k], new[k]) for k in old.keys() & new.keys())
+    return old == new
+
+
+def _finished(run_dir: Path, recipe: str | dict[str, Any], data: str | None, sets: list[str]) -> dict | None:
+    """The metrics of a finished run in ``run_dir`` trained with exactly this resolved recipe, else None."""
+    import json
+
+    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine.rundir import read_config
+
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return None
+    if not _same_settings(read_config(run_dir), resolve_config(recipe, data=data, overrides=sets)):
+        return None  # another recipe, budget or seed: never mix it into this table
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def fit_seeds(recipe: str | dict[str, Any], seeds: list[int], *, data: str | None, overrides: list[str],
-              out: Path) -> list[dict[str, Any]]:
+              out: Path, reuse: bool = False, train: bool = True) -> list[dict[str, Any]]:
     """Fit ``recipe`` once per seed through :func:`cnnlstm.engine.fit.fit` and keep the benchmark metrics.
 
     The seed changes the weight initialisation, the training order and the validation carve (all drawn from
@@ -54,6 +75,8 @@ def fit_seeds(recipe: str | dict[str, Any], seeds: list[int], *, data: str | Non
         data: a dataset spec replacing the recipe's.
         overrides: ``key=value`` recipe overrides applied to every run.
         out: parent directory; run ``s`` goes to ``out/seed{s}``.
+        reuse: take a seed's finished run from ``out/seed{s}`` when its config is exactly this one.
+        train: train seeds that have no finished run (``False`` only collects finished ones).
 
     Returns:
         one record per seed: ``seed`` plus :data:`KEPT` metrics (``test_acc``, ``val_acc``, ...).
@@ -66,10 +89,14 @@ def fit_seeds(recipe: str | dict[str, Any], seeds: list[int], *, data: str | Non
     records = []
     for seed in seeds:
         sets = ["trainer.enable_progress_bar=false", *overrides, f"seed={seed}"]
-        with quiet():
-            result = fit(recipe, data=data, overrides=sets, out=out / f"seed{seed}", verbose=False)
+        metrics = _finished(out / f"seed{seed}", recipe, data, sets) if reuse or not train else None
+        if metrics is None and not train:
+            continue
+        if metrics is None:
+            with quiet():
+                metrics = fit(recipe, data=data, overrides=sets, out=out / f"seed{seed}", verbose=False).metrics
         record: dict[str, Any] = {"seed": seed}
-        record.update({k.replace("/", "_"): result.metrics[k] for k in KEPT if k in result.metrics})
+        record.update({k.replace("/", "_"): metrics[k] for k in KEPT if k in metrics})
         records.append(record)
     return records
 
@@ -81,6 +108,8 @@ def summarize(runs: list[dict[str, Any]], key: str = "test_acc") -> dict[str, An
         >>> summarize([{"test_acc": 0.9, "fit_seconds": 2.0}, {"test_acc": 1.0, "fit_seconds": 4.0}])["mean"]
         0.95
     """
+    if not runs:
+        return {"runs": [], "mean": None, "std": None, "fit_seconds_median": None}
     values = [float(r[key]) for r in runs]
     times = [float(r["fit_seconds"]) for r in runs if "fit_seconds" in r]
     return {
