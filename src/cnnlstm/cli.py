@@ -1,12 +1,18 @@
-"""The ``cnnlstm`` command: fit, test and predict with recipes, and list models, datasets and recipes.
+"""The ``cnnlstm`` command: fit (and resume), test, predict, tune, export, summary, bench and listings.
 
-Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`. Every error a user can cause (a bad
-recipe, an unknown name, unreadable data) is printed as one line on stderr with exit status 2.
+Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`, :mod:`cnnlstm.tune`,
+:mod:`cnnlstm.export`, :mod:`cnnlstm.report.cost` and :mod:`cnnlstm.bench`. Every error a user can cause (a
+bad recipe, an unknown name, unreadable data) is printed as one line on stderr with exit status 2.
 
 Example:
     $ cnnlstm fit --recipe basic_motions
+    $ cnnlstm fit --resume runs/basic_motions-20250101-120000      # after a crash or a kill
     $ cnnlstm test --run runs/basic_motions-20250101-120000
     $ cnnlstm predict --run runs/basic_motions-20250101-120000 walk.npz --csv predictions.csv
+    $ cnnlstm export --run runs/basic_motions-20250101-120000 --format onnx
+    $ cnnlstm predict --run runs/basic_motions-20250101-120000 --onnx runs/.../export/model.onnx walk.npz
+    $ cnnlstm summary --recipe moving_digits --seq-len 8 16 32 --frame-size 32x32 64x64
+    $ cnnlstm tune --recipe basic_motions --trials 20
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fit", help="train a recipe, then evaluate the best checkpoint once on test")
-    p.add_argument("--recipe", required=True, help="a shipped recipe name (`cnnlstm recipes`) or a .yaml path")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--recipe", help="a shipped recipe name (`cnnlstm recipes`) or a .yaml path")
+    source.add_argument("--resume", metavar="RUN",
+                        help="continue a stopped run from RUN/checkpoints/last.ckpt with its own config.yaml")
     p.add_argument("--data", help="dataset spec replacing the recipe's data.spec, e.g. ucr:GunPoint")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="recipe overrides, e.g. trainer.max_epochs=5 optim.lr=3e-3")
@@ -44,6 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="a run directory written by fit")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz/.ts files, images or clip folders")
     p.add_argument("--csv", help="write predictions to this CSV file instead of printing them")
+    p.add_argument("--onnx", metavar="MODEL", help="run this exported .onnx model on onnxruntime instead")
+
+    p = sub.add_parser("export", help="export a run's best model to ONNX or TorchScript, with a parity check")
+    p.add_argument("--run", required=True, help="a run directory written by fit")
+    p.add_argument("--format", nargs="+", default=["onnx"], choices=("onnx", "torchscript"), dest="formats")
+    p.add_argument("--out", help="output folder (default RUN/export)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+
+    p = sub.add_parser("summary", help="parameters, FLOPs and peak memory of a recipe's model as T and H x W grow")
+    p.add_argument("--recipe", required=True, help="a shipped recipe name or a .yaml path")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides", help="recipe overrides")
+    p.add_argument("--seq-len", nargs="+", type=int, default=[16, 64, 256], metavar="T", dest="seq_lens")
+    p.add_argument("--frame-size", nargs="+", metavar="HxW", dest="frame_sizes",
+                   help="frame sizes for image/frame models, e.g. 32x32 64x64 (default: the data's)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch the memory is measured for")
+    p.add_argument("--plot", help="also draw the cost curves to this .png")
+
+    p = sub.add_parser("tune", help="search hyperparameters and architecture with Optuna (see cnnlstm tune -h)")
+    from cnnlstm.tune.cli import add_arguments
+
+    add_arguments(p)
+
+    p = sub.add_parser("bench", help="benchmarks: accuracy, digits, speed, charts (see cnnlstm bench -h)",
+                       add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
 
     sub.add_parser("models", help="list registered models")
     sub.add_parser("datasets", help="list dataset sources and built-in datasets")
@@ -56,11 +90,57 @@ def _fmt(metrics: dict, prefix: str = "test/") -> str:
                      for k, v in metrics.items() if k.startswith(prefix))
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    from cnnlstm.errors import ConfigError
+
+    parts = text.lower().split("x")
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--frame-size {text!r} must look like 64x64 (H x W) or 64")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from cnnlstm.engine.build import model_kwargs_for
+    from cnnlstm.engine.data import load_bundle
+    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.errors import ConfigError
+    from cnnlstm.report.cost import cost_report
+
+    config = resolve_config(args.recipe, overrides=args.overrides)
+    if any(t < 1 for t in args.seq_lens) or args.batch_size < 1:
+        raise ConfigError("--seq-len and --batch-size must be positive integers")
+    bundle = load_bundle(config["data"], seed=config["seed"])  # the data fixes num_classes, in_channels, ...
+    section = dict(config["model"])
+    if config.get("pretrain"):
+        section.pop("pretrained", None)  # the summary measures the architecture; no stage-one weights needed
+    name, kwargs = model_kwargs_for(section, bundle.info.get("model_kwargs", {}))
+    kwargs.pop("pretrained", None)
+    frames = [_frame_size(f) for f in args.frame_sizes] if args.frame_sizes else None
+    table = cost_report(name, seq_lens=args.seq_lens, frame_sizes=frames, batch_size=args.batch_size, **kwargs)
+    print(table.to_text())
+    if args.plot:
+        print(f"wrote {table.plot(args.plot)}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from cnnlstm.export import export_run
+
+    for report in export_run(args.run, args.out, formats=tuple(dict.fromkeys(args.formats)), opset=args.opset):
+        print(report.summary())
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "fit":
-        from cnnlstm.engine import fit
+        from cnnlstm.engine import fit, resume
+        from cnnlstm.errors import ConfigError
 
-        result = fit(args.recipe, data=args.data, overrides=args.overrides, out=args.out)
+        if args.resume:
+            if args.overrides or args.data or args.out:
+                raise ConfigError("--resume continues a run exactly as configured (its config.yaml); --set, --data "
+                                  "and --out cannot change it: start a new run with --recipe RUN/config.yaml")
+            result = resume(args.resume)
+        else:
+            result = fit(args.recipe, data=args.data, overrides=args.overrides, out=args.out)
         if "test/acc" in result.metrics and _is_rank_zero():
             print(f"test accuracy: {result.metrics['test/acc']:.4f}")
     elif args.command == "test":
@@ -71,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "predict":
         from cnnlstm.engine.predict import predict, predictions_csv
 
-        predictions = predict(args.run, args.inputs)
+        predictions = predict(args.run, args.inputs, onnx=args.onnx)
         if args.csv:
             predictions_csv(predictions, args.csv)
             print(f"wrote {len(predictions)} predictions to {args.csv}")
@@ -79,6 +159,18 @@ def _run(args: argparse.Namespace) -> int:
             for p in predictions:
                 prob = f"  {p['probability']:.3f}" if "probability" in p else ""
                 print(f"{p['input']}\t{p['label']}{prob}")
+    elif args.command == "export":
+        _export(args)
+    elif args.command == "summary":
+        _summary(args)
+    elif args.command == "tune":
+        from cnnlstm.tune.cli import run
+
+        return run(args)
+    elif args.command == "bench":
+        from cnnlstm.bench.cli import main as bench_main
+
+        return bench_main(args.bench_args)
     elif args.command == "models":
         from cnnlstm.models import get_model_class, list_models
 
@@ -118,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return _run(args)
+    except SystemExit as exc:  # a subcommand's own parser (bench) exits on bad arguments after one usage line
+        return int(exc.code or 0)
     except CnnLstmError as exc:
         message = str(exc)
     except yaml.YAMLError as exc:

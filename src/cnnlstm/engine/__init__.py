@@ -7,7 +7,7 @@ Example:
     True
 """
 
-from cnnlstm.engine.fit import RunResult, evaluate_run, fit, resolve_config
+from cnnlstm.engine.fit import RunResult, evaluate_run, fit, resolve_config, resume
 from cnnlstm.engine.recipe import apply_overrides, list_recipes, load_recipe, validate_recipe
 from cnnlstm.engine.rundir import load_weights, save_weights
 
@@ -16,6 +16,7 @@ __all__ = [
     "fit",
     "evaluate_run",
     "resolve_config",
+    "resume",
     "list_recipes",
     "load_recipe",
     "apply_overrides",

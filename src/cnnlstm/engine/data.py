@@ -1,7 +1,9 @@
 """From a recipe's ``data`` section to Lightning dataloaders: load, carve validation from train, check.
 
 Validation is carved from the training split (stratified by class, seeded), so it can drive early stopping
-and checkpoint choice without touching the test split. Under DDP, validation and test use a sampler that
+and checkpoint choice without touching the test split. The training order of epoch ``e`` is a permutation
+seeded by ``(seed, e)`` (:class:`~cnnlstm.engine.resume.EpochShuffleSampler`), so a resumed run reads the
+same batches as an uninterrupted one. Under DDP, validation and test use a sampler that
 neither pads nor repeats samples, so metrics gathered across processes count every sample exactly once.
 """
 
@@ -11,12 +13,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from cnnlstm.data import DatasetBundle, load_dataset
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.splits import split_train_val
+from cnnlstm.engine.resume import EpochShuffleSampler
 from cnnlstm.errors import DataError
 
 __all__ = ["RecipeData", "load_bundle", "check_classes"]
@@ -60,19 +64,25 @@ class RecipeData(pl.LightningDataModule):
         val_fraction: share of every training class that goes to validation.
         batch_size: samples per batch (per process under DDP).
         num_workers: dataloader worker processes.
-        seed: seed of the validation split (and of the training shuffle, through Lightning's seeding).
+        seed: seed of the validation split and of each epoch's training order.
         stratify: split per class (classification data with ``info["targets"]``).
+        pin_memory: page-locked batches (faster host-to-GPU copies).
+        persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
 
     Example:
         >>> data = RecipeData(load_dataset("ucr:BasicMotions"), val_fraction=0.2, batch_size=16)  # doctest: +SKIP
     """
 
     def __init__(self, bundle: DatasetBundle, *, val_fraction: float, batch_size: int, num_workers: int = 0,
-                 seed: int = 0, stratify: bool = True) -> None:
+                 seed: int = 0, stratify: bool = True, pin_memory: bool = False,
+                 persistent_workers: bool = False) -> None:
         super().__init__()
         self.bundle = bundle
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = seed
         targets = bundle.info.get("targets") if stratify else None
         n_test = len(bundle.test)  # type: ignore[arg-type]
         if len(bundle.train) == 0:  # type: ignore[arg-type]
@@ -88,17 +98,25 @@ class RecipeData(pl.LightningDataModule):
             train_targets = np.asarray(targets)[np.asarray(self.train_set.indices)]
             check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.get("class_names"))
         self.test_set = bundle.test
+        self.train_sampler = EpochShuffleSampler(len(self.train_set), seed)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         sampler = None
         trainer = self.trainer
-        if not shuffle and trainer is not None and trainer.world_size > 1:
+        distributed = trainer is not None and trainer.world_size > 1
+        if not shuffle and distributed:
             # Lightning's default sampler pads the last batch with repeats; evaluation must see each sample once.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                                    shuffle=False)
+        elif shuffle and not distributed:
+            sampler = self.train_sampler  # under DDP Lightning's DistributedSampler shuffles by (seed, epoch)
+        # The loader's own generator seeds its workers, so creating an iterator never draws from the global RNG
+        # (which the training epoch owns: dropout, augmentation).
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=self.bundle.collate_fn or pad_collate,
-                          persistent_workers=self.num_workers > 0)
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                          generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

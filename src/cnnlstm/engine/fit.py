@@ -3,13 +3,21 @@
 ``fit`` trains on the training split minus a validation split, keeps the checkpoint that scores best on
 validation, and evaluates that checkpoint once on the test split. ``evaluate_run`` rebuilds a run from its
 directory alone (``config.yaml`` + ``checkpoints/best.safetensors``) and evaluates it again, giving the same
-test metrics.
+test metrics. ``resume`` continues a killed run from ``checkpoints/last.ckpt``; on the CPU with a fixed seed
+it ends with exactly the metrics of an uninterrupted run (see ``docs/training.md`` for the GPU limits).
+
+Regularisers are wired here and in the task: ``data.augment`` runs on training batches only (never on
+validation, test or predict), ``optim.swa`` averages weights (the averaged model is kept only when it scores
+better on validation than the best checkpoint), and every run reports its generalisation gap and warns when
+validation loss rises for :data:`~cnnlstm.report.generalisation.OVERFIT_EPOCHS` epochs while training loss falls.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ from cnnlstm.data import DatasetBundle
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
+from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
     RUN_DIR_ENV,
     load_weights,
@@ -37,7 +46,17 @@ from cnnlstm.engine.trainer import make_trainer
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
-__all__ = ["RunResult", "resolve_config", "fit", "evaluate_run", "task_name", "load_best"]
+__all__ = ["RunResult", "resolve_config", "fit", "resume", "evaluate_run", "task_name", "load_best",
+           "last_checkpoint", "AUGMENT_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: the batch entry data augmentation transforms, and the augmentation kind, per data kind
+AUGMENT_KEYS = {"series": ("x", "series"), "frames": ("x", "frames"), "images": ("x", "images"),
+                "text_image": ("x", "images"), "vqa": ("image", "images"), "captions": ("images", "images")}
+
+# The resumable loader warning is about Lightning's own loaders; ours restart mid-epoch exactly (engine.resume).
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
 @dataclass
@@ -108,31 +127,69 @@ class _EncoderClassifier(nn.Module):
         return self.head(self.encoder(x))  # (B, C, H, W) -> (B, D) -> (B, K)
 
 
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """Where a run (or its pretraining stage) keeps the checkpoint it resumes from."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a < b if mode == "min" else a > b
+
+
 def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: DatasetBundle, task: Task,
-                    run_dir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
+                    run_dir: Path, seed: int, *, callbacks: list[pl.Callback] | None = None, test: bool = True,
+                    resume: bool = False) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
     """Train ``task`` on ``bundle`` (validation carved from train), then test the best checkpoint once."""
-    data = RecipeData(bundle, val_fraction=section["data"]["val_fraction"], batch_size=section["data"]["batch_size"],
-                      num_workers=section["data"]["num_workers"], seed=seed,
-                      stratify=task_name(config, bundle) == "classification")
-    trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir)
+    data_cfg = section["data"]
+    data = RecipeData(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
+                      num_workers=data_cfg["num_workers"], seed=seed,
+                      stratify=task_name(config, bundle) == "classification",
+                      pin_memory=data_cfg.get("pin_memory", False),
+                      persistent_workers=data_cfg.get("persistent_workers", True))
+    reproducible = ReproducibleTraining(seed, data.train_sampler, data_cfg["batch_size"])
+    trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir,
+                                 callbacks=[reproducible, *(callbacks or [])])
+    last = last_checkpoint(run_dir)
+    ckpt_path = str(last) if resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(task, datamodule=data)
+    trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - start
     history = list(task.history)
     best = ckpt.best_model_path if ckpt is not None else ""
     if not best or not Path(best).is_file():
         raise WeightsError(f"training wrote no best checkpoint in {run_dir / 'checkpoints'} (no validation epoch ran?)")
-    best_epoch = load_best(task, best)
-    results = trainer.test(task, datamodule=data, verbose=False)[0]
+    metrics: dict[str, Any] = {}
+    swa = next((c for c in trainer.callbacks if type(c).__name__ == "StochasticWeightAveraging"), None)
+    swa_kept = False
+    if swa is not None and getattr(swa, "_initialized", False) and trainer.current_epoch > swa.swa_end:
+        # The averaged weights were never validated during training: score them once, keep them if better.
+        swa_val = trainer.validate(task, datamodule=data, verbose=False)[0]
+        metrics.update({f"swa/{k}": float(v) for k, v in sorted(swa_val.items()) if k.startswith("val/")})
+        swa_score, best_score = swa_val.get(ckpt.monitor), ckpt.best_model_score
+        swa_kept = swa_score is not None and best_score is not None and _better(float(swa_score),
+                                                                                float(best_score), ckpt.mode)
+    best_epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1
+    if not swa_kept:
+        load_best(task, best)
+    if test:
+        results = trainer.test(task, datamodule=data, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in sorted(results.items())})
     total, trainable = count_parameters(task.model)
-    metrics: dict[str, Any] = {k: float(v) for k, v in sorted(results.items())}
     best_row = next((h for h in history if h["epoch"] == best_epoch), {})
     metrics.update({k: v for k, v in best_row.items() if k.startswith("val/")})
-    last = history[-1] if history else {}
-    metrics.update({k: v for k, v in last.items() if k.startswith("train/")})
+    if swa_kept:
+        metrics.update({k[len("swa/"):]: v for k, v in metrics.items() if k.startswith("swa/val/")})
+    last_row = history[-1] if history else {}
+    metrics.update({k: v for k, v in last_row.items() if k.startswith("train/")})
+    from cnnlstm.report.generalisation import generalisation_gap, overfitting_warning
+
+    metrics.update(generalisation_gap(history, best_epoch))
+    warning = overfitting_warning(history)
+    if warning:
+        metrics["warning"] = warning
     metrics.update(best_epoch=best_epoch, epochs=len(history), fit_seconds=round(fit_seconds, 3), params=total,
                    trainable_params=trainable, train_samples=len(data.train_set), val_samples=len(data.val_set),
-                   test_samples=len(data.test_set))
+                   test_samples=len(data.test_set), weights="swa" if swa_kept else "best")
     return metrics, history, trainer
 
 
@@ -155,10 +212,21 @@ def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 
 
-def _pretrain(config: dict[str, Any], run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Stage one of a two-stage recipe: train encoder + linear head on single images, save the encoder."""
+def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Stage one of a two-stage recipe: train encoder + linear head on single images, save the encoder.
+
+    A resumed run reuses a finished stage (``pretrain/encoder.safetensors`` and its metrics) and continues an
+    unfinished one from its own ``last.ckpt``.
+    """
+    import json
+
     from cnnlstm.encoders import build_encoder, save_encoder
 
+    stage_dir = run_dir / "pretrain"
+    path = stage_dir / "encoder.safetensors"
+    done = stage_dir / "metrics.json"
+    if resume and path.is_file() and done.is_file():
+        return path, {f"pretrain/{k}": v for k, v in json.loads(done.read_text()).items()}
     section = config["pretrain"]
     model_section = config["model"]
     encoder_cfg = dict(section.get("encoder") or {"name": model_section.get("encoder", "cnn"),
@@ -169,18 +237,20 @@ def _pretrain(config: dict[str, Any], run_dir: Path) -> tuple[Path, dict[str, An
     encoder = build_encoder(encoder_name, in_channels=int(model_kwargs.get("in_channels", 3)), **encoder_cfg)
     model = _EncoderClassifier(encoder, int(model_kwargs["num_classes"]))
     task = ClassificationTask(model, class_names=bundle.info.get("class_names"), optim=section["optim"])
-    stage_dir = run_dir / "pretrain"
-    metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"])
-    path = stage_dir / "encoder.safetensors"
+    metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"],
+                                                resume=resume)
+    metrics.pop("warning", None)  # stage one's own report holds it
     if trainer.is_global_zero:
         save_encoder(encoder, path)
         _write_reports(stage_dir, task, history)
+        write_json(done, metrics)
     trainer.strategy.barrier()  # every process reads the encoder file next
     return path, {f"pretrain/{k}": v for k, v in metrics.items()}
 
 
 def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-        out: str | Path | None = None, verbose: bool = True) -> RunResult:
+        out: str | Path | None = None, verbose: bool = True, callbacks: list[pl.Callback] | None = None,
+        test: bool = True) -> RunResult:
     """Train a recipe, evaluate its best-on-validation checkpoint once on test, and write the run directory.
 
     Args:
@@ -189,6 +259,8 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
         overrides: ``key.path=value`` strings (see :func:`cnnlstm.engine.recipe.apply_overrides`).
         out: the run directory; ``runs/<recipe>-<timestamp>`` by default.
         verbose: print the end-of-run summary (rank 0 only).
+        callbacks: extra Lightning callbacks for the main stage (e.g. a tuning pruner).
+        test: evaluate on the test split; ``False`` for model selection (tuning), which must never see it.
 
     Returns:
         A :class:`RunResult` (the same metrics as ``RUN/metrics.json``).
@@ -199,29 +271,108 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
     """
     config = resolve_config(recipe, data=data, overrides=overrides)
     run_dir = resolve_run_dir(out, config.get("name", "run")).resolve()
+    return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)
+
+
+def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Callback] | None = None) -> RunResult:
+    """Continue a run that was stopped (killed, preempted) from its last checkpoint, with its own config.yaml.
+
+    The recipe cannot be changed on resume: the run directory would otherwise mix two experiments. On the CPU
+    with a fixed seed the final metrics equal those of an uninterrupted run exactly (``fit_seconds`` aside).
+
+    Args:
+        run_dir: a directory written by :func:`fit`.
+        verbose: print the end-of-run summary.
+        callbacks: extra Lightning callbacks.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run directory.
+
+    Example:
+        >>> resume("runs/basic_motions-20250101-120000").metrics["test/acc"]  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir).resolve()
+    config = validate_recipe(read_config(run_dir))
+    if not last_checkpoint(run_dir).is_file() and not (run_dir / "pretrain").is_dir():
+        log.warning("%s has no last checkpoint yet: training starts from epoch 1", run_dir)
+    return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=True, resume=True)
+
+
+def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> tuple[nn.Module | None, str]:
+    spec = config["data"].get("augment") or {}
+    if not spec:
+        return None, "x"
+    if bundle.kind not in AUGMENT_KEYS:
+        raise ConfigError(f"data.augment: {bundle.kind!r} data has no augmentations (series, frames and images do); "
+                          "remove data.augment")
+    from cnnlstm.data.augment import build_augmentation
+
+    key, kind = AUGMENT_KEYS[bundle.kind]
+    return build_augmentation(kind, spec, seed=None), key
+
+
+def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Module,
+                   augmented: bool) -> tuple[DatasetBundle, nn.Module]:
+    """The bundle and the model to train: cached encoder features and the recurrent part, when valid."""
+    mode = config["data"].get("feature_cache", "auto")
+    if isinstance(mode, str) and mode.lower() in ("true", "false"):
+        mode = mode.lower() == "true"
+    if mode is False or bundle.kind != "frames":
+        if mode is True:
+            raise ConfigError(f"data.feature_cache: true needs frames data, got {bundle.kind!r}")
+        return bundle, model
+    if augmented:  # augmented frames differ every epoch, so cached features would train on one frozen draw
+        if mode is True:
+            raise ConfigError("data.feature_cache: true with data.augment: augmented frames cannot be cached; "
+                              "drop one of them")
+        return bundle, model
+    from cnnlstm.data.feature_cache import use_feature_cache
+
+    data = config["data"]
+    identity = {"spec": data["spec"], "options": data.get("options") or {}, "seed": config["seed"]}
+    return use_feature_cache(bundle, model, mode=mode, identity=identity, batch_size=data["batch_size"],
+                             num_workers=data["num_workers"])
+
+
+def _speed(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
+    """``trainer.channels_last`` and ``trainer.compile``, applied in place (parameter names are unchanged)."""
+    if trainer_cfg.get("channels_last"):
+        # NHWC convolution kernels are the fast path for 2-D CNNs on tensor cores; 1-D/3-D weights stay as they are.
+        model.to(memory_format=torch.channels_last)
+    if trainer_cfg.get("compile"):
+        model.compile()  # compiles __call__ in place, so state_dict keys (and saved weights) stay the same
+
+
+def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: list[pl.Callback] | None, test: bool,
+         resume: bool) -> RunResult:
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers are started later from this process's environment
     seed = config["seed"]
     pl.seed_everything(seed, workers=True, verbose=False)
-    if _is_rank_zero():
+    if _is_rank_zero() and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_yaml(run_dir / "config.yaml", config)
 
     metrics: dict[str, Any] = {}
     model_section = dict(config["model"])
     if config.get("pretrain"):
-        encoder_path, metrics = _pretrain(config, run_dir)
+        encoder_path, metrics = _pretrain(config, run_dir, resume=resume)
         model_section["pretrained"] = str(encoder_path)
         model_section.setdefault("freeze", "all")
         pl.seed_everything(seed, workers=True, verbose=False)
 
     bundle = load_bundle(config["data"], seed=seed)
     model = build_model(model_section, bundle.info.get("model_kwargs", {}))
+    _speed(model, config["trainer"])
     name = task_name(config, bundle)
-    task = build_task(name, model, bundle.info, config["optim"])
-    stage, history, trainer = _train_and_test(config, config, bundle, task, run_dir, seed)
+    augmentation, key = _augmentation(config, bundle, seed)
+    train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
+    task = build_task(name, train_model, train_bundle.info, config["optim"])
+    task.set_augmentation(augmentation, key)
+    stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
+                                              callbacks=callbacks, test=test, resume=resume)
     metrics = {**stage, **metrics}
     if trainer.is_global_zero:
-        save_weights(task.model, weights_path(run_dir))
+        save_weights(model, weights_path(run_dir))  # the full model, also when features were cached
         write_json(run_dir / "data_info.json", _data_info(bundle, name))
         _write_reports(run_dir, task, history)
         write_json(run_dir / "metrics.json", metrics)
@@ -255,7 +406,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     task = build_task(name, model, bundle.info, config["optim"])
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
                              batch_size=config["data"]["batch_size"], num_workers=config["data"]["num_workers"],
-                             seed=config["seed"], stratify=name == "classification")
+                             seed=config["seed"], stratify=name == "classification",
+                             pin_memory=config["data"].get("pin_memory", False),
+                             persistent_workers=config["data"].get("persistent_workers", True))
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False,
                          precision=config["trainer"].get("precision", "32-true"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
@@ -132,14 +132,35 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
     return out
 
 
+class _OnnxModel(nn.Module):
+    """An exported model on onnxruntime behind the registered-model interface the tasks call."""
+
+    def __init__(self, path: str | Path, like: dict[str, Any]) -> None:
+        super().__init__()
+        from cnnlstm.export import OnnxPredictor
+
+        self.predictor = OnnxPredictor(path)
+        self.input_names = self.predictor.input_names
+        self.output_kind = self.predictor.output_kind or like.get("output_kind", "logits")
+        kwargs = self.predictor.model_config.get("kwargs", {})
+        self.num_classes = kwargs.get("num_classes", kwargs.get("vocab_size", like.get("num_classes")))
+        self.model_name = self.predictor.model_config.get("name", "onnx")
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        return self.predictor(**inputs)
+
+
 @torch.no_grad()
-def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64) -> list[Prediction]:
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
+            onnx: str | Path | None = None) -> list[Prediction]:
     """Predict labels (with probabilities) or strings for input files with a run's best model.
 
     Args:
         run_dir: a directory written by ``fit``.
         inputs: file paths (see the module docstring for what each kind of run reads).
         batch_size: inputs per forward pass.
+        onnx: an ``.onnx`` file exported from this run (``cnnlstm export``); it then runs on onnxruntime
+            instead of PyTorch, with the same input reading, labels and decoding.
 
     Returns:
         one dict per sample: ``input``, ``label`` and, for classifiers, ``probability`` and ``probabilities``.
@@ -154,7 +175,11 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64) -> lis
     if not info_path.is_file():
         raise ConfigError(f"{run_dir} has no data_info.json; was its fit finished?")
     info = json.loads(info_path.read_text())
-    model = load_weights(weights_path(run_dir))
+    if onnx is not None:
+        eager = {"num_classes": info.get("model_kwargs", {}).get("num_classes")}
+        model: nn.Module = _OnnxModel(onnx, eager)
+    else:
+        model = load_weights(weights_path(run_dir))
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()
     channels = int(info.get("model_kwargs", {}).get("in_channels", 3))

@@ -4,8 +4,14 @@ A recipe is a shipped name (``basic_motions`` -> ``cnnlstm/recipes/basic_motions
 YAML file. It is merged over :data:`DEFAULTS`, ``--set key.path=value`` overrides are applied (values are
 YAML-parsed, so ``trainer.devices=2`` is an int and ``model.widths=[8,16]`` a list), and every key is
 checked against :data:`SCHEMA`: an unknown or mistyped key is a :class:`~cnnlstm.errors.ConfigError`
-naming the closest valid key. Keys inside ``model``, ``data.options`` and ``pretrain.encoder`` are free:
-the model constructor and the data loader check those.
+naming the closest valid key. Keys inside ``model``, ``data.options``, ``data.augment``, ``pretrain.encoder``
+and ``search`` are free: the model constructor, the data loader, :func:`cnnlstm.data.augment.build_augmentation`
+and ``cnnlstm tune`` check those.
+
+Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
+``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
+``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.accumulate_grad_batches``,
+``data.num_workers`` / ``pin_memory`` / ``persistent_workers`` and ``data.feature_cache``.
 """
 
 from __future__ import annotations
@@ -26,15 +32,22 @@ FREE = object()  # marks a section whose keys are checked by someone else (a con
 _NUM = (int, float)
 _OPT_STR = (str, type(None))
 
-_DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": int, "options": FREE}
-_OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float}
+_DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": int, "pin_memory": bool,
+         "persistent_workers": bool, "options": FREE, "augment": FREE, "feature_cache": (bool, str)}
+_SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
+_OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
+          "swa": _SWA}
 _TRAINER = {
     "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
     "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),
     "accumulate_grad_batches": int, "deterministic": (bool, str), "limit_train_batches": _NUM,
     "limit_val_batches": _NUM, "limit_test_batches": _NUM, "log_every_n_steps": int, "enable_progress_bar": bool,
+    "channels_last": bool, "compile": bool, "checkpoint_every_n_steps": (int, type(None)),
 }
-_EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "enabled": bool}
+_EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "min_delta": float, "enabled": bool}
+
+#: sections that may be null (off): ``optim.swa: null`` trains without weight averaging
+NULLABLE = ("optim.swa", "pretrain.optim.swa")
 
 #: every key a recipe may hold; a dict is a section, a type (or tuple of types) a leaf, FREE an open section
 SCHEMA: dict[str, Any] = {
@@ -48,18 +61,22 @@ SCHEMA: dict[str, Any] = {
     "trainer": _TRAINER,
     "early_stopping": _EARLY,
     "pretrain": {"data": _DATA, "encoder": FREE, "optim": _OPTIM, "trainer": _TRAINER, "early_stopping": _EARLY},
+    "search": FREE,  # read by `cnnlstm tune` (cnnlstm.tune.search); `fit` ignores it
 }
 
 #: values a recipe does not have to spell out (``pretrain`` has none: it exists only when a recipe names it)
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "task": None,
-    "data": {"val_fraction": 0.2, "batch_size": 32, "num_workers": 0, "options": {}},
-    "optim": {"lr": 1e-3, "weight_decay": 1e-2, "scheduler": "cosine", "label_smoothing": 0.0},
+    "data": {"val_fraction": 0.2, "batch_size": 32, "num_workers": 0, "pin_memory": False,
+             "persistent_workers": True, "options": {}, "augment": {}, "feature_cache": "auto"},
+    "optim": {"lr": 1e-3, "weight_decay": 1e-2, "scheduler": "cosine", "label_smoothing": 0.0,
+              "swa": None},
     "trainer": {"max_epochs": 20, "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1,
                 "precision": "32-true", "gradient_clip_val": "auto", "accumulate_grad_batches": 1,
-                "deterministic": False, "log_every_n_steps": 1},
-    "early_stopping": {"monitor": None, "mode": None, "patience": 10, "enabled": True},
+                "deterministic": False, "log_every_n_steps": 1, "channels_last": False, "compile": False,
+                "checkpoint_every_n_steps": None},
+    "early_stopping": {"monitor": None, "mode": None, "patience": 10, "min_delta": 0.0, "enabled": True},
 }
 
 
@@ -181,6 +198,8 @@ def _validate(node: Any, schema: Any, prefix: str) -> Any:
             raise ConfigError(f"recipe section {prefix!r} must be a mapping, got {node!r}")
         return node
     if isinstance(schema, dict):
+        if node is None and prefix in NULLABLE:
+            return None
         if not isinstance(node, dict):
             raise ConfigError(f"recipe section {prefix!r} must be a mapping, got {node!r}")
         out = {}
@@ -215,9 +234,26 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"data.val_fraction must be between 0 and 1, got {data['val_fraction']}")
         if data["batch_size"] < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {data['batch_size']}")
+        if data.get("num_workers", 0) < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {data['num_workers']}")
+        _check_swa(section["optim"].get("swa") or {})
+        every = section["trainer"].get("checkpoint_every_n_steps")
+        if every is not None and every < 1:
+            raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {every}")
     if "pretrain" in out and not out["pretrain"].get("data", {}).get("spec"):
         raise ConfigError("pretrain.data.spec is missing: name the data the encoder is pretrained on")
     return out
+
+
+def _check_swa(swa: dict[str, Any]) -> None:
+    start = swa.get("start_epoch", 0.8)
+    if isinstance(start, float) and not 0.0 < start <= 1.0:
+        raise ConfigError(f"optim.swa.start_epoch is an epoch (int >= 1) or a fraction of max_epochs in (0, 1], "
+                          f"got {start}")
+    if isinstance(start, int) and start < 1:
+        raise ConfigError(f"optim.swa.start_epoch must be >= 1 (1-based epoch), got {start}")
+    if not swa.get("lr", 1.0) > 0:
+        raise ConfigError(f"optim.swa.lr must be > 0, got {swa.get('lr')}")
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

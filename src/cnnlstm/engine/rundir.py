@@ -42,6 +42,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "weights_path",
+    "offline_kwargs",
 ]
 
 #: set by the launching process so DDP workers, started later, write to the same run directory
@@ -146,6 +147,25 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def offline_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor kwargs with every ``pretrained`` switched off: the weights come from the run's file.
+
+    A rebuilt timm encoder then never downloads, and a pretrained file that was moved or deleted after
+    training does not break ``test``, ``predict`` or ``export``.
+
+    Example:
+        >>> offline_kwargs({"pretrained": "enc.safetensors", "encoder_kwargs": {"pretrained": True}, "hidden_size": 8})
+        {'pretrained': False, 'encoder_kwargs': {'pretrained': False}, 'hidden_size': 8}
+    """
+    out = dict(kwargs)
+    if "pretrained" in out:
+        out["pretrained"] = False
+    for key, value in out.items():
+        if isinstance(value, dict) and "pretrained" in value:
+            out[key] = {**value, "pretrained": False}
+    return out
+
+
 def load_weights(path: str | Path) -> nn.Module:
     """Rebuild a model from a file written by :func:`save_weights` (eval mode, on the CPU).
 
@@ -167,7 +187,7 @@ def load_weights(path: str | Path) -> nn.Module:
     if "cnnlstm_model" not in meta:
         raise WeightsError(f"{path} does not say which model it holds (no cnnlstm_model metadata)")
     config = json.loads(meta["cnnlstm_model"])
-    model = create_model(config["name"], **config["kwargs"])
+    model = create_model(config["name"], **offline_kwargs(config["kwargs"]))
     try:
         load_model(model, str(path), strict=True)
     except RuntimeError as exc:

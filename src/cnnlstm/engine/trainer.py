@@ -1,20 +1,41 @@
-"""The Lightning Trainer of a recipe: passthrough settings, checkpoints, early stopping and the CSV log."""
+"""The Lightning Trainer of a recipe: passthrough settings, checkpoints, early stopping, SWA and the CSV log.
+
+Checkpoints (``RUN/checkpoints``): ``best.ckpt`` is the epoch that scores best on the validation monitor;
+``last.ckpt`` is written at the end of every training epoch (after the epoch's metrics are recorded) and, with
+``trainer.checkpoint_every_n_steps: N``, also every N optimiser steps, so ``cnnlstm fit --resume RUN`` loses
+at most that much work. Every checkpoint is written atomically (:class:`~cnnlstm.engine.resume.AtomicCheckpointIO`).
+"""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks import Task
 
-__all__ = ["make_trainer", "resolve_clip", "PASSTHROUGH"]
+__all__ = ["make_trainer", "resolve_clip", "swa_callback", "PASSTHROUGH"]
+
+
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's "try litlogger" tip, printed by every Trainer; it says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+# Raised inside Lightning's own _pytree helper on every fit with torch >= 2.10; nothing a user can change.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 #: recipe ``trainer`` keys handed to ``lightning.Trainer`` unchanged
 PASSTHROUGH = ("max_epochs", "min_epochs", "accelerator", "devices", "strategy", "num_nodes", "precision",
@@ -36,8 +57,30 @@ def resolve_clip(value: Any, model: nn.Module) -> float | None:
     return None if value is None or value <= 0 else float(value)
 
 
+def swa_callback(swa: dict[str, Any] | None) -> StochasticWeightAveraging | None:
+    """Lightning's stochastic weight averaging for a recipe's ``optim.swa`` (``None``: off).
+
+    ``start_epoch`` is a 1-based epoch (int) or a fraction of ``max_epochs`` (float); from then on the
+    learning rate anneals to ``lr`` over ``annealing_epochs`` and the weights at the start of each epoch are
+    averaged; the average replaces the weights when training reaches ``max_epochs``.
+
+    Example:
+        >>> swa_callback({"lr": 1e-3, "start_epoch": 3}).swa_lrs
+        0.001
+        >>> swa_callback(None) is None
+        True
+    """
+    if not swa:
+        return None
+    start = swa.get("start_epoch", 0.8)
+    start = start - 1 if isinstance(start, int) else float(start)  # Lightning counts epochs from 0
+    return StochasticWeightAveraging(swa_lrs=float(swa.get("lr", 1e-4)), swa_epoch_start=start,
+                                     annealing_epochs=int(swa.get("annealing_epochs", 1)))
+
+
 def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run_dir: Path | None,
-                 *, checkpoints: bool = True) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+                 *, checkpoints: bool = True, callbacks: list[pl.Callback] | None = None
+                 ) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     """A Trainer for a recipe's ``trainer`` and ``early_stopping`` sections.
 
     The task decides what "best" means (``task.monitor``, ``task.monitor_mode``: ``val/acc`` max for
@@ -50,6 +93,7 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
         task: the task to train (its model decides the automatic gradient clipping).
         run_dir: where checkpoints and the CSV log go; ``None`` writes nothing (evaluation only).
         checkpoints: keep best/last checkpoints.
+        callbacks: extra Lightning callbacks (they run before the checkpoint callbacks, as Lightning orders them).
 
     Returns:
         ``(trainer, checkpoint_callback)``.
@@ -64,14 +108,19 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
                           "choosing on training or test metrics would bias the result")
     if mode not in ("min", "max"):
         raise ConfigError(f"early_stopping.mode must be 'min' or 'max', got {mode!r}")
-    callbacks: list[pl.Callback] = []
+    callbacks = list(callbacks or [])
+    swa = swa_callback(task.optim.swa)
+    if swa is not None:
+        callbacks.insert(0, swa)
     ckpt = None
     if run_dir is not None and checkpoints:
-        ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                               save_top_k=1, save_last=True, enable_version_counter=False)
-        callbacks.append(ckpt)
+        folder = run_dir / "checkpoints"
+        ckpt = ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                               save_last=False, enable_version_counter=False)
+        callbacks += [ckpt, LastCheckpoint(folder / "last.ckpt", section.get("checkpoint_every_n_steps"))]
     if early.get("enabled", True) and run_dir is not None:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10))))
+        callbacks.insert(0, EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10)),
+                                          min_delta=float(early.get("min_delta", 0.0))))
     kwargs = {k: section[k] for k in PASSTHROUGH if k in section}
     logger = CSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
     try:
@@ -84,6 +133,7 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
             enable_model_summary=False,
             num_sanity_val_steps=0,
             default_root_dir=str(run_dir) if run_dir is not None else None,
+            plugins=[AtomicCheckpointIO()],
         )
     except (MisconfigurationException, ValueError, TypeError) as exc:
         raise ConfigError(f"trainer settings rejected by Lightning: {str(exc).splitlines()[0]}") from None

@@ -52,7 +52,10 @@ class OptimConfig:
         weight_decay: AdamW decoupled weight decay.
         scheduler: ``"cosine"`` (anneal to 0 over ``max_epochs``), ``"plateau"`` (halve when ``val/loss``
             stalls for 3 epochs) or ``"none"``.
-        label_smoothing: cross-entropy label smoothing (classification and captioning).
+        label_smoothing: cross-entropy label smoothing (classification and captioning); training loss only,
+            validation and test losses are plain cross-entropy, so they stay comparable across recipes.
+        swa: stochastic weight averaging settings (``lr``, ``start_epoch``, ``annealing_epochs``) or ``None``;
+            read by the engine's trainer, which adds Lightning's ``StochasticWeightAveraging``.
 
     Example:
         >>> OptimConfig(lr=3e-3, scheduler="none").scheduler
@@ -63,6 +66,7 @@ class OptimConfig:
     weight_decay: float = 1e-2
     scheduler: str = "cosine"
     label_smoothing: float = 0.0
+    swa: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -102,8 +106,15 @@ class Task(pl.LightningModule):
         self.save_hyperparameters({"optim": asdict(self.optim)})
         self.losses = StageDict({s: MeanMetric() for s in ("train", "val", "test")})
         self.metrics = StageDict({s: self.make_metrics(s) for s in ("train", "val", "test")})
+        # A training epoch's running loss and metrics go into checkpoints, so a mid-epoch resume reports the
+        # same epoch mean as an uninterrupted run (evaluation stages are reset before they are saved).
+        self.losses["train"].persistent(True)
+        self.metrics["train"].persistent(True)
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
+        self.augmentation: nn.Module | None = None
+        self.augment_key = "x"
+        self._train_epoch_finished = -1
 
     # -- subclass interface -------------------------------------------------------------------------------
     def make_metrics(self, stage: str) -> MetricCollection:
@@ -116,6 +127,55 @@ class Task(pl.LightningModule):
 
     def on_stage_epoch_end(self, stage: str, values: dict[str, float]) -> None:
         """Hook for extras computed at the end of an epoch (confusion matrix, per-group metrics)."""
+
+    # -- training-only augmentation -------------------------------------------------------------------------
+    def set_augmentation(self, augmentation: nn.Module | None, key: str = "x") -> None:
+        """Augment ``batch[key]`` of training batches only (validation, test and predict never see it).
+
+        Args:
+            augmentation: called as ``augmentation(x, lengths)``, e.g. from
+                :func:`cnnlstm.data.augment.build_augmentation`; ``None`` removes it.
+            key: the batch entry to augment (``"x"``, ``"image"`` or ``"images"``).
+        """
+        self.augmentation = augmentation
+        self.augment_key = key
+
+    def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The training batch with its input augmented (a new dict; the input batch is not changed)."""
+        if self.augmentation is None or self.augment_key not in batch:
+            return batch
+        lengths = batch.get("lengths") if self.augment_key == "x" else None
+        self.augmentation.train(True)
+        return {**batch, self.augment_key: self.augmentation(batch[self.augment_key], lengths)}
+
+    def _generators(self) -> list[torch.Generator]:
+        if self.augmentation is None:
+            return []
+        found = {id(g): g for m in self.augmentation.modules() if (g := getattr(m, "generator", None)) is not None}
+        return list(found.values())
+
+    def reseed_augmentation(self, seed: int) -> None:
+        """Reseed the augmentation's own generators (transforms without one draw from torch's global RNG)."""
+        for generator in self._generators():
+            generator.manual_seed(seed)
+
+    def augmentation_state(self) -> list[Tensor]:
+        """States of the augmentation's generators (for mid-epoch checkpoints)."""
+        return [g.get_state() for g in self._generators()]
+
+    def load_augmentation_state(self, states: list[Tensor]) -> None:
+        """Restore :meth:`augmentation_state`."""
+        for generator, state in zip(self._generators(), states, strict=True):
+            generator.set_state(state)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cnnlstm_history"] = [dict(row) for row in self.history]
+        checkpoint["cnnlstm_train_epoch_finished"] = self._train_epoch_finished
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in checkpoint.get("cnnlstm_history", [])]
+        self._train_epoch_finished = int(checkpoint.get("cnnlstm_train_epoch_finished", -1))
 
     # -- shared machinery ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> Tensor:
@@ -132,7 +192,7 @@ class Task(pl.LightningModule):
         return next(len(v) for v in batch.values() if isinstance(v, Tensor | list))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.step(batch, "train")
+        loss = self.step(self.augment(batch), "train")
         # Every process must agree before raising, or the others would wait forever in the gradient all-reduce.
         diverged = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
         if diverged:
@@ -169,8 +229,15 @@ class Task(pl.LightningModule):
             self.history.append({"epoch": epoch})
         self.history[-1].update(named)
 
-    def on_train_epoch_end(self) -> None:
+    def finish_train_epoch(self) -> None:
+        """Compute and record the epoch's training metrics, once per epoch (callbacks may call it early)."""
+        if self._train_epoch_finished == self.current_epoch:
+            return
+        self._train_epoch_finished = self.current_epoch
         self._record(self._epoch_end("train"))
+
+    def on_train_epoch_end(self) -> None:
+        self.finish_train_epoch()
 
     def on_validation_epoch_end(self) -> None:
         named = self._epoch_end("val")
