@@ -73,7 +73,7 @@ def swa_callback(swa: dict[str, Any] | None) -> StochasticWeightAveraging | None
     if not swa:
         return None
     start = swa.get("start_epoch", 0.8)
-    start = start - 1 if isinstance(start, int) else float(start)  # Lightning counts epochs from 0
+    start = start if isinstance(start, int) else float(start)  # Lightning's int is 1-based, like the recipe's
     return StochasticWeightAveraging(swa_lrs=float(swa.get("lr", 1e-4)), swa_epoch_start=start,
                                      annealing_epochs=int(swa.get("annealing_epochs", 1)))
 

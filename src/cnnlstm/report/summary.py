@@ -15,7 +15,8 @@ def _fmt(value: Any) -> str:
 
 
 def format_summary(metrics: dict[str, Any], run_dir: str | Path, title: str) -> str:
-    """The end-of-run summary: model, parameters, best epoch, validation and test metrics, where the files are.
+    """The end-of-run summary: model, parameters, best epoch, validation and test metrics, the generalisation gap,
+    an overfitting warning when there is one, and where the files are.
 
     Args:
         metrics: the run's flat metrics (``metrics.json``).
@@ -40,6 +41,14 @@ def format_summary(metrics: dict[str, Any], run_dir: str | Path, title: str) -> 
             if keys:
                 label = f"{prefix}{stage}".ljust(12)
                 lines.append(f"{label} " + "  ".join(f"{k.rsplit('/', 1)[1]}={_fmt(metrics[k])}" for k in keys))
+    gaps = sorted(k for k in metrics if k.startswith("gap/"))
+    if gaps:
+        lines.append("gap          " + "  ".join(f"{k[4:]}={_fmt(metrics[k])}" for k in gaps)
+                     + "  (train vs validation at the best epoch; positive: better on training data)")
+    if metrics.get("weights") == "swa":
+        lines.append("weights      stochastic weight average (scored better on validation than the best epoch)")
+    if metrics.get("warning"):
+        lines.append(f"WARNING      {metrics['warning']}")
     run_dir = Path(run_dir)
     lines.append(f"run dir      {run_dir}  (config.yaml, metrics.json, checkpoints/, *.png, logs/)")
     return "\n".join(lines)

@@ -107,7 +107,7 @@ class CaptioningTask(Task):
         logits = logits[:, : captions.shape[1] - 1]  # (B, L-1, V)
         target = captions[:, 1:]  # (B, L-1)
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=PAD,
-                               label_smoothing=self.optim.label_smoothing)
+                               label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
         if stage != "train":
             preds = [self.decode(ids) for ids in self.generate(batch["images"])]
             refs = [[self.decode(row.tolist())] for row in captions]

@@ -1,7 +1,7 @@
 """Classification: series, clips, single images and image + question (VQA) data.
 
-Cross-entropy (with optional label smoothing); accuracy and macro-F1 every epoch; the confusion matrix at
-test time; for VQA batches (a ``qtype`` key) also the accuracy of each question type.
+Cross-entropy (label smoothing, when set, on the training loss only); accuracy and macro-F1 every epoch; the
+confusion matrix at test time; for VQA batches (a ``qtype`` key) also the accuracy of each question type.
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ class ClassificationTask(Task):
     def step(self, batch: dict[str, Any], stage: str) -> Tensor:
         logits = self(batch)  # (B, K)
         y = batch["y"]  # (B,)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.optim.label_smoothing)
+        # Smoothing regularises training; evaluation losses stay plain cross-entropy, comparable across recipes.
+        smoothing = self.optim.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
         preds = logits.detach().argmax(dim=-1)  # (B,)
         self.metrics[stage].update(preds, y)
         if stage == "test":
