@@ -93,7 +93,7 @@ def check_parity(
 
     Example:
         >>> report = check_parity(model, run, example, spec, "onnx")  # doctest: +SKIP
-        >>> report.passed
+        >>> report.passed  # doctest: +SKIP
         True
     """
     model.eval()
