@@ -26,7 +26,7 @@ import yaml
 from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 
 __all__ = ["SCHEMA", "DEFAULTS", "FREE", "list_recipes", "load_recipe", "apply_overrides", "validate_recipe",
-           "parse_yaml"]
+           "parse_yaml", "read_recipe_text"]
 
 FREE = object()  # marks a section whose keys are checked by someone else (a constructor, a loader)
 _NUM = (int, float)
@@ -93,7 +93,7 @@ def list_recipes() -> dict[str, str]:
     """
     out = {}
     for path in sorted(_recipe_dir().glob("*.yaml")):
-        raw = parse_yaml(path.read_text(), str(path))
+        raw = parse_yaml(read_recipe_text(path), str(path))
         out[path.stem] = str(raw.get("description", "")).strip()
     return out
 
@@ -137,7 +137,7 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"recipe file {name_or_path!r} does not exist")
-        raw = parse_yaml(path.read_text(), str(path))
+        raw = parse_yaml(read_recipe_text(path), str(path))
         raw.setdefault("name", path.stem)
     else:
         shipped = _recipe_dir() / f"{name_or_path}.yaml"
@@ -145,13 +145,33 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
             names = [p.stem for p in _recipe_dir().glob("*.yaml")]
             raise UnknownNameError(f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, names)}; "
                                    "`cnnlstm recipes` lists them, or pass a path to a .yaml file")
-        raw = parse_yaml(shipped.read_text(), str(shipped))
+        raw = parse_yaml(read_recipe_text(shipped), str(shipped))
         raw.setdefault("name", name_or_path)
     recipe = _merge(DEFAULTS, raw)
     if "pretrain" in raw:  # a pretraining stage inherits the recipe's optimiser, trainer and data defaults
+        pretrain = raw["pretrain"] or {}
+        if not isinstance(pretrain, dict):  # merging needs a mapping; say so before _merge trips over it
+            raise ConfigError(f"recipe section 'pretrain' must be a mapping (data:, encoder:, ...), got {pretrain!r}")
         recipe["pretrain"] = _merge({k: DEFAULTS[k] for k in ("data", "optim", "trainer", "early_stopping")},
-                                    raw["pretrain"] or {})
+                                    pretrain)
     return recipe
+
+
+def read_recipe_text(path: Path) -> str:
+    """A recipe file's text, decoded as UTF-8; any other encoding is a ``ConfigError`` naming the bad byte.
+
+    Args:
+        path: the YAML file.
+
+    Example:
+        >>> text = read_recipe_text(Path("recipe.yaml"))  # doctest: +SKIP
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = err.start
+    raise ConfigError(f"{path} is not UTF-8 text (invalid byte at offset {offset}); re-save it as UTF-8")
 
 
 def _schema_at(path: list[str]) -> Any:

@@ -36,6 +36,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
+from cnnlstm.engine.rundir import replace_durably
+
 __all__ = ["epoch_seed", "EpochShuffleSampler", "ReproducibleTraining", "AtomicCheckpointIO", "LastCheckpoint"]
 
 
@@ -237,7 +239,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.close(fd)
         try:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
+            replace_durably(tmp, path)  # fsynced: a power cut cannot leave a truncated last.ckpt to resume from
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -29,12 +29,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from cnnlstm.engine.recipe import parse_yaml, read_recipe_text
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.models import create_model, model_config
 
 __all__ = [
     "RUN_DIR_ENV",
     "atomic_write",
+    "replace_durably",
     "write_json",
     "write_yaml",
     "read_config",
@@ -52,6 +54,15 @@ RUN_DIR_ENV = "CNNLSTM_RUN_DIR"
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file.
 
+    The temporary file is fsynced before the rename and the directory after it: without the first, a power
+    loss can leave the new name pointing at a file whose blocks never reached the disk (empty or truncated);
+    without the second, the rename itself may be lost. Self-contained (``os``, ``tempfile``, ``pathlib``) on
+    purpose: the kill test runs this function's source in a bare process.
+
+    Args:
+        path: the final file name.
+        data: the whole content (``str`` is written as UTF-8).
+
     Example:
         >>> atomic_write("/tmp/cnnlstm-doctest.txt", "ok").read_text()
         'ok'
@@ -63,10 +74,51 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before any name points at them
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename durable; directories cannot be opened on Windows, where rename is journalled anyway
+        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # some file systems (and macOS for directories) refuse fsync on a directory: best effort
+        pass
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def replace_durably(tmp: str | Path, path: str | Path) -> Path:
+    """Move a finished temporary file onto ``path`` the way :func:`atomic_write` does: fsync, rename, fsync dir.
+
+    For writers that take a file name instead of bytes (safetensors, ``torch.save``).
+
+    Args:
+        tmp: the complete temporary file, in the same directory as ``path``.
+        path: the final file name.
+
+    Example:
+        >>> replace_durably(".best.safetensors.tmp", "best.safetensors")  # doctest: +SKIP
+    """
+    path = Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return path
 
 
@@ -99,7 +151,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: it has no config.yaml (pass the --out of a fit)")
-    return yaml.safe_load(path.read_text())
+    return parse_yaml(read_recipe_text(path), str(path))  # a damaged config.yaml is a ConfigError, not a crash
 
 
 def resolve_run_dir(out: str | Path | None, recipe_name: str) -> Path:
@@ -140,7 +192,7 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     try:
         # save_model (not save_file) de-duplicates tied tensors, which safetensors refuses to store twice.
         save_model(model, tmp, metadata={"cnnlstm_model": json.dumps(_jsonable(config))})
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
