@@ -10,27 +10,77 @@ run's image size.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import ClassificationTask, build_task
 
-__all__ = ["predict", "Prediction", "read_series_file", "read_image", "predictions_csv"]
+__all__ = ["predict", "Prediction", "read_series_file", "read_clip_file", "read_image", "predictions_csv"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 Prediction = dict[str, Any]  # {"input": str, "label": str, "probability": float, "probabilities": {...}}
 
 
+def _read_npz(path: Path) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """The input array of an ``.npz`` (``X`` / ``X_test`` / ``x`` / its only array) as float32, and ``lengths``.
+
+    Read through the data package's pickle-free reader, so ``predict`` inputs and the ``npz:`` source give
+    the same messages for the same faults.
+    """
+    where = str(path)
+    with open_npz(where, where) as data:
+        key = next((k for k in ("X", "X_test", "x") if k in data.files), None)
+        if key is None and len(data.files) == 1:
+            key = data.files[0]
+        if key is None:
+            raise DataError(f"{path}: name the series array X (found {', '.join(data.files) or 'no arrays'})")
+        try:
+            raw = npz_array(data, key, where)
+            lengths = npz_array(data, "lengths", where) if "lengths" in data.files else None
+        except (OSError, EOFError, zipfile.BadZipFile) as err:  # a member cut off or with a bad CRC
+            raise DataError(f"{where} is not a readable .npz file ({err}); save it with numpy.savez") from None
+    if raw.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {key} must hold numbers, got dtype {raw.dtype}")
+    return key, raw, lengths
+
+
+def _check_lengths(path: Path, lengths: np.ndarray, n: int, steps: int) -> list[int]:
+    """``lengths`` as ints, one per series, each in 1..``steps`` (the padded size)."""
+    if lengths.ndim != 1 or len(lengths) != n:
+        raise DataError(f"{path}: lengths must hold one length per series ({n}), got shape {lengths.shape}")
+    if lengths.dtype.kind not in "iuf" or (lengths.dtype.kind == "f" and not np.all(np.mod(lengths, 1) == 0)):
+        raise DataError(f"{path}: lengths must be whole numbers, got {lengths[:5].tolist()}")
+    bad = np.flatnonzero((lengths < 1) | (lengths > steps))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:5])
+        raise DataError(f"{path}: lengths must be between 1 and the padded size {steps}; samples {shown} have "
+                        f"{', '.join(str(lengths[i]) for i in bad[:5])}")
+    return [int(v) for v in lengths]
+
+
 def read_series_file(path: str | Path) -> list[np.ndarray]:
     """Series (T, F) from an ``.npz`` or ``.ts`` file.
+
+    An ``.npz`` holds ``X`` (or ``X_test`` / ``x`` / a single array) of (N, T, F) or (N, T) and, for padded
+    series, ``lengths`` (N,) with each true length in 1..T.
+
+    Args:
+        path: the ``.npz`` or ``.ts`` file.
+
+    Raises:
+        DataError: the file is missing or unreadable, holds no numeric (N, T, F) array, zero-length series,
+            or ``lengths`` that do not fit the array.
 
     Example:
         >>> series = read_series_file("new_recordings.npz")  # doctest: +SKIP
@@ -45,23 +95,42 @@ def read_series_file(path: str | Path) -> list[np.ndarray]:
         return [np.asarray(s, dtype=np.float32) for s in x]
     if path.suffix != ".npz":
         raise DataError(f"{path}: series runs predict from .npz or .ts files, got {path.suffix or 'no suffix'}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            key = next((k for k in ("X", "X_test", "x") if k in data.files), None)
-            if key is None and len(data.files) == 1:
-                key = data.files[0]
-            if key is None:
-                raise DataError(f"{path}: name the series array X (found {', '.join(data.files)})")
-            x = np.asarray(data[key], dtype=np.float32)
-            lengths = data["lengths"] if "lengths" in data.files else None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    key, x, lengths = _read_npz(path)
     if x.ndim == 2:
         x = x[:, :, None]  # univariate (N, T) -> (N, T, 1)
     if x.ndim != 3:
         raise DataError(f"{path}: {key} must be (N, T, F) or (N, T), got {x.shape}")
-    series = [s[: int(n)] for s, n in zip(x, lengths, strict=True)] if lengths is not None else list(x)
-    return series
+    if x.shape[1] == 0:
+        raise DataError(f"{path}: {key} {x.shape} holds series of zero length; every series needs at least one step")
+    x = x.astype(np.float32, copy=False)
+    if lengths is None:
+        return list(x)
+    return [s[:n] for s, n in zip(x, _check_lengths(path, lengths, len(x), x.shape[1]), strict=True)]
+
+
+def read_clip_file(path: str | Path) -> Tensor:
+    """One clip (T, C, H, W) from an ``.npz``: floats in [0, 1], or uint8 pixels (scaled by 1/255).
+
+    Args:
+        path: the ``.npz`` file holding one (T, C, H, W) array.
+
+    Shape:
+        - returns: ``(T, C, H, W)`` float32.
+
+    Example:
+        >>> read_clip_file("clip.npz").shape  # doctest: +SKIP
+        torch.Size([16, 3, 64, 64])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    key, x, _ = _read_npz(path)
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise DataError(f"{path}: {key} must be one clip (T, C, H, W) with T >= 1, got {x.shape}")
+    clip = torch.from_numpy(np.ascontiguousarray(x)).float()  # (T, C, H, W)
+    if not torch.isfinite(clip).all():
+        raise DataError(f"{path}: {key} holds NaN or inf; clean the clip first")
+    return clip / 255.0 if x.dtype == np.uint8 else clip
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> Tensor:
@@ -116,11 +185,14 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                 if not frames:
                     raise DataError(f"{path} holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
                 clip = torch.stack([read_image(p, channels, size) for p in frames])  # (T, C, H, W)
+            elif path.suffix == ".npz":
+                clip = read_clip_file(path)  # (T, C, H, W)
+                if clip.shape[1] != channels:
+                    raise DataError(f"{path}: the run reads {channels}-channel frames, got {tuple(clip.shape)}")
+                if size is not None and tuple(clip.shape[-2:]) != size:  # frames are resized in training too
+                    clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
             else:
-                arrays = read_series_file(path) if path.suffix == ".npz" else None
-                if arrays is None:
-                    raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
-                clip = torch.from_numpy(np.stack(arrays))
+                raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
             out.append((str(path), {"x": clip.float()}))
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
