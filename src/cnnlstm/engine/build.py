@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model, get_model_class
 
 __all__ = ["model_kwargs_for", "build_model", "count_parameters"]
@@ -48,7 +49,37 @@ def build_model(section: dict[str, Any], data_kwargs: dict[str, Any]) -> nn.Modu
         >>> model = build_model({"name": "lstm_fcn"}, {"num_classes": 4, "in_channels": 6})  # doctest: +SKIP
     """
     name, kwargs = model_kwargs_for(section, data_kwargs)
-    return create_model(name, **kwargs)
+    try:
+        return create_model(name, **kwargs)
+    except TypeError as exc:  # a recipe value of the wrong type (num_classes: 3.5 or "3") deep in a constructor
+        given = {k: v for k, v in section.items() if k != "name"}
+        suspects = _mistyped(get_model_class(name), given) or list(given)
+        keys = ", ".join(f"model.{k}={given[k]!r}" for k in suspects) or "(none set)"
+        raise ConfigError(f"model {name!r} cannot be built from the recipe's model keys: {str(exc).splitlines()[0]}; "
+                          f"check the type of {keys}") from None
+
+
+def _mistyped(cls: type, given: dict[str, Any]) -> list[str]:
+    """Recipe keys whose value's type differs from the constructor default's (an int where a float goes is fine)."""
+    params = inspect.signature(cls.__init__).parameters
+    out = []
+    for key, value in given.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if default is inspect.Parameter.empty or default is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float)
+        elif isinstance(default, int | str):
+            ok = isinstance(value, type(default))
+        elif isinstance(default, list | tuple):
+            ok = isinstance(value, list | tuple)
+        else:
+            ok = True
+        if not ok:
+            out.append(key)
+    return out
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
