@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from cnnlstm.engine.trainer import make_trainer
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
-__all__ = ["RunResult", "resolve_config", "fit", "resume", "evaluate_run", "task_name", "load_best",
+__all__ = ["RunResult", "resolve_config", "fit", "resume", "evaluate_run", "task_name", "load_best", "read_checkpoint",
            "last_checkpoint", "AUGMENT_KEYS"]
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,55 @@ def _is_rank_zero() -> bool:
     return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint read with ``torch.load(weights_only=True)``: tensors and primitives, never code.
+
+    Args:
+        ckpt_path: a ``.ckpt`` written by this run's trainer.
+
+    Raises:
+        WeightsError: the file is missing, not torch's format, holds anything but tensors and primitives
+            (a crafted pickle), or has no ``state_dict``.
+
+    Example:
+        >>> read_checkpoint("runs/basic_motions/checkpoints/best.ckpt")["epoch"]  # doctest: +SKIP
+        7
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise WeightsError(f"no checkpoint at {path}; was the run's fit finished?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path} is not a safe checkpoint: loading only tensors and plain values was refused "
+                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete it, or "
+                           "retrain, and never load it with weights_only=False unless you wrote it") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise WeightsError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return state
+
+
 def load_best(task: Task, ckpt_path: str | Path) -> int:
     """Load the model weights of a Lightning checkpoint into ``task`` (tensors only); return its epoch (1-based).
 
     The checkpoint holds only primitives and tensors, so ``torch.load(weights_only=True)`` reads it: no
-    pickled code is ever run.
+    pickled code is ever run (see :func:`read_checkpoint`).
+
+    Args:
+        task: the task whose weights are replaced.
+        ckpt_path: the best checkpoint of the run.
+
+    Raises:
+        WeightsError: the file is not a safe checkpoint, or its weights do not fit ``task``.
+
+    Example:
+        >>> best_epoch = load_best(task, "runs/x/checkpoints/best.ckpt")  # doctest: +SKIP
     """
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    task.load_state_dict(state["state_dict"])
+    state = read_checkpoint(ckpt_path)
+    try:
+        task.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise WeightsError(f"{ckpt_path} does not match the model: {str(exc).splitlines()[0]}") from None
     return int(state.get("epoch", 0)) + 1
 
 
@@ -168,7 +210,7 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
         swa_score, best_score = swa_val.get(ckpt.monitor), ckpt.best_model_score
         swa_kept = swa_score is not None and best_score is not None and _better(float(swa_score),
                                                                                 float(best_score), ckpt.mode)
-    best_epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1
+    best_epoch = int(read_checkpoint(best).get("epoch", 0)) + 1
     if not swa_kept:
         load_best(task, best)
     if test:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cnnlstm.errors import WeightsError
 from cnnlstm.export.onnx_export import ExportReport, _example, model_metadata
 from cnnlstm.export.parity import check_parity, write_parity
 from cnnlstm.export.rewrite import ExportWrapper, exportable_copy, tracing_quietly
@@ -86,14 +87,34 @@ def export_torchscript(
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
     """Load an archive written by :func:`export_torchscript` with its cnnlstm metadata.
 
+    An archive is TorchScript code: load only archives you exported. A file that is not an archive (a
+    pickle, a truncated download) is refused before anything in it runs.
+
+    Args:
+        path: the ``.pt`` archive.
+
+    Raises:
+        WeightsError: the file is missing, not a TorchScript archive, or its metadata is not JSON.
+
     Returns:
         ``(module, metadata)``; ``json.loads(metadata["cnnlstm_input_names"])`` gives the input order.
 
     Example:
         >>> module, meta = load_torchscript("model.pt")  # doctest: +SKIP
     """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no TorchScript archive at {path}; check the path")
     extra = {EXTRA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notice
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return module.eval(), json.loads(extra[EXTRA_FILE] or "{}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notice
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as exc:  # not an archive (a pickle, a truncated file, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path} is not a TorchScript archive written by export_torchscript ({first})") from None
+    try:
+        metadata = json.loads(extra[EXTRA_FILE] or "{}")
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: its {EXTRA_FILE} metadata is not JSON; re-export the model") from None
+    return module.eval(), metadata
