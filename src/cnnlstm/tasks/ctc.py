@@ -1,8 +1,9 @@
 """Text recognition with CTC: a model scores every image column, CTC aligns the scores with the text.
 
 Loss: ``F.ctc_loss`` on log-probabilities (blank = index 0, ``zero_infinity=True`` so an impossible
-alignment, a label longer than the model's output, gives zero loss instead of inf). Metrics on greedy
-decodes: sequence accuracy (the whole string right) and character error rate (torchmetrics).
+alignment, a label longer than the model's output, gives zero loss instead of inf; such labels are counted
+and the first training epoch that has any warns once, on rank zero, with how many and what to change).
+Metrics on greedy decodes: sequence accuracy (the whole string right) and character error rate (torchmetrics).
 """
 
 from __future__ import annotations
@@ -12,15 +13,36 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, MetricCollection, SumMetric
 from torchmetrics.text import CharErrorRate
 
 from cnnlstm.errors import ConfigError
 from cnnlstm.layers.decoding import ctc_greedy_decode
 from cnnlstm.tasks.base import OptimConfig, Task
 
-__all__ = ["CTCTask"]
+__all__ = ["CTCTask", "too_long_for_ctc"]
+
+
+def too_long_for_ctc(targets: Tensor, target_lengths: Tensor, lengths: Tensor) -> Tensor:
+    """Which labels no CTC alignment fits: each needs one column per character plus a blank between repeats.
+
+    Args:
+        targets: zero-padded label ids.
+        target_lengths: true label lengths.
+        lengths: valid output columns per sample.
+
+    Shape:
+        - targets: (B, L); target_lengths, lengths: (B,); returns: (B,) bool.
+
+    Example:
+        >>> too_long_for_ctc(torch.tensor([[1, 1, 2], [1, 2, 0]]), torch.tensor([3, 2]), torch.tensor([3, 3]))
+        tensor([ True, False])
+    """
+    steps = torch.arange(max(targets.shape[1] - 1, 0), device=targets.device)  # (L-1,)
+    repeats = (targets[:, 1:] == targets[:, :-1]) & (steps < (target_lengths - 1)[:, None])  # (B, L-1)
+    return target_lengths + repeats.sum(dim=1) > lengths  # (B,)
 
 
 class CTCTask(Task):
@@ -61,6 +83,9 @@ class CTCTask(Task):
             raise ConfigError(f"the charset has {len(self.charset)} entries (blank included) but the model scores "
                               f"{num_classes} classes; set model.num_classes={len(self.charset)}")
         super().__init__(model, optim)
+        # Training labels no alignment fits (summed across processes at the epoch's end), and whether we said so.
+        self.too_long, self.targets_seen = SumMetric(), SumMetric()
+        self._warned_too_long = False
 
     def make_metrics(self, stage: str) -> MetricCollection:
         if stage == "train":  # decoding every training batch would cost more than the step itself
@@ -89,7 +114,24 @@ class CTCTask(Task):
                           blank=0, reduction="mean", zero_infinity=True)
         if stage != "train":
             self._update_text_metrics(log_probs.detach(), lengths, targets, target_lengths, stage)
+        elif not self._warned_too_long:  # counted on the device: no host sync per step
+            self.too_long.update(too_long_for_ctc(targets, target_lengths, lengths).sum())
+            self.targets_seen.update(targets.new_tensor(len(targets)))
         return loss
+
+    def on_stage_epoch_end(self, stage: str, values: dict[str, float]) -> None:
+        if stage != "train" or self._warned_too_long:
+            return
+        too_long, seen = int(self.too_long.compute()), int(self.targets_seen.compute())
+        self.too_long.reset()
+        self.targets_seen.reset()
+        if too_long:
+            self._warned_too_long = True
+            rank_zero_warn(
+                f"{too_long} of {seen} training labels in epoch {self.current_epoch + 1} are longer than the model's "
+                "output columns (a label needs one column per character, plus one between repeated characters); "
+                "CTC scores them as zero loss, so they teach nothing. Use wider images or fewer pooling steps "
+                "(a smaller width reduction in the model) so every label fits", category=UserWarning)
 
     def _update_text_metrics(self, log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
                              stage: str) -> None:
