@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive
 from cnnlstm.layers.masking import check_lengths
 from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool
 
@@ -51,10 +51,8 @@ class SequenceLSTM(nn.Module):
         pooling: str = "last",
     ) -> None:
         super().__init__()
-        if hidden_size < 1 or num_layers < 1:
-            raise ConfigError(f"LSTM needs hidden_size >= 1 and num_layers >= 1, got {hidden_size}, {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        require_positive("SequenceLSTM", input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        require_dropout("SequenceLSTM", dropout=dropout)
         self.lstm = nn.LSTM(
             input_size,
             hidden_size,
@@ -77,8 +75,7 @@ class SequenceLSTM(nn.Module):
             - x: ``(B, T, F)``; lengths: ``(B,)``, optional.
             - outputs: ``(B, T, out_features)``, zeros at padded steps; final: ``(B, out_features)``.
         """
-        if x.dim() != 3 or x.shape[2] != self.lstm.input_size:
-            raise ShapeError(f"SequenceLSTM expects (B, T, F) with F={self.lstm.input_size}, got {tuple(x.shape)}")
+        check_input(x, "B, T, F", "SequenceLSTM", what="a sequence", F=self.lstm.input_size)
         B, T, _ = x.shape
         lengths = check_lengths(lengths, B, T, owner="SequenceLSTM")
         if lengths is None:
