@@ -24,6 +24,7 @@ def final_hidden(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Ten
         - output: ``(B, num_directions * hidden_size)``.
 
     Example:
+        >>> import torch
         >>> lstm = nn.LSTM(3, 8, batch_first=True, bidirectional=True)
         >>> final_hidden(lstm, torch.randn(2, 5, 3), torch.tensor([5, 2])).shape
         torch.Size([2, 16])

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.checks import check_input, check_token_ids, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.decoding import beam_search
 from cnnlstm.models._registry import register_model
 
@@ -98,6 +99,11 @@ class Captioner(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        require_positive(
+            "captioner", vocab_size=vocab_size, in_channels=in_channels, embedding_dim=embedding_dim,
+            hidden_size=hidden_size, attention_size=attention_size,
+        )
+        require_dropout("captioner", dropout=dropout)
         if vocab_size <= UNK + 1:
             raise ConfigError(
                 f"captioner: vocab_size counts <pad>, <start>, <end>, <unk> and the words, so it must be > 4, "
@@ -129,21 +135,17 @@ class Captioner(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images: Tensor) -> None:
-        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != self.in_channels:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ShapeError(f"captioner expects images (B, C, H, W) with C={self.in_channels}, got {shape}")
+        check_input(images, "B, C, H, W", "captioner", what="images", dtype=weights_dtype(self), C=self.in_channels)
 
     def _check_captions(self, captions: Tensor, batch_size: int) -> None:
-        if not isinstance(captions, Tensor) or captions.dim() != 2 or captions.shape[0] != batch_size:
-            shape = tuple(captions.shape) if isinstance(captions, Tensor) else type(captions).__name__
-            raise ShapeError(f"captioner expects captions (B, L) with B={batch_size} (one per image), got {shape}")
-        if captions.dtype.is_floating_point or captions.dtype == torch.bool:
-            raise ShapeError(f"captioner expects integer token ids in captions, got dtype {captions.dtype}")
+        check_input(captions, "B, L", "captioner", what="captions", hint=" (one per image)", dtype=torch.long,
+                    B=batch_size)
         if captions.shape[1] < 2:
             raise ShapeError(
                 f"captioner expects captions (B, L) with L >= 2 (<start> and at least one target), "
                 f"got {tuple(captions.shape)}"
             )
+        check_token_ids(captions, self.vocab_size, "captioner", what="caption token ids")
 
     # ------------------------------------------------------------------ pieces
     def encode(self, images: Tensor) -> Tensor:
@@ -203,12 +205,17 @@ class Captioner(nn.Module):
             - annotations: ``(B, P, D)``; captions: ``(B, L)``.
             - output: ``(B, L - 1, V)``; attention ``(B, L - 1, P)`` when ``return_attention``.
         """
-        if annotations.dim() != 3 or annotations.shape[2] != self.num_features:
-            raise ShapeError(
-                f"captioner.forward_head expects annotations (B, P, D) with D={self.num_features}, "
-                f"got {tuple(annotations.shape)}"
-            )
+        check_input(
+            annotations, "B, P, D", "captioner.forward_head", what="annotations", dtype=weights_dtype(self),
+            D=self.num_features,
+        )
         self._check_captions(captions, annotations.shape[0])
+        return self._decode(annotations, captions, return_attention)
+
+    def _decode(
+        self, annotations: Tensor, captions: Tensor, return_attention: bool
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Teacher-forced decoding of checked inputs (see :meth:`forward_head`)."""
         embedded = self.embedding(captions[:, :-1])  # (B, L-1, E): the input words, <start> first
         keys = self.attend_annotation(annotations)  # (B, P, A), computed once for all steps
         h, c = self._initial_state(annotations)  # (B, H) each
@@ -239,9 +246,9 @@ class Captioner(nn.Module):
             - output: ``(B, L - 1, V)`` scores for ``captions[:, 1:]``; attention ``(B, L - 1, P)`` (sums to 1
               over the ``P`` grid cells).
         """
-        self._check_images(images)
+        self._check_images(images)  # both checked before the encoder runs
         self._check_captions(captions, images.shape[0])
-        return self.forward_head(self.encode(images), captions, return_attention)
+        return self._decode(self.encode(images), captions, return_attention)
 
     @torch.no_grad()
     def generate(

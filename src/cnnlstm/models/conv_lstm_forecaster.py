@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.conv_lstm import ConvLSTM, ConvLSTMCell, State
 from cnnlstm.models._registry import register_model
 
@@ -75,25 +76,28 @@ class ConvLSTMForecaster(nn.Module):
         image_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ConfigError(f"conv_lstm_forecaster needs in_channels >= 1, got {in_channels}")
+        name = "conv_lstm_forecaster"
+        require_positive(
+            name, in_channels=in_channels, hidden_size=hidden_size, kernel_size=kernel_size, horizon=horizon,
+            patch_size=patch_size,
+        )
+        require_positive(name, allow_none=True, num_classes=num_classes, num_layers=num_layers, image_size=image_size)
+        require_dropout(name, dropout=dropout)
         if num_classes is not None and num_classes != in_channels:
             raise ConfigError(
                 f"conv_lstm_forecaster predicts frames with in_channels={in_channels} channels; num_classes "
                 f"(={num_classes}) must equal it or be left out"
             )
-        if horizon < 1 or patch_size < 1:
-            raise ConfigError(f"conv_lstm_forecaster needs horizon and patch_size >= 1, got {horizon}, {patch_size}")
-        if isinstance(hidden_size, int):
+        if not isinstance(hidden_size, (list, tuple)):
             hidden = [hidden_size] * (2 if num_layers is None else num_layers)
         else:
             hidden = list(hidden_size)
             if num_layers is not None and num_layers != len(hidden):
                 raise ConfigError(f"conv_lstm_forecaster: num_layers={num_layers} but hidden_size lists {hidden}")
-        if not hidden or min(hidden) < 1:
-            raise ConfigError(f"conv_lstm_forecaster needs at least one layer of >= 1 channels, got {hidden}")
+        if not hidden:
+            raise ConfigError(f"conv_lstm_forecaster needs at least one layer, got hidden_size={hidden_size!r}")
         if image_size is not None:
-            image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            image_size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
             if len(image_size) != 2 or any(s % patch_size for s in image_size):
                 raise ConfigError(
                     f"conv_lstm_forecaster: image_size {image_size} must be (H, W), both multiples of "
@@ -123,7 +127,9 @@ class ConvLSTMForecaster(nn.Module):
 
     def _check(self, x: Tensor) -> None:
         p = self.patch_size
-        if x.dim() != 5 or x.shape[2] != self.in_channels or x.shape[3] % p or x.shape[4] % p:
+        check_input(x, "B, T, C, H, W", "conv_lstm_forecaster", what="frames", dtype=weights_dtype(self),
+                    C=self.in_channels)
+        if x.shape[3] % p or x.shape[4] % p:
             raise ShapeError(
                 f"conv_lstm_forecaster expects frames (B, T, C, H, W) with C={self.in_channels} and H, W multiples "
                 f"of patch_size={p}, got {tuple(x.shape)}"

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.blocks import ConvNormAct2d
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.decoding import ctc_beam_search, ctc_greedy_decode
 from cnnlstm.models._registry import register_model
 
@@ -67,13 +68,16 @@ class CRNN(nn.Module):
         widths: tuple[int, ...] | list[int] = (64, 128, 256, 256, 512, 512),
     ) -> None:
         super().__init__()
+        require_positive(
+            "crnn", num_classes=num_classes, in_channels=in_channels, image_height=image_height,
+            hidden_size=hidden_size, num_layers=num_layers, widths=widths,
+        )
+        require_dropout("crnn", dropout=dropout)
         if num_classes < 2:
             raise ConfigError(f"crnn needs num_classes >= 2 (the CTC blank plus at least one label), got {num_classes}")
         if image_height < _HEIGHT_STRIDE or image_height % _HEIGHT_STRIDE:
             raise ConfigError(f"crnn: image_height must be a positive multiple of 16, got {image_height}")
-        if min(in_channels, hidden_size, num_layers, *widths, 1) < 1:
-            raise ConfigError("crnn needs in_channels, hidden_size, num_layers and every widths entry >= 1")
-        if len(widths) != len(_POOLS):
+        if not isinstance(widths, (list, tuple)) or len(widths) != len(_POOLS):
             raise ConfigError(f"crnn: widths lists the channels of the {len(_POOLS)} convolutions, got {tuple(widths)}")
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -106,15 +110,12 @@ class CRNN(nn.Module):
         self.head = nn.Linear(2 * hidden_size, num_classes)
 
     def _check(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.image_height:
-            raise ShapeError(
-                f"crnn expects text images (B, C, H, W) with C={self.in_channels} and H={self.image_height} "
-                f"(image_height; resize lines to this height), got {tuple(x.shape)}"
-            )
+        check_input(
+            x, "B, C, H, W", "crnn", what="text images", hint=" (image_height; resize lines to this height)",
+            dtype=weights_dtype(self), C=self.in_channels, H=self.image_height,
+        )
         if x.shape[3] < _WIDTH_STRIDE:
             raise ShapeError(f"crnn needs images at least {_WIDTH_STRIDE} pixels wide, got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ShapeError(f"crnn expects floating-point images, got dtype {x.dtype}")
 
     def output_lengths(self, widths: Tensor) -> Tensor:
         """Number of output columns for images of the given widths (the CTC ``input_lengths``).

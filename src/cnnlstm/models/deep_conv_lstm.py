@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.blocks import ConvNormAct1d
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
 from cnnlstm.models._lstm_state import final_hidden
 from cnnlstm.models._registry import register_model
@@ -68,12 +68,11 @@ class DeepConvLSTM(nn.Module):
         num_conv_layers: int = 4,
     ) -> None:
         super().__init__()
-        if min(num_classes, in_channels, hidden_size, num_layers, filters, num_conv_layers) < 1:
-            raise ConfigError(
-                "deep_conv_lstm needs num_classes, in_channels, hidden_size, num_layers, filters, num_conv_layers >= 1"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"deep_conv_lstm: dropout must be in [0, 1), got {dropout}")
+        require_positive(
+            "deep_conv_lstm", num_classes=num_classes, in_channels=in_channels, hidden_size=hidden_size,
+            num_layers=num_layers, filters=filters, kernel_size=kernel_size, num_conv_layers=num_conv_layers,
+        )
+        require_dropout("deep_conv_lstm", dropout=dropout)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.filters = filters
@@ -92,11 +91,10 @@ class DeepConvLSTM(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
     def _check(self, x: Tensor) -> None:
-        if x.dim() != 3 or x.shape[2] != self.in_channels:
-            raise ShapeError(
-                f"deep_conv_lstm expects a series (B, T, F) with F={self.in_channels} (in_channels), "
-                f"got {tuple(x.shape)}"
-            )
+        check_input(
+            x, "B, T, F", "deep_conv_lstm", what="a series", hint=" (in_channels)", dtype=weights_dtype(self),
+            F=self.in_channels,
+        )
 
     def forward_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The LSTM's hidden state at each series' last valid step.

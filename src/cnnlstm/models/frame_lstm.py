@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
-from cnnlstm.errors import ShapeError
+from cnnlstm.errors import ConfigError
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.masking import check_lengths
 from cnnlstm.layers.recurrent import SequenceLSTM
 from cnnlstm.layers.temporal import TimeDistributed
@@ -20,12 +21,26 @@ from cnnlstm.models._registry import register_model
 __all__ = ["FrameLSTM", "example_lengths", "as_image_size"]
 
 
-def as_image_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``32 -> (32, 32)``; ``(H, W)`` stays as it is."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
+def as_image_size(image_size: int | tuple[int, int] | list[int], owner: str = "model") -> tuple[int, int]:
+    """``32 -> (32, 32)``; ``(H, W)`` stays as it is.
+
+    Args:
+        image_size: ``H`` (square) or ``(H, W)``, each an integer >= 1.
+        owner: the model name for the error message.
+
+    Raises:
+        ConfigError: not one or two positive integers.
+
+    Example:
+        >>> as_image_size(32)
+        (32, 32)
+    """
+    if isinstance(image_size, (list, tuple)) and len(image_size) != 2:
+        raise ConfigError(f"{owner}: image_size must be H or (H, W), got {image_size!r}")
+    require_positive(owner, image_size=image_size)
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    return int(image_size), int(image_size)
 
 
 def example_lengths(batch_size: int, max_len: int) -> Tensor:
@@ -88,6 +103,13 @@ class FrameLSTM(nn.Module):
         image_size: int | tuple[int, int] = 32,
     ) -> None:
         super().__init__()
+        require_positive(
+            "frame_lstm", num_classes=num_classes, in_channels=in_channels, hidden_size=hidden_size,
+            num_layers=num_layers,
+        )
+        require_positive("frame_lstm", allow_none=True, chunk_size=chunk_size)
+        require_dropout("frame_lstm", dropout=dropout)
+        self.image_size = as_image_size(image_size, "frame_lstm")
         self.encoder = build_encoder(
             encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
         )
@@ -105,13 +127,9 @@ class FrameLSTM(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.num_features = self.rnn.out_features
-        self.image_size = as_image_size(image_size)
 
     def _check_frames(self, x: Tensor) -> None:
-        if x.dim() != 5 or x.shape[2] != self.in_channels:
-            raise ShapeError(
-                f"frame_lstm expects frames (B, T, C, H, W) with C={self.in_channels}, got {tuple(x.shape)}"
-            )
+        check_input(x, "B, T, C, H, W", "frame_lstm", what="frames", dtype=weights_dtype(self), C=self.in_channels)
 
     def forward_sequence_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Encode every valid frame; padded frames come out as zeros.
@@ -136,11 +154,10 @@ class FrameLSTM(nn.Module):
             - feats: ``(B, T, D_enc)``; lengths: ``(B,)``, optional.
             - output: ``(B, num_features)``.
         """
-        if feats.dim() != 3 or feats.shape[2] != self.encoder.out_features:
-            raise ShapeError(
-                f"frame_lstm expects frame features (B, T, D) with D={self.encoder.out_features}, "
-                f"got {tuple(feats.shape)}"
-            )
+        check_input(
+            feats, "B, T, D", "frame_lstm", what="frame features", dtype=weights_dtype(self),
+            D=self.encoder.out_features,
+        )
         lengths = check_lengths(lengths, feats.shape[0], feats.shape[1], owner="frame_lstm")
         return self.rnn(feats, lengths)  # (B, num_features)
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.blocks import SqueezeExcite1d
+from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.masked_norm import MaskedBatchNorm1d
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
 from cnnlstm.layers.pooling import masked_mean
@@ -104,20 +105,22 @@ class LSTMFCN(nn.Module):
     ) -> None:
         super().__init__()
         name = self.registry_name
-        if min(num_classes, in_channels, hidden_size, num_layers, se_reduction, *filters, *kernel_sizes, 1) < 1:
-            raise ConfigError(f"{name} needs num_classes, in_channels, hidden_size, num_layers, se_reduction and every "
-                              f"filters/kernel_sizes entry >= 1")
-        if len(filters) != len(kernel_sizes) or not filters:
+        require_positive(
+            name, num_classes=num_classes, in_channels=in_channels, hidden_size=hidden_size, num_layers=num_layers,
+            se_reduction=se_reduction, filters=filters, kernel_sizes=kernel_sizes,
+        )
+        require_positive(name, allow_none=True, seq_len=seq_len)
+        require_dropout(name, dropout=dropout)
+        lists = isinstance(filters, (list, tuple)) and isinstance(kernel_sizes, (list, tuple))
+        if not lists or len(filters) != len(kernel_sizes) or not filters:
             raise ConfigError(
                 f"{name}: filters and kernel_sizes need one entry per conv block, got {filters}, {kernel_sizes}"
             )
-        if shuffle and (seq_len is None or seq_len < 1):
+        if shuffle and seq_len is None:
             raise ConfigError(
                 f"{name}: shuffle=True feeds the LSTM F steps of T values each, so it needs seq_len (the series "
                 "length T)"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout}")
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.shuffle = shuffle
@@ -137,11 +140,10 @@ class LSTMFCN(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
     def _check(self, x: Tensor) -> None:
-        if x.dim() != 3 or x.shape[2] != self.in_channels:
-            raise ShapeError(
-                f"{self.registry_name} expects a series (B, T, F) with F={self.in_channels} (in_channels), "
-                f"got {tuple(x.shape)}"
-            )
+        check_input(
+            x, "B, T, F", self.registry_name, what="a series", hint=" (in_channels)", dtype=weights_dtype(self),
+            F=self.in_channels,
+        )
         if self.shuffle and x.shape[1] > self.seq_len:
             raise ShapeError(
                 f"{self.registry_name} was built with shuffle=True for series of at most seq_len={self.seq_len} "

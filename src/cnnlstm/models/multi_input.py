@@ -15,6 +15,14 @@ from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.checks import (
+    check_input,
+    check_token_ids,
+    require_dropout,
+    require_non_negative,
+    require_positive,
+    weights_dtype,
+)
 from cnnlstm.layers.fusion import SPATIAL_FUSION_MODES, Fusion
 from cnnlstm.layers.masking import check_lengths
 from cnnlstm.layers.recurrent import SequenceLSTM
@@ -92,12 +100,26 @@ class MultiInput(nn.Module):
         image_size: int | tuple[int, int] = 32,
     ) -> None:
         super().__init__()
+        require_positive(
+            "multi_input", num_classes=num_classes, in_channels=in_channels, embedding_dim=embedding_dim,
+            hidden_size=hidden_size, num_layers=num_layers,
+        )
+        require_positive(
+            "multi_input", allow_none=True, vocab_size=vocab_size, sequence_features=sequence_features,
+            fusion_size=fusion_size,
+        )
+        require_non_negative("multi_input", head_hidden_size=head_hidden_size)
+        require_dropout("multi_input", dropout=dropout)
         if (vocab_size is None) == (sequence_features is None):
             raise ConfigError(
                 "multi_input needs exactly one of vocab_size (token ids) and sequence_features (a numeric series)"
             )
+        if vocab_size is not None and vocab_size < 2:
+            raise ConfigError(f"multi_input: vocab_size counts the padding id 0 and the tokens, so it must be >= 2, "
+                              f"got {vocab_size}")
         if image_features not in IMAGE_FEATURES:
             raise ConfigError(f"multi_input image_features must be one of {IMAGE_FEATURES}, got {image_features!r}")
+        self.image_size = as_image_size(image_size, "multi_input")
         self.encoder = build_encoder(
             encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
         )
@@ -130,27 +152,15 @@ class MultiInput(nn.Module):
         self.sequence_features = sequence_features
         self.num_classes = num_classes
         self.num_features = width
-        self.image_size = as_image_size(image_size)
 
     def _check(self, image: Tensor, sequence: Tensor) -> None:
-        if image.dim() != 4 or image.shape[1] != self.in_channels:
-            raise ShapeError(
-                f"multi_input expects image (B, C, H, W) with C={self.in_channels}, got {tuple(image.shape)}"
-            )
+        dtype = weights_dtype(self)
+        check_input(image, "B, C, H, W", "multi_input", what="image", dtype=dtype, C=self.in_channels)
         if self.embedding is not None:
-            if sequence.dim() != 2 or sequence.is_floating_point():
-                raise ShapeError(
-                    f"multi_input expects sequence token ids (B, L) int64, got {tuple(sequence.shape)} {sequence.dtype}"
-                )
-            if sequence.numel() and (int(sequence.min()) < 0 or int(sequence.max()) >= self.vocab_size):
-                raise ShapeError(
-                    f"multi_input got token ids in [{int(sequence.min())}, {int(sequence.max())}] but vocab_size is "
-                    f"{self.vocab_size}; build the model with the data's vocab_size"
-                )
-        elif sequence.dim() != 3 or sequence.shape[2] != self.sequence_features:
-            raise ShapeError(
-                f"multi_input expects sequence (B, L, F) with F={self.sequence_features}, got {tuple(sequence.shape)}"
-            )
+            check_input(sequence, "B, L", "multi_input", what="sequence token ids", hint=" int64", dtype=torch.long)
+            check_token_ids(sequence, self.vocab_size, "multi_input")
+        else:
+            check_input(sequence, "B, L, F", "multi_input", what="sequence", dtype=dtype, F=self.sequence_features)
         if sequence.shape[0] != image.shape[0]:
             raise ShapeError(
                 f"multi_input got {image.shape[0]} images but {sequence.shape[0]} sequences; the batch sizes must match"
