@@ -95,3 +95,24 @@ def test_plain_lstm_fcn_matches_the_reference_architecture():
     bias = sum(c.bias.numel() for c in convs)
     n_plain, n_ours = (sum(p.numel() for p in m.parameters()) for m in (plain, ours))
     assert n_plain - bias == n_ours
+
+
+def test_same_settings_ignores_grown_schema_keys_only():
+    from cnnlstm.bench.runs import _same_settings
+
+    old = {"optim": {"lr": 0.003}, "seed": 1}
+    assert _same_settings(old, {"optim": {"lr": 0.003, "swa": None}, "seed": 1})  # a key added later
+    assert not _same_settings(old, {"optim": {"lr": 0.001}, "seed": 1})
+    assert not _same_settings(old, {"optim": {"lr": 0.003}, "seed": 2})
+
+
+def test_collect_without_finished_runs_reports_not_measured(tmp_path):
+    from cnnlstm.bench.accuracy import accuracy_markdown, run_accuracy
+
+    record = run_accuracy(["ucr:ItalyPowerDemand"], [0, 1], out=tmp_path, minirocket=False, train=False,
+                          log=lambda line: None)
+    entry = record["datasets"]["ItalyPowerDemand"]
+    assert entry["ours"]["runs"] == [] and entry["ours"]["mean"] is None
+    assert record["means"] == {}  # no mean over datasets from missing seeds
+    assert "not measured" in accuracy_markdown(record)
+    assert not any(tmp_path.iterdir())  # nothing was trained

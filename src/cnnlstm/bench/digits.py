@@ -156,4 +156,10 @@ def digits_markdown(record: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['mean']:.3f} ± {s['std']:.3f} | "
                      f"{'/'.join(map(str, epochs)) or '—'} | {fit_s} |")
     lines.append(f"| chance (1/T) | {record['chance']:.3f} | | |")
+    frozen = record["variants"].get("frozen CNN -> LSTM", {}).get("runs", [])
+    stage_one = [r["pretrain_fit_seconds"] for r in frozen if "pretrain_fit_seconds" in r]
+    if record.get("pretrain_digit_acc") is not None and stage_one:
+        lines += ["", f"Stage one (CNN + linear head on single digits, shared by both frozen variants): digit test "
+                  f"accuracy {record['pretrain_digit_acc']:.3f}, {statistics.median(stage_one):.0f} s, not included "
+                  "in the fit times above."]
     return "\n".join(lines)
