@@ -53,11 +53,17 @@ class ToyLSTM(nn.Module):
         self.num_classes = num_classes
         self.num_features = hidden_size
 
+    def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
+        """Padded series of unequal lengths: the model contract every registered model keeps (export tests use it)."""
+        lengths = 12 - (3 * torch.arange(batch_size)) % 12  # 12, 9, 6, ... (all in [1, 12])
+        return {"x": torch.randn(batch_size, 12, self.lstm.input_size), "lengths": lengths}
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         out, _ = self.lstm(x)  # (B, T, D)
         if lengths is None:
             return self.head(out[:, -1])
-        return self.head(out[torch.arange(len(x)), lengths - 1])
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])  # (B, 1, D); gather traces shape-generic
+        return self.head(out.gather(1, last).squeeze(1))  # (B, D) -> (B, K)
 
 
 if "toy" not in _SOURCES:
