@@ -120,3 +120,54 @@ def test_channel_normalization_is_fitted_on_train(tmp_path):
     flat = x_train.reshape(-1, 2).astype(np.float64)
     expected = (x_test[1] - flat.mean(0)) / flat.std(0)
     np.testing.assert_allclose(bundle.test[1]["x"].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _zip_members(path, **members: bytes) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:  # stored, so a member's bytes sit in the file as written
+        for name, raw in members.items():
+            archive.writestr(f"{name}.npy", raw)
+    return f"npz:{path}"
+
+
+def test_an_array_cut_short_inside_a_valid_zip_is_unreadable_not_python_objects(tmp_path):
+    whole = {"X_train": _npy_bytes(series(4)), "y_train": _npy_bytes(np.array([0, 1, 0, 1])),
+             "X_test": _npy_bytes(series(2)), "y_test": _npy_bytes(np.array([0, 1]))}
+    spec = _zip_members(tmp_path / "cut.npz", **{**whole, "X_train": whole["X_train"][:-10]})  # CRC matches the cut
+    with pytest.raises(DataError, match=r"array X_train is unreadable \(truncated or corrupt") as info:
+        load_dataset(spec)
+    assert "Python objects" not in str(info.value)
+    header = _zip_members(tmp_path / "head.npz", **{**whole, "y_test": whole["y_test"][:12]})  # cut in the header
+    with pytest.raises(DataError, match="array y_test is unreadable"):
+        load_dataset(header)
+
+
+def test_a_member_with_a_bad_crc_is_unreadable(tmp_path):
+    path = tmp_path / "crc.npz"
+    np.savez(path, X_train=series(4), y_train=[0, 1, 0, 1], X_test=series(2), y_test=[0, 1])
+    raw = bytearray(path.read_bytes())
+    marker = raw.index(series(4).tobytes()[:16])  # X_train's data, stored uncompressed by savez
+    raw[marker] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"array X_train is unreadable .*CRC"):
+        load_dataset(f"npz:{path}")
+
+
+def test_only_object_dtype_is_called_python_objects(tmp_path):
+    ragged = np.array([np.zeros(3), np.zeros(4)], dtype=object)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, ragged, allow_pickle=True)
+    spec = _zip_members(tmp_path / "obj.npz", X=buf.getvalue(), y=_npy_bytes(np.array([0, 1])))
+    with pytest.raises(DataError, match="X holds Python objects"):
+        load_dataset(spec)
