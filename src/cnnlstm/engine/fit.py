@@ -194,7 +194,8 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     last = last_checkpoint(run_dir)
     ckpt_path = str(last) if resume and last.is_file() else None
     start = time.perf_counter()
-    trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
+    # Tensors and plain values only: a crafted last.ckpt can never run code (AtomicCheckpointIO enforces it too).
+    trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - start
     history = list(task.history)
     best = ckpt.best_model_path if ckpt is not None else ""

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
 from cnnlstm.engine.rundir import replace_durably
+from cnnlstm.errors import WeightsError
 
 __all__ = ["epoch_seed", "EpochShuffleSampler", "ReproducibleTraining", "AtomicCheckpointIO", "LastCheckpoint"]
 
@@ -211,7 +213,9 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        trainer.save_checkpoint(self.path)  # through the trainer's CheckpointIO (atomic), rank 0 writes
+        # weights_only=False: the full training state (optimiser, loops, callbacks), which resuming needs. Said
+        # explicitly: left as None, Lightning logs that it defaulted to False after every epoch.
+        trainer.save_checkpoint(self.path, weights_only=False)  # through AtomicCheckpointIO; rank 0 writes
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -226,11 +230,33 @@ class LastCheckpoint(Checkpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written through a temporary file and a rename: never half a file on disk.
+    """Lightning checkpoints written through a temporary file and a rename, and read without running code.
+
+    Writing: never half a file on disk. Reading (``trainer.fit(ckpt_path=...)`` on resume): always
+    ``torch.load(weights_only=True)``, whatever the caller asks, since every checkpoint cnnlstm writes holds
+    only tensors and plain values; a crafted pickle is refused and a damaged file is a one-line
+    :class:`~cnnlstm.errors.WeightsError` saying what to do, instead of torch's traceback.
 
     Example:
         >>> trainer = pl.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
     """
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise WeightsError(f"{path} cannot be resumed from: it is damaged or not a checkpoint cnnlstm wrote "
+                               f"(loading only tensors and plain values failed: {reason}); delete it to restart "
+                               "the run from its first epoch") from None
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise WeightsError(f"{path} is not a Lightning checkpoint (no state_dict); delete it to restart the run "
+                               "from its first epoch")
+        return state
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
