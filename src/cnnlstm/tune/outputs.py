@@ -36,7 +36,9 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def best_recipe(study: optuna.Study, trial: FrozenTrial, metric: str) -> dict[str, Any]:
-    """The best trial's full recipe, as ``cnnlstm fit --recipe best.yaml`` takes it (same seed, same epochs)."""
+    """The best trial's full recipe, as ``cnnlstm fit --recipe best.yaml`` takes it: the recipe the trial ran
+    (its run directory's ``config.yaml``, same seed, same epochs), with a note on where it came from added to
+    ``description``, which training never reads."""
     config = dict(trial.user_attrs["config"])
     note = f"tuned by cnnlstm tune: study {study.study_name!r}, trial {trial.number}, {metric}={trial.value:.6g}"
     config["description"] = f"{config.get('description', '')} [{note}]".strip()

@@ -33,7 +33,7 @@ from cnnlstm.tasks import TrainingDivergedError
 from cnnlstm.tune.pruning import PruningCallback
 from cnnlstm.tune.search import SearchPlan
 from cnnlstm.tune.study import make_sampler
-from cnnlstm.tune.trial_fit import fit_trial
+from cnnlstm.tune.trial_fit import NumericState, fit_trial
 
 __all__ = ["run_worker", "count_states", "FINISHED", "MAX_CONSECUTIVE_FAILURES"]
 
@@ -90,8 +90,9 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, plan: SearchPlan, out: Path, retry_of: int | None,
-               log: Callable[[str], None]) -> TrialState:
-    """Sample, train and tell one trial (``retry_of``: the dead trial it repeats); return its final state."""
+               numerics: NumericState, log: Callable[[str], None]) -> TrialState:
+    """Sample, train and tell one trial (``retry_of``: the dead trial it repeats; ``numerics``: the torch settings
+    the worker started with); return its final state."""
     start = time.perf_counter()
     state, value, note = TrialState.FAIL, None, ""
     try:
@@ -100,9 +101,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, plan: SearchPlan, out: 
         run_dir = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("config", _jsonable(config))
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        runtime = copy.deepcopy(config)
-        runtime["trainer"]["enable_progress_bar"] = False  # one line per trial instead
-        metrics = fit_trial(runtime, run_dir, [PruningCallback(trial, plan.metric)])
+        # The recipe runs exactly as stored: best.yaml is this config, so `cnnlstm fit` repeats the trial.
+        metrics = fit_trial(config, run_dir, [PruningCallback(trial, plan.metric)], numerics)
         value = metrics.get(plan.metric)
         if value is None or not math.isfinite(float(value)):
             raise ConfigError(f"the trial finished without a finite {plan.metric} (got {value!r}); "
@@ -159,6 +159,7 @@ def run_worker(study: optuna.Study, storage: RDBStorage, plan: SearchPlan, *, tr
         >>> run_worker(study, storage, plan, trials=20, out=Path("runs/tune"))  # doctest: +SKIP
     """
     started = time.monotonic()
+    numerics = NumericState.capture()  # every trial starts from these, as a fresh `cnnlstm fit` process would
     finished = failures = 0
     poll = max(0.5, min(float(heartbeat), 5.0))
     while True:
@@ -181,7 +182,7 @@ def run_worker(study: optuna.Study, storage: RDBStorage, plan: SearchPlan, *, tr
             continue
         retry_of = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
         with _Heartbeat(storage, trial._trial_id, heartbeat):
-            state = _run_trial(study, trial, plan, out, retry_of, log)
+            state = _run_trial(study, trial, plan, out, retry_of, numerics, log)
         if state == TrialState.FAIL:
             failures += 1
             if failures >= MAX_CONSECUTIVE_FAILURES:
