@@ -29,6 +29,9 @@ class FrameEncoder(nn.Module):
     and implements freezing: frozen parameters get ``requires_grad=False`` and frozen modules stay in eval mode
     even when a parent module calls ``.train()``, so BatchNorm running statistics do not drift and dropout is off.
 
+    Args:
+        None: the base constructor takes no arguments; subclasses take their own and set the attributes below.
+
     Attributes:
         name: the name the encoder was built with (``"cnn"``, ``"timm:resnet18"``).
         in_channels: C of the input images.

@@ -52,6 +52,9 @@ PACKAGED_WEIGHTS: dict[str, tuple[str, Callable[[nn.Module], LoadReport]]] = {
 def has_packaged_weights(model_name: str) -> bool:
     """True when ``model_name``'s pretrained weights ship in an installed package (no download needed).
 
+    Args:
+        model_name: a timm model name, e.g. ``"tf_efficientnet_lite0"``.
+
     Example:
         >>> has_packaged_weights("resnet18")
         False
@@ -62,6 +65,10 @@ def has_packaged_weights(model_name: str) -> bool:
 
 def load_packaged_weights(model_name: str, model: nn.Module) -> LoadReport:
     """Load the packaged pretrained weights of ``model_name`` into the timm ``model`` (built with num_classes=0).
+
+    Args:
+        model_name: a timm model name for which :func:`has_packaged_weights` is true.
+        model: the timm model to load into; keys are matched one to one in order, shapes must agree.
 
     Example:
         >>> model = timm.create_model("tf_efficientnet_lite0", num_classes=0)  # doctest: +SKIP

@@ -93,6 +93,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata of a ``.safetensors`` file (``{}`` for other kinds or none stored).
 
+    Args:
+        path: a weights file.
+
     Example:
         >>> read_metadata("digit_cnn.safetensors")["format"]  # doctest: +SKIP
         'cnnlstm.encoder'

@@ -21,6 +21,9 @@ NORMS = ("batch", "group", "none")
 def make_activation(name: str) -> nn.Module:
     """Build an activation module by name (one of :data:`ACTIVATIONS`).
 
+    Args:
+        name: ``"relu"``, ``"gelu"``, ... (see :data:`ACTIVATIONS`); unknown names raise ``ConfigError``.
+
     Example:
         >>> make_activation("relu")
         ReLU(inplace=True)

@@ -47,6 +47,9 @@ def add_coords(grid: Tensor) -> Tensor:
     Convolutions and attention are translation-equivariant; the coordinates let them reason about where a
     cell is ("left of", "furthest from").
 
+    Args:
+        grid: a feature map.
+
     Shape:
         - grid: ``(B, D, h, w)``; output: ``(B, D + 2, h, w)``.
 

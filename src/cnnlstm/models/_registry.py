@@ -68,7 +68,11 @@ def _ensure_loaded() -> None:
 
 
 def get_model_class(name: str) -> type[nn.Module]:
-    """Return the class registered as ``name``; unknown names raise ``UnknownNameError`` with suggestions."""
+    """Return the class registered as ``name``; unknown names raise ``UnknownNameError`` with suggestions.
+
+    Args:
+        name: a registered model name.
+    """
     _ensure_loaded()
     try:
         return _REGISTRY[name]
@@ -98,13 +102,21 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of registered models matching the shell-style ``pattern``."""
+    """Sorted names of registered models matching the shell-style ``pattern``.
+
+    Args:
+        pattern: an ``fnmatch`` pattern, e.g. ``"*lstm*"``.
+    """
     _ensure_loaded()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """``{"name": ..., "kwargs": {...}}`` for a model built through the registry (to store in checkpoints)."""
+    """``{"name": ..., "kwargs": {...}}`` for a model built through the registry (to store in checkpoints).
+
+    Args:
+        model: a model built by a registered class.
+    """
     if not hasattr(model, "model_name"):
         raise ConfigError(f"{type(model).__name__} was not built by a registered model class")
     return {"name": model.model_name, "kwargs": dict(model.model_kwargs)}

@@ -217,7 +217,10 @@ class MLSTMFCN(LSTMFCN):
     """MLSTM-FCN for multivariate series (Karim et al. 2019): LSTM-FCN with squeeze-excite in the FCN branch.
 
     A squeeze-and-excitation block (reduction ``se_reduction``, 16 in the paper) follows each of the first two
-    conv blocks, so the network reweights its filters per series. Arguments as :class:`LSTMFCN`.
+    conv blocks, so the network reweights its filters per series.
+
+    Args:
+        The same as :class:`LSTMFCN`; ``se_reduction`` sets the squeeze-excite bottleneck.
 
     Shape:
         - x: ``(B, T, F)``; lengths: ``(B,)`` int64 in ``[1, T]``, optional.
