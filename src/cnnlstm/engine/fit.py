@@ -43,7 +43,7 @@ from cnnlstm.engine.rundir import (
     write_json,
     write_yaml,
 )
-from cnnlstm.engine.trainer import make_trainer
+from cnnlstm.engine.trainer import make_trainer, resolve_clip
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
@@ -409,7 +409,9 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     name = task_name(config, bundle)
     augmentation, key = _augmentation(config, bundle, seed)
     train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
-    task = build_task(name, train_model, train_bundle.info, config["optim"])
+    trainer_cfg = config["trainer"]
+    task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
+                      clip_val=resolve_clip(trainer_cfg.get("gradient_clip_val", "auto"), train_model))
     task.set_augmentation(augmentation, key)
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
                                               callbacks=callbacks, test=test, resume=resume)

@@ -11,7 +11,8 @@ and ``cnnlstm tune`` check those.
 Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
 ``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
 ``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.accumulate_grad_batches``,
-``data.num_workers`` / ``pin_memory`` / ``persistent_workers`` and ``data.feature_cache``.
+``data.num_workers`` / ``pin_memory`` / ``persistent_workers`` and ``data.feature_cache``. Long sequences:
+``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _TRAINER = {
     "accumulate_grad_batches": int, "deterministic": (bool, str), "limit_train_batches": _NUM,
     "limit_val_batches": _NUM, "limit_test_batches": _NUM, "log_every_n_steps": int, "enable_progress_bar": bool,
     "channels_last": bool, "compile": bool, "checkpoint_every_n_steps": (int, type(None)),
+    "tbptt_steps": (int, type(None)),
 }
 _EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "min_delta": float, "enabled": bool}
 
@@ -75,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {"max_epochs": 20, "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1,
                 "precision": "32-true", "gradient_clip_val": "auto", "accumulate_grad_batches": 1,
                 "deterministic": False, "log_every_n_steps": 1, "channels_last": False, "compile": False,
-                "checkpoint_every_n_steps": None},
+                "checkpoint_every_n_steps": None, "tbptt_steps": None},
     "early_stopping": {"monitor": None, "mode": None, "patience": 10, "min_delta": 0.0, "enabled": True},
 }
 
@@ -260,9 +262,29 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         every = section["trainer"].get("checkpoint_every_n_steps")
         if every is not None and every < 1:
             raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {every}")
+        _check_tbptt(section, pretrain=section is not out)
     if "pretrain" in out and not out["pretrain"].get("data", {}).get("spec"):
         raise ConfigError("pretrain.data.spec is missing: name the data the encoder is pretrained on")
     return out
+
+
+def _check_tbptt(section: dict[str, Any], pretrain: bool) -> None:
+    """``trainer.tbptt_steps``: a positive int, on the main stage only, without the automatic-optimisation
+    features it replaces (gradient accumulation, weight averaging); the model and task are checked at build."""
+    steps = section["trainer"].get("tbptt_steps")
+    if steps is None:
+        return
+    if pretrain:
+        raise ConfigError("pretrain.trainer.tbptt_steps: the pretraining stage trains on single images; set "
+                          "trainer.tbptt_steps (the sequence stage) instead")
+    if steps < 1:
+        raise ConfigError(f"trainer.tbptt_steps must be >= 1 (time steps per chunk) or null, got {steps}")
+    if section["trainer"].get("accumulate_grad_batches", 1) > 1:
+        raise ConfigError("trainer.tbptt_steps steps the optimiser after every chunk, so it cannot accumulate "
+                          "gradients over batches: set trainer.accumulate_grad_batches=1 or drop tbptt_steps")
+    if section["optim"].get("swa"):
+        raise ConfigError("optim.swa does not run with trainer.tbptt_steps (weight averaging needs Lightning's "
+                          "automatic optimisation): drop one of them")
 
 
 def _check_swa(swa: dict[str, Any]) -> None:

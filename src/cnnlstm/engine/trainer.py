@@ -122,11 +122,15 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
         callbacks.insert(0, EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10)),
                                           min_delta=float(early.get("min_delta", 0.0))))
     kwargs = {k: section[k] for k in PASSTHROUGH if k in section}
+    clip = resolve_clip(section.get("gradient_clip_val", "auto"), task.model)
+    if not task.automatic_optimization:  # a TBPTT task clips and steps per chunk itself; Lightning refuses both
+        kwargs["accumulate_grad_batches"] = 1
+        clip = None
     logger = CSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
     try:
         trainer = pl.Trainer(
             **kwargs,
-            gradient_clip_val=resolve_clip(section.get("gradient_clip_val", "auto"), task.model),
+            gradient_clip_val=clip,
             callbacks=callbacks,
             logger=logger,
             enable_checkpointing=ckpt is not None,

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
-from cnnlstm.errors import ConfigError
+from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
-from cnnlstm.layers.masking import check_lengths
-from cnnlstm.layers.recurrent import SequenceLSTM
+from cnnlstm.layers.masking import check_lengths, lengths_to_mask
+from cnnlstm.layers.recurrent import LSTMState, SequenceLSTM
 from cnnlstm.layers.temporal import TimeDistributed
 from cnnlstm.models._registry import register_model
 
@@ -182,6 +182,55 @@ class FrameLSTM(nn.Module):
     def forward_head(self, features: Tensor) -> Tensor:
         """Dropout and the linear classifier: ``(B, num_features) -> (B, K)``."""
         return self.head(features)  # (B, K)
+
+    def forward_chunk(
+        self, x: Tensor, state: LSTMState | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, LSTMState]:
+        """Encode one chunk of frames and run the LSTM from ``state``, for truncated BPTT (``trainer.tbptt_steps``).
+
+        Only the valid frames reach the encoder; a chunk in which every clip has ended skips it. Chaining the
+        chunks of a clip gives, in the final ``state[0][-1]``, exactly :meth:`forward_features` of the clip (in
+        training mode a trainable encoder's BatchNorm normalises each chunk with that chunk's statistics).
+
+        Args:
+            x: a chunk of frames (the clips' steps ``t .. t + k``), zero-padded after each clip's end.
+            state: ``(h, c)`` the previous chunk returned, or ``None`` at the start of the clips.
+            lengths: valid frames of each clip in this chunk (0..k); ``None`` when none is padded.
+
+        Raises:
+            ConfigError: ``bidirectional=True`` (the backward direction needs the future) or ``pooling`` other
+                than ``"last"`` (it needs every step at once).
+
+        Shape:
+            - x: ``(B, k, C, H, W)``; lengths: ``(B,)`` in 0..k, optional; state: ``(num_layers, B, H)`` each.
+            - output: ``(B, k, H)`` (zeros at padded steps) and the new ``(h, c)``.
+
+        Example:
+            >>> model = FrameLSTM(num_classes=4, encoder_kwargs={"widths": (8,)}, hidden_size=16).eval()
+            >>> x = torch.rand(2, 6, 3, 32, 32)
+            >>> _, state = model.forward_chunk(x[:, :4])
+            >>> out, (h, c) = model.forward_chunk(x[:, 4:], state)
+            >>> torch.allclose(h[-1], model.forward_features(x), atol=1e-5)
+            True
+        """
+        self.rnn.check_chunkable("frame_lstm")
+        self._check_frames(x)
+        B, k = x.shape[:2]
+        mask = None
+        if lengths is not None:
+            if not isinstance(lengths, Tensor) or lengths.shape != (B,) or lengths.is_floating_point():
+                raise ShapeError(f"frame_lstm.forward_chunk expects lengths as a (B,)={B} integer tensor, got "
+                                 f"{getattr(lengths, 'shape', type(lengths).__name__)}")
+            if int(lengths.min()) < 0 or int(lengths.max()) > k:
+                raise ShapeError(f"frame_lstm.forward_chunk lengths must lie in 0..{k}, got {lengths.tolist()}")
+            mask = lengths_to_mask(lengths, k)  # (B, k)
+        if mask is not None and not bool(mask.any()):  # every clip has ended: nothing to encode
+            feats = x.new_zeros(B, k, self.encoder.out_features)  # (B, k, D_enc)
+        else:
+            needs_grad = x.requires_grad or any(p.requires_grad for p in self.encoder.parameters())
+            with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
+                feats = self._frames(x, mask=mask)  # (B, k, D_enc), zeros at padded frames
+        return self.rnn.forward_chunk(feats, state, lengths)  # (B, k, H), (h, c)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Classify clips.

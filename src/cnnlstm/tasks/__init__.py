@@ -2,7 +2,8 @@
 
 ``build_task(name, model, info, optim)`` makes the task for a recipe; ``task_for_kind(kind)`` names the
 task a dataset kind implies (series/frames/images/vqa -> classification, text_image -> ctc, forecast ->
-forecasting, captions -> captioning).
+forecasting, captions -> captioning). With ``tbptt_steps`` set, classification trains with truncated
+backpropagation through time (:class:`~cnnlstm.tasks.tbptt_classification.TBPTTClassificationTask`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from cnnlstm.errors import UnknownNameError, did_you_mean
+from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 from cnnlstm.tasks.base import OptimConfig, Task, TrainingDivergedError
 from cnnlstm.tasks.captioning import CaptioningTask
 from cnnlstm.tasks.classification import ClassificationTask
 from cnnlstm.tasks.ctc import CTCTask
 from cnnlstm.tasks.forecasting import ForecastingTask
+from cnnlstm.tasks.tbptt_classification import TBPTTClassificationTask
 
 __all__ = [
     "TASKS",
@@ -28,6 +30,7 @@ __all__ = [
     "CTCTask",
     "ForecastingTask",
     "CaptioningTask",
+    "TBPTTClassificationTask",
     "task_for_kind",
     "build_task",
 ]
@@ -65,7 +68,8 @@ def task_for_kind(kind: str) -> str:
 
 
 def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
-               optim: OptimConfig | dict[str, Any] | None = None) -> Task:
+               optim: OptimConfig | dict[str, Any] | None = None, *, tbptt_steps: int | None = None,
+               clip_val: float | None = None) -> Task:
     """Build the task ``name`` around ``model``, taking what it needs from a dataset's ``info``.
 
     Args:
@@ -73,6 +77,12 @@ def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
         model: a built registered model.
         info: ``DatasetBundle.info`` (``class_names``, ``question_types``, ``charset``, ``vocab``, ``data_range``).
         optim: optimiser settings.
+        tbptt_steps: train with truncated BPTT in chunks of this many steps (classification only); ``None``: off.
+        clip_val: the gradient-norm clip the TBPTT task applies per chunk (the Trainer's is off under it).
+
+    Raises:
+        UnknownNameError: ``name`` is not a task.
+        ConfigError: ``tbptt_steps`` with a task other than classification, or a model that cannot run in chunks.
 
     Example:
         >>> task = build_task("classification", model, bundle.info, {"lr": 3e-3})  # doctest: +SKIP
@@ -80,6 +90,13 @@ def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
     info = info or {}
     if name not in TASKS:
         raise UnknownNameError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}")
+    if tbptt_steps is not None and name != "classification":
+        raise ConfigError(f"trainer.tbptt_steps trains classification only, this recipe's task is {name!r}; "
+                          "drop trainer.tbptt_steps")
+    if name == "classification" and tbptt_steps is not None:
+        return TBPTTClassificationTask(model, tbptt_steps=tbptt_steps, clip_val=clip_val,
+                                       class_names=info.get("class_names"),
+                                       question_types=info.get("question_types"), optim=optim)
     if name == "classification":
         return ClassificationTask(model, class_names=info.get("class_names"),
                                   question_types=info.get("question_types"), optim=optim)

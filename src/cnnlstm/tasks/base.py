@@ -191,8 +191,12 @@ class Task(pl.LightningModule):
     def _batch_size(batch: dict[str, Any]) -> int:
         return next(len(v) for v in batch.values() if isinstance(v, Tensor | list))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.step(self.augment(batch), "train")
+    def check_loss_finite(self, loss: Tensor) -> None:
+        """Stop training when the loss is NaN or infinite on any process (called before its backward).
+
+        Raises:
+            TrainingDivergedError: the loss is not finite here or on another process.
+        """
         # Every process must agree before raising, or the others would wait forever in the gradient all-reduce.
         diverged = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
         if diverged:
@@ -201,6 +205,10 @@ class Task(pl.LightningModule):
                 f"{loss.item()}; lower optim.lr, keep trainer.gradient_clip_val on, or check the data for extreme "
                 "values (the last good checkpoint is kept in the run's checkpoints/)"
             )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self.step(self.augment(batch), "train")
+        self.check_loss_finite(loss)
         self.losses["train"].update(loss.detach(), weight=self._batch_size(batch))
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=self._batch_size(batch))
         return loss

@@ -82,7 +82,14 @@ class ClassificationTask(Task):
         })
 
     def step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = self(batch)  # (B, K)
+        return self.score(self(batch), batch, stage)
+
+    def score(self, logits: Tensor, batch: dict[str, Any], stage: str) -> Tensor:
+        """Loss of ``logits`` against ``batch["y"]``; updates the stage's metrics (the TBPTT task shares it).
+
+        Shape:
+            - logits: ``(B, K)``; batch ``y``: ``(B,)``.
+        """
         y = batch["y"]  # (B,)
         # Smoothing regularises training; evaluation losses stay plain cross-entropy, comparable across recipes.
         smoothing = self.optim.label_smoothing if stage == "train" else 0.0

@@ -6,16 +6,19 @@ steps: memory is bounded by ``k`` instead of ``T``, and (with an optimiser step 
 updated ``ceil(T / k)`` times per batch. With ``k >= T`` it is exactly full BPTT.
 
 Pieces:
-    - :func:`lstm_chunk`: one chunk of a batch-first ``nn.LSTM`` from a given ``(h, c)``, exact on padded
-      batches (a sequence that has ended keeps its final state; padding never enters it).
+    - :func:`lstm_chunk` (from :mod:`cnnlstm.layers.recurrent`, re-exported): one chunk of a batch-first
+      ``nn.LSTM`` from a given ``(h, c)``, exact on padded batches (a sequence that has ended keeps its final
+      state; padding never enters it).
+    - :func:`check_tbptt_model`: refuse a model that cannot be trained in chunks, naming those that can.
     - :func:`truncated_bptt`: the chunk loop, for any ``forward_chunk(x, state, lengths) -> (out, state)``.
     - :class:`TBPTTMixin`: a LightningModule mixin with manual optimisation (one optimiser step per chunk).
 
 A model supports TBPTT by exposing ``forward_chunk(x, state=None, lengths=None) -> (out, state)``:
 ``x`` is ``(B, k, ...)``, ``lengths`` the valid steps of each sequence in this chunk (0..k, ``None`` when
 nothing is padded), ``state`` whatever the previous chunk returned (``None`` at the start), ``out`` the
-chunk's per-step outputs ``(B, k, H)`` (zeros at padded steps). :class:`~cnnlstm.data.feature_cache.
-CachedFeaturesModel` has one; the final state's ``h[-1]`` is the sequence representation of ``pooling="last"``.
+chunk's per-step outputs ``(B, k, H)`` (zeros at padded steps). ``frame_lstm`` and
+:class:`~cnnlstm.data.feature_cache.CachedFeaturesModel` have one; the final state's ``h[-1]`` is the sequence
+representation of ``pooling="last"``. A recipe turns it on with ``trainer.tbptt_steps`` (``docs/training.md``).
 """
 
 from __future__ import annotations
@@ -27,13 +30,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.recurrent import LSTMState, SequenceLSTM, lstm_chunk
 
-__all__ = ["LSTMState", "TBPTTResult", "TBPTTMixin", "detach_state", "lstm_chunk", "truncated_bptt"]
-
-LSTMState = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, H)
+__all__ = ["LSTMState", "TBPTTResult", "TBPTTMixin", "check_tbptt_model", "detach_state", "lstm_chunk",
+           "tbptt_models", "truncated_bptt"]
 
 
 def detach_state(state: Any) -> Any:
@@ -51,58 +53,6 @@ def detach_state(state: Any) -> Any:
     if isinstance(state, dict):
         return {k: detach_state(v) for k, v in state.items()}
     return state
-
-
-def lstm_chunk(
-    lstm: nn.LSTM, x: Tensor, state: LSTMState | None = None, lengths: Tensor | None = None
-) -> tuple[Tensor, LSTMState]:
-    """Run a batch-first, unidirectional ``nn.LSTM`` over one chunk, starting from ``state``.
-
-    Sequences with ``lengths == 0`` (already ended) keep their state unchanged and output zeros; the others
-    run packed, so their state after the chunk is the state after their last valid step.
-
-    Args:
-        lstm: ``nn.LSTM(batch_first=True, bidirectional=False)``; a backward direction needs the future, which
-            truncation cuts off.
-        x: the chunk.
-        state: ``(h, c)`` from the previous chunk, or ``None`` for zeros.
-        lengths: valid steps of each sequence in this chunk (0..k), or ``None`` when none is padded.
-
-    Shape:
-        - x: ``(B, k, F)``; lengths: ``(B,)``; state: ``(L, B, H)`` each.
-        - output: ``(B, k, H)`` (zeros at padded steps) and the new ``(h, c)``.
-
-    Example:
-        >>> lstm = nn.LSTM(3, 4, batch_first=True)
-        >>> out, (h, c) = lstm_chunk(lstm, torch.randn(2, 5, 3), lengths=torch.tensor([5, 0]))
-        >>> out.shape, bool(h[0, 1].abs().sum() == 0)
-        (torch.Size([2, 5, 4]), True)
-    """
-    if lstm.bidirectional or not lstm.batch_first:
-        raise ConfigError("TBPTT needs a batch_first, unidirectional LSTM (a backward direction sees the future)")
-    if x.dim() != 3 or x.shape[2] != lstm.input_size:
-        raise ShapeError(f"lstm_chunk expects (B, k, F) with F={lstm.input_size}, got {tuple(x.shape)}")
-    B, k, _ = x.shape
-    if state is None:
-        zeros = x.new_zeros(lstm.num_layers, B, lstm.hidden_size)  # (L, B, H)
-        state = (zeros, zeros)
-    if lengths is None:
-        out, new_state = lstm(x, state)  # (B, k, H)
-        return out, new_state
-    if lengths.shape != (B,) or int(lengths.min()) < 0 or int(lengths.max()) > k:
-        raise ShapeError(f"lstm_chunk lengths must be (B,)={B} values in 0..{k}, got {lengths.tolist()}")
-    h, c = state
-    active = (lengths > 0).nonzero().squeeze(1)  # (A,) sequences with steps in this chunk
-    if active.numel() == 0:
-        return x.new_zeros(B, k, lstm.hidden_size), (h, c)
-    active_lengths = lengths.index_select(0, active).cpu()  # pack_padded_sequence wants CPU lengths
-    active = active.to(x.device)
-    # enforce_sorted=False: PyTorch permutes the initial state to its sorted order and h_n back to ours.
-    packed = pack_padded_sequence(x.index_select(0, active), active_lengths, batch_first=True, enforce_sorted=False)
-    out_a, (h_a, c_a) = lstm(packed, (h.index_select(1, active), c.index_select(1, active)))
-    out_a, _ = pad_packed_sequence(out_a, batch_first=True, total_length=k)  # (A, k, H)
-    out = x.new_zeros(B, k, lstm.hidden_size).index_copy(0, active, out_a)  # (B, k, H)
-    return out, (h.index_copy(1, active, h_a), c.index_copy(1, active, c_a))  # ended sequences keep theirs
 
 
 @dataclass
@@ -185,6 +135,50 @@ def truncated_bptt(
     return TBPTTResult(loss=total, state=state, chunks=chunks, backward_chunks=done)
 
 
+#: why a registered model without ``forward_chunk`` cannot be trained in chunks exactly
+_NOT_CHUNKABLE = {
+    "lstm_fcn": "its convolutional branch pools over the whole series at once",
+    "deep_conv_lstm": "its convolutions read steps on both sides of each step (not causal)",
+}
+
+
+def tbptt_models() -> list[str]:
+    """Registered models that can train with truncated BPTT (their class has ``forward_chunk``).
+
+    Example:
+        >>> "frame_lstm" in tbptt_models()
+        True
+    """
+    from cnnlstm.models import get_model_class, list_models  # here: the registry imports every model family
+
+    return [name for name in list_models() if callable(getattr(get_model_class(name), "forward_chunk", None))]
+
+
+def check_tbptt_model(model: nn.Module) -> None:
+    """Refuse a model that cannot be trained in chunks, or whose chunked run would not be the same model.
+
+    Args:
+        model: a built model (or :class:`~cnnlstm.data.feature_cache.CachedFeaturesModel`).
+
+    Raises:
+        ConfigError: no ``forward_chunk`` (the message names the models that have one), or a recurrent layer
+            that is bidirectional or pools other than ``"last"``.
+
+    Example:
+        >>> check_tbptt_model(create_model("lstm_fcn", in_channels=3, num_classes=2))  # doctest: +SKIP
+        Traceback (most recent call last):
+        cnnlstm.errors.ConfigError: lstm_fcn cannot train with truncated BPTT ...
+    """
+    name = getattr(model, "model_name", type(model).__name__)
+    if not callable(getattr(model, "forward_chunk", None)):
+        why = _NOT_CHUNKABLE.get(name, "it has no forward_chunk(x, state, lengths)")
+        raise ConfigError(f"{name} cannot train with truncated BPTT (trainer.tbptt_steps): {why}; models that can: "
+                          f"{', '.join(tbptt_models())}; or drop trainer.tbptt_steps")
+    for layer in model.modules():
+        if isinstance(layer, SequenceLSTM):
+            layer.check_chunkable(name)
+
+
 class TBPTTMixin:
     """Truncated BPTT for a LightningModule: one optimiser step per chunk, with manual optimisation.
 
@@ -195,7 +189,10 @@ class TBPTTMixin:
 
     Under manual optimisation Lightning does not clip gradients or step schedulers: pass the clip value to
     :meth:`configure_tbptt` (and give the Trainer ``gradient_clip_val=None``); epoch-interval schedulers are
-    stepped here after the last batch of each epoch (``ReduceLROnPlateau`` with the monitored value).
+    stepped here at the end of each training epoch, after its validation (``ReduceLROnPlateau`` with
+    ``val/loss``), where Lightning steps them in automatic optimisation. On a cnnlstm :class:`~cnnlstm.tasks.
+    base.Task` the batch is augmented first and every chunk loss passes the task's NaN/inf guard before its
+    backward, so a diverged loss never reaches the weights.
 
     Example:
         >>> class ClipTask(TBPTTMixin, ClassificationTask):  # doctest: +SKIP
@@ -208,13 +205,15 @@ class TBPTTMixin:
     tbptt_clip_val: float | None = None
 
     def configure_tbptt(self, steps: int, clip_val: float | None = None) -> None:
-        """Switch to TBPTT with chunks of ``steps`` and optional gradient-norm clipping per chunk."""
+        """Switch to TBPTT with chunks of ``steps`` and optional gradient-norm clipping per chunk.
+
+        Raises:
+            ConfigError: ``steps`` is not a positive int, or the model cannot be trained in chunks
+                (:func:`check_tbptt_model`).
+        """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"tbptt steps must be a positive int, got {steps!r}")
-        if not callable(getattr(self.model, "forward_chunk", None)):  # type: ignore[attr-defined]
-            name = getattr(self.model, "model_name", type(self.model).__name__)  # type: ignore[attr-defined]
-            raise ConfigError(f"{name} has no forward_chunk(x, state, lengths), so it cannot train with TBPTT; "
-                              "drop the tbptt setting or use a model with a stateful recurrent part")
+        check_tbptt_model(self.model)  # type: ignore[attr-defined]
         self.tbptt_steps = steps
         self.tbptt_clip_val = clip_val
         self.automatic_optimization = False
@@ -232,6 +231,15 @@ class TBPTTMixin:
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         opt = self.optimizers()  # type: ignore[attr-defined]
+        augment = getattr(self, "augment", None)
+        batch = augment(batch) if augment is not None else batch  # training-only augmentation, as Task does
+        guard = getattr(self, "check_loss_finite", None)
+
+        def chunk_loss(out: Tensor, state: Any, chunk: slice) -> Tensor | None:
+            loss = self.tbptt_loss(out, state, batch, chunk)
+            if loss is not None and guard is not None:
+                guard(loss)  # before the backward: a NaN never reaches the weights
+            return loss
 
         def step(_: int) -> None:
             if self.tbptt_clip_val:
@@ -245,17 +253,21 @@ class TBPTTMixin:
             self.model.forward_chunk,  # type: ignore[attr-defined]
             batch["x"],
             self.tbptt_steps,
-            lambda out, state, chunk: self.tbptt_loss(out, state, batch, chunk),
+            chunk_loss,
             lengths=batch.get("lengths"),
             backward=self.manual_backward,  # type: ignore[attr-defined]
             after_backward=step,
         )
+        size = len(batch["x"])
         losses = getattr(self, "losses", None)
         if losses is not None and "train" in losses:
-            losses["train"].update(result.loss, weight=len(batch["x"]))
-        if self.trainer.is_last_batch:  # type: ignore[attr-defined]
-            self._step_schedulers()
+            losses["train"].update(result.loss, weight=size)
+        self.log("loss", result.loss, prog_bar=True, logger=False, batch_size=size)  # type: ignore[attr-defined]
         return result.loss
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()  # type: ignore[misc]
+        self._step_schedulers()
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()  # type: ignore[attr-defined]
