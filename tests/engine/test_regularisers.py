@@ -44,7 +44,7 @@ def test_label_smoothing_changes_the_training_loss_only() -> None:
     task = ClassificationTask(ToyLSTM(), optim={"label_smoothing": 0.2})
     _attach(task)
     batch = _batch()
-    logits = task.model(batch["x"])
+    logits = task.model(batch["x"]).detach()
     task.training_step(batch, 0)
     train = float(task.losses["train"].compute())
     task.validation_step(batch, 0)
