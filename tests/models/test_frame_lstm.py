@@ -112,3 +112,43 @@ def test_wrong_inputs_say_what_to_change() -> None:
         model.forward_from_features(torch.rand(2, 3, 5))
     with pytest.raises(ConfigError, match="pooling"):
         _model(pooling="avg")
+
+
+def test_forward_chunk_chained_over_padded_clips_equals_each_clip_alone() -> None:
+    torch.manual_seed(0)
+    model = _model(num_layers=2).eval()  # eval: BatchNorm uses running statistics, the same in every chunk
+    lengths = torch.tensor([7, 4, 3, 1])  # ends mid-chunk, at a chunk boundary, in the first chunk
+    x = torch.rand(4, 7, 3, 16, 16)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = 0.0
+    encoded = []
+    model.encoder.register_forward_hook(lambda m, i, o: encoded.append(i[0].shape[0]))
+    state, outs = None, []
+    with torch.no_grad():
+        for start in range(0, 7, 3):
+            chunk_lengths = (lengths - start).clamp(0, 3)
+            out, state = model.forward_chunk(x[:, start : start + 3], state, chunk_lengths)
+            outs.append(out)
+        assert encoded == [3 + 3 + 3 + 1, 3 + 1, 1]  # only valid frames reach the encoder
+        for b, n in enumerate(lengths.tolist()):
+            alone = model.forward_features(x[b : b + 1, :n])  # (1, H): pooling="last" is the final h
+            torch.testing.assert_close(state[0][-1, b : b + 1], alone, atol=1e-5, rtol=1e-5)
+            assert torch.equal(torch.cat(outs, 1)[b, n:], torch.zeros_like(torch.cat(outs, 1)[b, n:]))
+    encoded.clear()
+    # A chunk in which every clip has ended skips the encoder and hands the state on unchanged.
+    with torch.no_grad():
+        out, (h, c) = model.forward_chunk(x[:, :2], state, torch.zeros(4, dtype=torch.long))
+    assert encoded == [] and torch.equal(h, state[0]) and torch.equal(c, state[1]) and not out.any()
+
+
+@pytest.mark.parametrize("overrides, match", [({"bidirectional": True}, "bidirectional=false"),
+                                              ({"pooling": "mean"}, "pooling='last'")])
+def test_forward_chunk_refuses_settings_a_chunk_cannot_reproduce(overrides: dict, match: str) -> None:
+    model = _model(**overrides)
+    with pytest.raises(ConfigError, match=match):
+        model.forward_chunk(torch.rand(2, 3, 3, 16, 16))
+
+
+def test_forward_chunk_checks_chunk_lengths() -> None:
+    with pytest.raises(ShapeError, match="0..3"):
+        _model().forward_chunk(torch.rand(2, 3, 3, 16, 16), lengths=torch.tensor([4, 1]))
