@@ -123,3 +123,24 @@ def test_other_tasks_and_the_pretrain_stage_are_refused() -> None:
         validate_recipe(config)
     assert validate_recipe(_merge(DEFAULTS, {"data": {"spec": "x"}, "model": {"name": "frame_lstm"},
                                              "trainer": {"tbptt_steps": None}}))["trainer"]["tbptt_steps"] is None
+
+
+def test_a_nan_chunk_loss_stops_training_before_its_backward(recipe: Path, tmp_path: Path, monkeypatch) -> None:
+    from cnnlstm.tasks import TrainingDivergedError
+    from cnnlstm.tasks.tbptt_classification import TBPTTClassificationTask
+
+    original = TBPTTClassificationTask.tbptt_loss
+    backwards = []
+
+    def nan_in_epoch_2(self, out, state, batch, chunk):
+        loss = original(self, out, state, batch, chunk)
+        return loss * float("nan") if loss is not None and self.current_epoch >= 1 else loss
+
+    monkeypatch.setattr(TBPTTClassificationTask, "tbptt_loss", nan_in_epoch_2)
+    monkeypatch.setattr(TBPTTClassificationTask, "manual_backward", lambda self, loss: backwards.append(
+        bool(torch.isfinite(loss))) or loss.backward())
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2.*nan"):
+        fit(str(recipe), overrides=["trainer.tbptt_steps=2", "trainer.max_epochs=2"], out=tmp_path / "run",
+            verbose=False)
+    assert backwards == [True, True, True]  # epoch 1's three batches; the NaN never reached a backward
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
