@@ -87,8 +87,16 @@ class ClassificationTask(Task):
     def score(self, logits: Tensor, batch: dict[str, Any], stage: str) -> Tensor:
         """Loss of ``logits`` against ``batch["y"]``; updates the stage's metrics (the TBPTT task shares it).
 
+        Args:
+            logits: the model's class scores for the batch.
+            batch: the collated batch (``y``; ``qtype`` for VQA data).
+            stage: ``"train"`` (label smoothing applies), ``"val"`` or ``"test"``.
+
         Shape:
             - logits: ``(B, K)``; batch ``y``: ``(B,)``.
+
+        Example:
+            >>> loss = task.score(task(batch), batch, "val")  # doctest: +SKIP
         """
         y = batch["y"]  # (B,)
         # Smoothing regularises training; evaluation losses stay plain cross-entropy, comparable across recipes.
