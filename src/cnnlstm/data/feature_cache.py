@@ -584,9 +584,7 @@ class CachedFeaturesModel(nn.Module):
             - x: ``(B, k, D)`` features; lengths: ``(B,)`` valid steps in this chunk (0..k), optional.
             - output: ``(B, k, H)`` and ``(h, c)``, each ``(num_layers, B, H)``.
         """
-        from cnnlstm.tasks.tbptt import lstm_chunk  # here, not at the top: cnnlstm.tasks imports Lightning
-
-        return lstm_chunk(self.model.rnn.lstm, x, state, lengths)
+        return self.model.rnn.forward_chunk(x, state, lengths)
 
 
 def use_feature_cache(

@@ -44,7 +44,12 @@ def as_image_size(image_size: int | tuple[int, int] | list[int], owner: str = "m
 
 
 def example_lengths(batch_size: int, max_len: int) -> Tensor:
-    """Unequal lengths ``max_len, max_len - 1, ...`` (cycling, never below 1) for ``example_input``."""
+    """Unequal lengths ``max_len, max_len - 1, ...`` (cycling, never below 1) for ``example_input``.
+
+    Args:
+        batch_size: B.
+        max_len: T, the longest length.
+    """
     return torch.tensor([max_len - i % max_len for i in range(batch_size)], dtype=torch.int64)
 
 
