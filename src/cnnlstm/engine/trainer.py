@@ -8,6 +8,7 @@ at most that much work. Every checkpoint is written atomically (:class:`~cnnlstm
 
 from __future__ import annotations
 
+import csv
 import logging
 import warnings
 from pathlib import Path
@@ -17,13 +18,14 @@ import lightning.pytorch as pl
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch import nn
 
 from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks import Task
 
-__all__ = ["make_trainer", "resolve_clip", "swa_callback", "PASSTHROUGH"]
+__all__ = ["make_trainer", "resolve_clip", "swa_callback", "PASSTHROUGH", "AppendingCSVLogger"]
 
 
 class _DropAdverts(logging.Filter):
@@ -42,6 +44,35 @@ PASSTHROUGH = ("max_epochs", "min_epochs", "accelerator", "devices", "strategy",
                "accumulate_grad_batches", "deterministic", "limit_train_batches", "limit_val_batches",
                "limit_test_batches", "log_every_n_steps", "enable_progress_bar")
 
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, not deleted.
+
+    Lightning's writer removes a run's log when a new writer opens the same folder; a resumed run
+    (``cnnlstm fit --resume``) would lose the epochs before the interruption. Rows logged by an interrupted
+    epoch after its last checkpoint can appear twice; ``history.json`` is the exact per-epoch record.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(header)  # new rows append under the existing header
+
+
+class AppendingCSVLogger(CSVLogger):
+    """A ``CSVLogger`` whose ``metrics.csv`` survives a resume (see :class:`_AppendingWriter`).
+
+    Args:
+        Those of Lightning's ``CSVLogger``.
+    """
+
+    @property
+    def experiment(self) -> ExperimentWriter:  # noqa: D102 - Lightning's property, with the appending writer
+        if self._experiment is None:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 def resolve_clip(value: Any, model: nn.Module) -> float | None:
     """``gradient_clip_val``: ``"auto"`` clips at 1.0 when the model has a recurrent layer, else not at all.
@@ -126,7 +157,7 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
     if not task.automatic_optimization:  # a TBPTT task clips and steps per chunk itself; Lightning refuses both
         kwargs["accumulate_grad_batches"] = 1
         clip = None
-    logger = CSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
+    logger = AppendingCSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
     try:
         trainer = pl.Trainer(
             **kwargs,
