@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overrides for every digit run, e.g. trainer.max_epochs=2")
 
     def speed_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--repeats", type=int, default=3, help="timed repeats per path (the median is reported)")
+        p.add_argument("--repeats", type=int, default=5, help="timed repeats per path (the median is reported)")
         p.add_argument("--no-keras", action="store_true", help="skip the Keras 3 (torch backend) path")
         p.add_argument("--small", action="store_true", help="tiny sizes (smoke tests only; ratios mean little)")
 

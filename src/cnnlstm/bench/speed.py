@@ -27,7 +27,7 @@ def run_speed(*, repeats: int = 3, keras: bool = True, small: bool = False, log:
         >>> record = run_speed(repeats=3)  # doctest: +SKIP
     """
     record: dict[str, Any] = {"load_before": load_average(), "repeats": repeats, "small": small}
-    record["frame_lstm"] = frame_lstm_speed(repeats=repeats, small=small)
+    record["frame_lstm"] = frame_lstm_speed(repeats=repeats, small=small, steps=2 if small else 20)
     log(f"speed: frame_lstm folded / loop = {record['frame_lstm']['ratio_folded_over_loop']:.2f}x")
     record["lstm_fcn"] = lstm_fcn_speed(repeats=repeats, keras=keras, small=small)
     log("speed: lstm_fcn " + ", ".join(f"{k} = {v:.2f}x" for k, v in record["lstm_fcn"]["ratios"].items()))

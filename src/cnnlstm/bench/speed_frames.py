@@ -36,7 +36,7 @@ def per_frame_loop(model: nn.Module, x: Tensor) -> Tensor:
     return model.forward_head(model.forward_recurrent(feats))  # (B, K)
 
 
-def frame_lstm_speed(*, repeats: int, small: bool = False, steps: int = 5) -> dict[str, Any]:
+def frame_lstm_speed(*, repeats: int, small: bool = False, steps: int = 20) -> dict[str, Any]:
     """Clips/s of one training step (forward, backward, AdamW) for the folded and the per-frame-loop paths.
 
     Args:
