@@ -18,7 +18,7 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable
         "data.batch_size=4"]
 RECIPES = {
     "basic_motions": ["model.hidden_size=4", "model.filters=[4,8,4]"],
-    "gunpoint": ["model.hidden_size=4"],
+    "gunpoint": ["model.hidden_size=4", "model.filters=4"],
     "captcha_crnn": ["data.options.n_train=16", "data.options.n_test=4", "model.hidden_size=4",
                      "model.widths=[4,4,8,8,8,8]"],
     "shape_captions": ["data.options.n_train=16", "data.options.n_test=4", "data.options.image_size=32",
