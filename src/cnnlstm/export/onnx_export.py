@@ -25,7 +25,7 @@ from cnnlstm.export.parity import ParityReport, check_parity, write_parity
 from cnnlstm.export.rewrite import ExportWrapper, exportable_copy, tracing_quietly
 from cnnlstm.export.spec import ExportSpec, export_spec
 
-__all__ = ["ExportReport", "export_onnx", "model_metadata"]
+__all__ = ["ExportReport", "export_onnx", "model_metadata", "prepare_export"]
 
 OPSETS = (17, 18)
 
@@ -89,6 +89,22 @@ def _example(model: nn.Module, example_inputs: dict[str, Tensor] | None) -> dict
     return example
 
 
+def prepare_export(
+    model: nn.Module, example_inputs: dict[str, Tensor] | None, dynamic_time: bool
+) -> tuple[dict[str, Tensor], ExportSpec, ExportWrapper, tuple[Tensor, ...]]:
+    """What both exporters trace: the example inputs, the export spec, a pack-free wrapper and its arguments.
+
+    Args:
+        model: the eager model (in eval mode).
+        example_inputs: keyword inputs to trace with, or ``None`` for ``model.example_input()``.
+        dynamic_time: whether the time axis stays dynamic in the exported graph.
+    """
+    example = _example(model, example_inputs)
+    spec = export_spec(model, example, dynamic_time)
+    wrapper = ExportWrapper(exportable_copy(model), spec.input_names)
+    return example, spec, wrapper, tuple(example[k] for k in spec.input_names)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -131,10 +147,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        example = _example(model, example_inputs)
-        spec = export_spec(model, example, dynamic_time)
-        wrapper = ExportWrapper(exportable_copy(model), spec.input_names)
-        args = tuple(example[k] for k in spec.input_names)
+        example, spec, wrapper, args = prepare_export(model, example_inputs, dynamic_time)
         with tracing_quietly(), dynamic_shape_symbolics(opset), torch.no_grad():
             torch.onnx.export(
                 wrapper, args, str(path), dynamo=False, opset_version=opset, input_names=list(spec.input_names),

@@ -16,10 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from cnnlstm.errors import WeightsError
-from cnnlstm.export.onnx_export import ExportReport, _example, model_metadata
+from cnnlstm.export.onnx_export import ExportReport, model_metadata, prepare_export
 from cnnlstm.export.parity import check_parity, write_parity
-from cnnlstm.export.rewrite import ExportWrapper, exportable_copy, tracing_quietly
-from cnnlstm.export.spec import export_spec
+from cnnlstm.export.rewrite import tracing_quietly
 
 __all__ = ["export_torchscript", "load_torchscript"]
 
@@ -59,10 +58,7 @@ def export_torchscript(
     was_training = model.training
     model.eval()
     try:
-        example = _example(model, example_inputs)
-        spec = export_spec(model, example, dynamic_time)
-        wrapper = ExportWrapper(exportable_copy(model), spec.input_names)
-        args = tuple(example[k] for k in spec.input_names)
+        example, spec, wrapper, args = prepare_export(model, example_inputs, dynamic_time)
         with tracing_quietly(), torch.no_grad():
             # check_trace re-runs the trace on the same inputs only; the parity check below is the stronger test.
             traced = torch.jit.trace(wrapper, args, check_trace=False)
