@@ -170,7 +170,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "bench":
         from cnnlstm.bench.cli import main as bench_main
 
-        return bench_main(args.bench_args)
+        bench_args = args.bench_args
+        return bench_main(bench_args[1:] if bench_args[:1] == ["--"] else bench_args)
     elif args.command == "models":
         from cnnlstm.models import get_model_class, list_models
 
@@ -203,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["recipes"])  # doctest: +SKIP
         0
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option such as -h; bench parses its own
+        argv = ["bench", "--", *argv[1:]]
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -116,3 +116,12 @@ def test_collect_without_finished_runs_reports_not_measured(tmp_path):
     assert record["means"] == {}  # no mean over datasets from missing seeds
     assert "not measured" in accuracy_markdown(record)
     assert not any(tmp_path.iterdir())  # nothing was trained
+
+
+def test_bench_help_reaches_the_bench_parser(capsys):
+    """``cnnlstm bench -h`` lists the suites (the top-level parser must not swallow the option)."""
+    from cnnlstm.cli import main
+
+    assert main(["bench", "-h"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "speed" in out

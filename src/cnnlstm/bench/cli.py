@@ -4,8 +4,14 @@ Example:
     $ cnnlstm bench accuracy --data ucr:GunPoint ucr:ItalyPowerDemand --seeds 3
     $ cnnlstm bench digits --seeds 1
     $ cnnlstm bench speed
+    $ cnnlstm bench crnn --crnn-seeds 1
     $ cnnlstm bench charts
     $ cnnlstm bench all
+
+Task suites (``crnn``, ``clevr``, ``forecast``, ``captions``, ``gpu``) live in their own modules and plug in
+through :data:`SUITES`: each module defines ``HELP``, ``add_arguments(parser)`` (options prefixed with the
+suite's name, so ``all`` can hold every suite's options), ``run(args, log) -> record`` and
+``markdown(record) -> str``.
 """
 
 from __future__ import annotations
@@ -14,14 +20,38 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cnnlstm.errors import CnnLstmError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["SUITES", "build_parser", "main"]
 
 EXIT_USAGE = 2
+
+#: task suites by name -> module (see the module docstring for the interface); ``all`` runs them in this order
+SUITES = {
+    "crnn": "cnnlstm.bench.crnn",
+    "clevr": "cnnlstm.bench.clevr",
+    "forecast": "cnnlstm.bench.forecast",
+    "captions": "cnnlstm.bench.captions",
+}
+#: suites that ``all`` skips: they need hardware the run may not have
+NOT_IN_ALL = ("gpu",)
+
+
+def _suite_modules() -> dict[str, ModuleType]:
+    """The task suite modules that exist in this installation (a suite being written may not yet)."""
+    found = {}
+    for name, module in {**SUITES, "gpu": "cnnlstm.bench.gpu"}.items():
+        try:
+            found[name] = import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise  # a real missing dependency inside an existing suite
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,14 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speed", help="training throughput ratios measured side by side")
     common(p)
     speed_args(p)
+    suites = _suite_modules()
+    for name, module in suites.items():
+        p = sub.add_parser(name, help=module.HELP)
+        common(p)
+        module.add_arguments(p)
     p = sub.add_parser("charts", help="redraw the PNG charts from the JSON records in --out")
     common(p)
     p.add_argument("--img", default="docs/img", help="where the PNGs go")
-    p = sub.add_parser("all", help="accuracy, digits, then speed (last, so the CPU is quieter) and the charts")
+    p = sub.add_parser("all", help="accuracy, digits, the task suites, then speed (last, so the CPU is quieter) "
+                       "and the charts")
     common(p)
     accuracy_args(p)
     digits_args(p)
     speed_args(p)
+    for name, module in suites.items():
+        if name not in NOT_IN_ALL:
+            module.add_arguments(p)
     p.add_argument("--img", default="docs/img", help="where the PNGs go")
     return parser
 
@@ -134,6 +173,21 @@ def _speed(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return record
 
 
+def _suite(name: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from cnnlstm.bench.machine import machine_info
+    from cnnlstm.bench.report import write_record
+
+    module = _suite_modules()[name]
+    machine = machine_info(argv)
+    start = time.perf_counter()
+    record = module.run(args, _log)
+    record.update(machine=machine, wall_seconds=round(time.perf_counter() - start, 1))
+    table = module.markdown(record)
+    write_record(Path(args.out), name, record, table)
+    print(table, flush=True)
+    return record
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cnnlstm bench SUITE ...``; user errors print one line and return 2.
 
@@ -155,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _accuracy(args, command)
         if args.suite in ("digits", "all"):
             _digits(args, command)
+        for name in _suite_modules():
+            if args.suite == name or (args.suite == "all" and name not in NOT_IN_ALL):
+                _suite(name, args, command)
         if args.suite in ("speed", "all"):
             _speed(args, command)
         if args.suite in ("charts", "all"):
