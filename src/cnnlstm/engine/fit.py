@@ -47,8 +47,8 @@ from cnnlstm.engine.trainer import make_trainer, resolve_clip
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
-__all__ = ["RunResult", "resolve_config", "fit", "resume", "evaluate_run", "task_name", "load_best", "read_checkpoint",
-           "last_checkpoint", "AUGMENT_KEYS"]
+__all__ = ["RunResult", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run", "task_name",
+           "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +377,18 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
                              num_workers=data["num_workers"])
 
 
-def _speed(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
-    """``trainer.channels_last`` and ``trainer.compile``, applied in place (parameter names are unchanged)."""
+def apply_speed_settings(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
+    """Apply a recipe's ``trainer.channels_last`` and ``trainer.compile`` to ``model`` in place.
+
+    Parameter names are unchanged, so checkpoints and saved weights look the same with or without them.
+
+    Args:
+        model: the built model.
+        trainer_cfg: the recipe's ``trainer`` section.
+
+    Example:
+        >>> apply_speed_settings(model, {"channels_last": True})  # doctest: +SKIP
+    """
     if trainer_cfg.get("channels_last"):
         # NHWC convolution kernels are the fast path for 2-D CNNs on tensor cores; 1-D/3-D weights stay as they are.
         model.to(memory_format=torch.channels_last)
@@ -405,7 +415,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
 
     bundle = load_bundle(config["data"], seed=seed)
     model = build_model(model_section, bundle.info.get("model_kwargs", {}))
-    _speed(model, config["trainer"])
+    apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
     augmentation, key = _augmentation(config, bundle, seed)
     train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)

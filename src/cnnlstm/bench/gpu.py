@@ -1,0 +1,276 @@
+"""``cnnlstm bench gpu``: training throughput on a GPU, through the library's own training path.
+
+The headline path is what ``cnnlstm fit`` runs: the registered ``frame_lstm`` (timm ``tf_efficientnet_lite0`` per
+frame, LSTM 512, 101 classes), the classification task, and a Trainer from :func:`make_trainer` with the
+recipe settings ``precision: bf16-mixed`` and ``channels_last: true``. Beside it, on the same model class, batch
+and card: a hand-written bf16 + channels_last loop (the engine's overhead is the difference), the folded fp32
+step, and the per-frame Python loop the tutorials write. ``lstm_fcn`` at the paper's widths runs through the
+same engine path. Batches are resident on the device for every path, as in a reference measurement that times
+the training step rather than the input pipeline.
+
+Every path is timed as ``--gpu-repeats`` windows of ``--gpu-steps`` steps after ``--gpu-warmup`` steps, with the
+device synchronised at window edges only; the median window is reported. ``--gpu-small`` shrinks everything so
+the suite can be checked on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["HELP", "add_arguments", "run", "markdown", "engine_rate", "loop_rate"]
+
+HELP = "GPU training throughput: frame_lstm (EfficientNet-Lite0, bf16, channels_last) through the engine vs loops"
+
+#: (clips B, frames T, side S, classes, LSTM hidden) of the frame model; (batch, steps, channels) of lstm_fcn
+FULL = {"frames": (32, 16, 112, 101, 512), "series": (256, 100, 6)}
+SMALL = {"frames": (2, 3, 32, 5, 16), "series": (8, 20, 3)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the ``gpu`` suite."""
+    p.add_argument("--gpu-steps", type=int, default=10, help="training steps per timed window")
+    p.add_argument("--gpu-repeats", type=int, default=3, help="timed windows per path (the median is reported)")
+    p.add_argument("--gpu-warmup", type=int, default=5, help="untimed steps before the first window")
+    p.add_argument("--gpu-small", action="store_true", help="tiny sizes, to check the suite on a CPU")
+    p.add_argument("--gpu-compile", action="store_true", help="also time the engine path with trainer.compile")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _windows(marks: list[float], steps: int, items: int) -> list[float]:
+    """Items/s of each window between consecutive time marks."""
+    return [items * steps / (b - a) for a, b in zip(marks, marks[1:], strict=False)]
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The same device-resident batch, ``n`` times (the DataLoader hands it over with ``batch_size=None``)."""
+
+    def __init__(self, batch: dict[str, Tensor], n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return self.batch
+
+
+class _WindowTimer:
+    """A Lightning callback that marks the (synchronised) time at the start of every window of steps."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.marks: list[float] = []
+
+    def hook(self) -> Any:
+        import lightning.pytorch as pl
+
+        timer = self
+
+        class Hook(pl.Callback):
+            def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+                if batch_idx >= timer.warmup and (batch_idx - timer.warmup) % timer.steps == 0:
+                    _sync(timer.device)
+                    timer.marks.append(time.perf_counter())
+
+            def on_train_end(self, trainer: Any, module: Any) -> None:
+                _sync(timer.device)
+                timer.marks.append(time.perf_counter())
+
+        return Hook()
+
+
+def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, trainer: dict[str, Any], warmup: int,
+                steps: int, repeats: int, device: torch.device) -> list[float]:
+    """Items/s of ``model`` trained by the engine (classification task + :func:`make_trainer`), per window.
+
+    Args:
+        model: a registered classification model (moved and formatted here as ``trainer`` says).
+        batch: a device-resident batch, e.g. ``{"x": ..., "y": ...}``.
+        items: items per batch (clips or series).
+        trainer: recipe ``trainer`` settings (``precision``, ``channels_last``, ``compile``, ``accelerator``).
+        warmup: untimed steps first.
+        steps: steps per window.
+        repeats: windows.
+        device: where the batch lives.
+
+    Returns:
+        items/s of each window.
+
+    Example:
+        >>> engine_rate(model, {"x": x, "y": y}, items=32, trainer={"precision": "bf16-mixed"},
+        ...             warmup=5, steps=10, repeats=3, device=torch.device("cuda"))  # doctest: +SKIP
+    """
+    from cnnlstm.bench.runs import quiet
+    from cnnlstm.engine.fit import apply_speed_settings
+    from cnnlstm.engine.trainer import make_trainer
+    from cnnlstm.tasks import build_task
+
+    apply_speed_settings(model, trainer)
+    task = build_task("classification", model, {}, {"lr": 1e-3, "scheduler": "none"})
+    timer = _WindowTimer(warmup, steps, device)
+    total = warmup + steps * repeats
+    section = {"max_epochs": 1, "accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": 1,
+               "limit_val_batches": 0, "enable_progress_bar": False, "log_every_n_steps": 50,
+               **{k: v for k, v in trainer.items() if k in ("precision",)}}
+    with quiet():
+        pl_trainer, _ = make_trainer(section, {"enabled": False}, task, None, checkpoints=False,
+                                     callbacks=[timer.hook()])
+        loader = torch.utils.data.DataLoader(_Batches(batch, total), batch_size=None, shuffle=False)
+        pl_trainer.fit(task, train_dataloaders=loader)
+    return _windows(timer.marks, steps, items)
+
+
+def loop_rate(step: Callable[[], None], *, items: int, warmup: int, steps: int, repeats: int,
+              device: torch.device) -> list[float]:
+    """Items/s of a hand-written training ``step``, per window (same windows as :func:`engine_rate`).
+
+    Example:
+        >>> loop_rate(lambda: None, items=1, warmup=0, steps=1, repeats=2, device=torch.device("cpu"))  # doctest: +SKIP
+    """
+    for _ in range(warmup):
+        step()
+    marks = []
+    for _ in range(repeats):
+        _sync(device)
+        marks.append(time.perf_counter())
+        for _ in range(steps):
+            step()
+    _sync(device)
+    marks.append(time.perf_counter())
+    return _windows(marks, steps, items)
+
+
+def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame: bool = False) -> Callable[[], None]:
+    from cnnlstm.bench.speed_frames import per_frame_loop
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    device = x.device
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = per_frame_loop(model, x) if per_frame else model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _summary(rates: list[float]) -> dict[str, Any]:
+    return {"rates": [round(r, 1) for r in rates], "median": round(statistics.median(rates), 1)}
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Measure every path; returns ``{"device", "sizes", "frame_paths", "series_paths", "check"}``.
+
+    Example:
+        >>> run(build_parser().parse_args(["gpu", "--gpu-small"]), print)  # doctest: +SKIP
+    """
+    from cnnlstm import create_model
+    from cnnlstm.bench.speed_frames import per_frame_loop
+
+    sizes = SMALL if args.gpu_small else FULL
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    B, T, S, K, hidden = sizes["frames"]
+    encoder = "cnn" if args.gpu_small else "timm:tf_efficientnet_lite0"
+    encoder_kwargs = {"widths": (8, 16)} if args.gpu_small else {}
+    windows = {"warmup": args.gpu_warmup, "steps": args.gpu_steps, "repeats": args.gpu_repeats, "device": device}
+
+    def frame_model() -> nn.Module:
+        torch.manual_seed(0)
+        return create_model("frame_lstm", num_classes=K, encoder=encoder, encoder_kwargs=encoder_kwargs,
+                            hidden_size=hidden, image_size=S).to(device)
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(B, T, 3, S, S, device=device, generator=gen)  # (B, T, C, H, W), random: never time zeros
+    y = torch.randint(0, K, (B,), device=device, generator=gen)  # (B,)
+
+    model = frame_model().eval()
+    with torch.no_grad():  # the loop computes the same function, or its speed means nothing
+        check = float((model(x[:4]) - per_frame_loop(model, x[:4])).abs().max())
+    log(f"gpu: folded vs per-frame loop max |diff| {check:.2e} on {device}")
+
+    frame_paths: dict[str, Any] = {}
+    bf16 = {"precision": "bf16-mixed", "channels_last": True}
+    frame_paths["cnnlstm engine, bf16-mixed + channels_last"] = _summary(
+        engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer=bf16, **windows))
+    if args.gpu_compile:
+        frame_paths["cnnlstm engine, bf16-mixed + channels_last + compile"] = _summary(
+            engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={**bf16, "compile": True}, **windows))
+    m = frame_model().to(memory_format=torch.channels_last)
+    frame_paths["hand loop, bf16 autocast + channels_last"] = _summary(
+        loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
+    frame_paths["cnnlstm engine, fp32"] = _summary(
+        engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={"precision": "32-true"}, **windows))
+    frame_paths["per-frame Python loop, fp32"] = _summary(
+        loop_rate(_hand_step(frame_model(), x, y, bf16=False, per_frame=True), items=B, **windows))
+    for name, value in frame_paths.items():
+        log(f"gpu: {name}: {value['median']} clips/s")
+
+    NB, L, C = sizes["series"]
+    xs = torch.randn(NB, L, C, device=device, generator=gen)  # (B, L, C)
+    ys = torch.randint(0, 4, (NB,), device=device, generator=gen)  # (B,)
+
+    def series_model() -> nn.Module:
+        torch.manual_seed(0)
+        return create_model("lstm_fcn", in_channels=C, num_classes=4, hidden_size=128, dropout=0.8,
+                            filters=(128, 256, 128), kernel_sizes=(8, 5, 3)).to(device)
+
+    series_paths = {
+        "cnnlstm engine, fp32": _summary(
+            engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "32-true"}, **windows)),
+        "cnnlstm engine, bf16-mixed": _summary(
+            engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "bf16-mixed"},
+                        **windows)),
+        "hand loop, fp32": _summary(loop_rate(_hand_step(series_model(), xs, ys, bf16=False), items=NB, **windows)),
+    }
+    for name, value in series_paths.items():
+        log(f"gpu: lstm_fcn {name}: {value['median']} samples/s")
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "sizes": {"frames": dict(zip(("B", "T", "S", "classes", "hidden"), (B, T, S, K, hidden), strict=True)),
+                  "encoder": encoder, "series": dict(zip(("B", "L", "C"), (NB, L, C), strict=True)), **{
+                      k: v for k, v in windows.items() if k != "device"}},
+        "frame_paths": frame_paths,
+        "series_paths": series_paths,
+        "check_max_abs_diff": check,
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The two throughput tables, each path beside the engine's headline figure.
+
+    Example:
+        >>> print(markdown(record))  # doctest: +SKIP
+    """
+    s = record["sizes"]
+    f = s["frames"]
+    lines = [f"Device: {record['device']}, torch {record['torch']}. frame_lstm: `{s['encoder']}` per frame, LSTM "
+             f"{f['hidden']}, {f['classes']} classes, B={f['B']} clips x T={f['T']} frames x {f['S']}x{f['S']}, "
+             f"AdamW; median of {s['repeats']} windows of {s['steps']} steps after {s['warmup']} warm-up steps.",
+             "", "| path | clips/s | x per-frame loop |", "|---|---|---|"]
+    base = record["frame_paths"]["per-frame Python loop, fp32"]["median"]
+    for name, value in record["frame_paths"].items():
+        lines.append(f"| {name} | {value['median']:.0f} | {value['median'] / base:.2f} |")
+    ser = s["series"]
+    lines += ["", f"lstm_fcn (LSTM 128 + conv 128/256/128), batch {ser['B']}, {ser['L']} steps x {ser['C']} channels:",
+              "", "| path | samples/s | x hand loop fp32 |", "|---|---|---|"]
+    hand = record["series_paths"]["hand loop, fp32"]["median"]
+    for name, value in record["series_paths"].items():
+        lines.append(f"| {name} | {value['median']:.0f} | {value['median'] / hand:.2f} |")
+    return "\n".join(lines)
