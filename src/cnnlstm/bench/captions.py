@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from cnnlstm.bench.runs import fit_seeds, summarize
 
-__all__ = ["HELP", "RECIPE", "add_arguments", "greedy_captions", "score_decoders", "run_captions", "run",
-           "markdown"]
+__all__ = ["HELP", "RECIPE", "add_arguments", "greedy_captions", "score_decoders", "captions_seed",
+           "captions_record", "run_captions", "run", "markdown"]
 
 HELP = "Show-Attend-Tell captioner on generated shape scenes: BLEU-4 with greedy decoding vs beam search"
 RECIPE = "shape_captions"
@@ -184,6 +184,69 @@ def _score_run(run_dir: Path, beams: list[int]) -> dict[str, Any]:
                           device=_device(config["trainer"]["accelerator"]))
 
 
+def captions_seed(seed: int, *, out: Path, overrides: list[str], beams: list[int],
+                  reuse: bool = False) -> dict[str, Any]:
+    """Train (or reuse) one seed's run and score its decoders: the per-seed part of :func:`run_captions`.
+
+    Args:
+        seed: the run's seed.
+        out: parent of the run directory (``out/seed{seed}``).
+        overrides: recipe overrides.
+        beams: beam sizes compared with greedy decoding.
+        reuse: take a finished run from ``out/seed{seed}`` when its config is exactly this one.
+
+    Returns:
+        the seed's record: :data:`cnnlstm.bench.runs.KEPT` metrics, ``test_bleu4``, ``val_bleu4``, split sizes
+        and ``decoders`` (:func:`score_decoders`).
+
+    Example:
+        >>> captions_seed(0, out=Path("runs/bench/captions"), overrides=[], beams=[1, 3])  # doctest: +SKIP
+    """
+    (record,) = fit_seeds(RECIPE, [seed], data=None, overrides=overrides, out=out, reuse=reuse)
+    metrics = json.loads((out / f"seed{seed}" / "metrics.json").read_text())
+    record.update({k.replace("/", "_"): metrics[k] for k in ("test/bleu4", "val/bleu4", "train_samples",
+                                                              "val_samples", "test_samples") if k in metrics})
+    record["decoders"] = _score_run(out / f"seed{seed}", beams)
+    return record
+
+
+def captions_record(runs: list[dict[str, Any]], overrides: list[str], beams: list[int]) -> dict[str, Any]:
+    """The suite's record from per-seed records (:func:`captions_seed`), each decoder summarised over seeds.
+
+    Args:
+        runs: one record per seed.
+        overrides: the recipe overrides every run used.
+        beams: the beam sizes compared.
+
+    Returns:
+        ``recipe``, ``overrides``, ``seeds``, ``beams``, ``settings``, ``runs``, ``test_bleu4`` / ``val_bleu4``
+        summaries and ``decoders``.
+
+    Example:
+        >>> record = captions_record([captions_seed(0, out=out, overrides=[], beams=[1])], [], [1])  # doctest: +SKIP
+    """
+    from cnnlstm.engine.fit import resolve_config
+
+    config = resolve_config(RECIPE, overrides=overrides)
+    decoders: dict[str, Any] = {}
+    for name in runs[0]["decoders"] if runs else ():
+        per_seed = [r["decoders"][name] for r in runs]
+        decoders[name] = {key: summarize(per_seed, key) for key in ("bleu4", "bleu4_all_orders", "exact")}
+        decoders[name]["ms_per_caption"] = statistics.median(d["ms_per_caption"] for d in per_seed)
+        decoders[name]["same_as_greedy"] = min(d["same_as_greedy"] for d in per_seed)
+    data, model = config["data"], config["model"]
+    return {
+        "recipe": RECIPE, "overrides": overrides, "seeds": [r["seed"] for r in runs], "beams": beams,
+        "settings": {"options": data["options"], "batch_size": data["batch_size"], "encoder": model.get("encoder"),
+                     "encoder_kwargs": model.get("encoder_kwargs"), "hidden_size": model.get("hidden_size"),
+                     "embedding_dim": model.get("embedding_dim"), "lr": config["optim"]["lr"],
+                     "max_epochs": config["trainer"]["max_epochs"]},
+        "runs": runs,
+        "test_bleu4": summarize(runs, "test_bleu4"), "val_bleu4": summarize(runs, "val_bleu4"),
+        "decoders": decoders,
+    }
+
+
 def run_captions(seeds: list[int], *, out: Path, sets: list[str] | None = None, accelerator: str = "auto",
                  beams: list[int] | None = None, reuse: bool = False, log: Any = print) -> dict[str, Any]:
     """Train ``shape_captions`` once per seed and compare greedy decoding with beam search on its test split.
@@ -198,45 +261,20 @@ def run_captions(seeds: list[int], *, out: Path, sets: list[str] | None = None, 
         log: called with one line per finished seed.
 
     Returns:
-        the record: ``recipe``, ``overrides``, ``settings``, ``runs`` (one per seed, with its ``decoders``),
-        ``test_bleu4`` / ``val_bleu4`` summaries and ``decoders`` (each metric summarised over seeds).
+        the record of :func:`captions_record`.
 
     Example:
         >>> record = run_captions([0], out=Path("runs/bench/captions"))  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
-
     beams = list(beams or [1, 3, 5])
     overrides = [f"trainer.accelerator={accelerator}", *(sets or [])]
-    config = resolve_config(RECIPE, overrides=overrides)
     runs = []
     for seed in seeds:
-        (record,) = fit_seeds(RECIPE, [seed], data=None, overrides=overrides, out=out, reuse=reuse)
-        metrics = json.loads((out / f"seed{seed}" / "metrics.json").read_text())
-        record.update({k.replace("/", "_"): metrics[k] for k in ("test/bleu4", "val/bleu4", "train_samples",
-                                                                  "val_samples", "test_samples") if k in metrics})
-        record["decoders"] = _score_run(out / f"seed{seed}", beams)
+        record = captions_seed(seed, out=out, overrides=overrides, beams=beams, reuse=reuse)
         runs.append(record)
         scores = ", ".join(f"{name} {d['bleu4']:.4f}" for name, d in record["decoders"].items())
         log(f"captions: seed {seed} test BLEU-4 {scores} (best epoch {record.get('best_epoch')})")
-
-    decoders: dict[str, Any] = {}
-    for name in runs[0]["decoders"] if runs else ():
-        per_seed = [r["decoders"][name] for r in runs]
-        decoders[name] = {key: summarize(per_seed, key) for key in ("bleu4", "bleu4_all_orders", "exact")}
-        decoders[name]["ms_per_caption"] = statistics.median(d["ms_per_caption"] for d in per_seed)
-        decoders[name]["same_as_greedy"] = min(d["same_as_greedy"] for d in per_seed)
-    data, model = config["data"], config["model"]
-    return {
-        "recipe": RECIPE, "overrides": overrides, "seeds": seeds, "beams": beams,
-        "settings": {"options": data["options"], "batch_size": data["batch_size"], "encoder": model.get("encoder"),
-                     "encoder_kwargs": model.get("encoder_kwargs"), "hidden_size": model.get("hidden_size"),
-                     "embedding_dim": model.get("embedding_dim"), "lr": config["optim"]["lr"],
-                     "max_epochs": config["trainer"]["max_epochs"]},
-        "runs": runs,
-        "test_bleu4": summarize(runs, "test_bleu4"), "val_bleu4": summarize(runs, "val_bleu4"),
-        "decoders": decoders,
-    }
+    return captions_record(runs, overrides, beams)
 
 
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch
 from cnnlstm.bench.runs import fit_seeds, summarize
 
 __all__ = ["HELP", "RECIPE", "BENCH_SETS", "TARGET", "add_arguments", "bench_overrides", "compare_decoding",
-           "run_crnn", "run", "markdown"]
+           "crnn_seed", "crnn_record", "run_crnn", "run", "markdown"]
 
 HELP = "CRNN + CTC on generated captcha text: sequence accuracy and CER on 2,000 held-out images"
 RECIPE = "captcha_crnn"
@@ -136,6 +136,77 @@ def compare_decoding(run_dir: Path, beam_sizes: list[int], *, batch_size: int = 
             "device": str(device), "decoders": decoders}
 
 
+def crnn_seed(seed: int, *, out: Path, overrides: list[str], beam_size: int = 8,
+              reuse: bool = False) -> dict[str, Any]:
+    """Train (or reuse) one seed's run and score it: the per-seed part of :func:`run_crnn`.
+
+    Seeds are independent, so they may run in separate processes (or machines) and be gathered with
+    :func:`crnn_record`.
+
+    Args:
+        seed: the run's seed.
+        out: parent of the run directory (``out/seed{seed}``).
+        overrides: the full recipe overrides (:func:`bench_overrides`).
+        beam_size: prefix beam size of the decoding comparison; 0 skips it.
+        reuse: take a finished run from ``out/seed{seed}`` when its config is exactly this one.
+
+    Returns:
+        the seed's record: :data:`cnnlstm.bench.runs.KEPT` metrics, ``test_cer``, ``val_cer``, split sizes and
+        ``decoding`` (:func:`compare_decoding`).
+
+    Example:
+        >>> crnn_seed(0, out=Path("runs/bench/crnn"), overrides=bench_overrides([], "gpu"))  # doctest: +SKIP
+    """
+    (record,) = fit_seeds(RECIPE, [seed], data=None, overrides=overrides, out=out, reuse=reuse)
+    metrics = json.loads((out / f"seed{seed}" / "metrics.json").read_text())
+    record.update({k.replace("/", "_"): metrics[k] for k in ("test/cer", "val/cer", "train_samples", "val_samples",
+                                                              "test_samples") if k in metrics})
+    if beam_size > 0:
+        record["decoding"] = compare_decoding(out / f"seed{seed}", [1, beam_size] if beam_size > 1 else [1])
+    return record
+
+
+def crnn_record(runs: list[dict[str, Any]], overrides: list[str]) -> dict[str, Any]:
+    """The suite's record from per-seed records (:func:`crnn_seed`): summaries over seeds and the target check.
+
+    Args:
+        runs: one record per seed.
+        overrides: the recipe overrides every run used.
+
+    Returns:
+        ``recipe``, ``overrides``, ``seeds``, ``settings``, ``runs``, ``test_acc``, ``test_cer``, ``val_acc``,
+        ``val_cer`` (mean ± std summaries), ``decoding``, ``render_ms_per_image``, ``target``, ``target_met``.
+
+    Example:
+        >>> record = crnn_record([crnn_seed(0, out=out, overrides=sets)], sets)  # doctest: +SKIP
+    """
+    from cnnlstm.engine.fit import resolve_config
+
+    config = resolve_config(RECIPE, overrides=overrides)
+    decoding: dict[str, Any] = {}
+    for name in (runs[0].get("decoding", {}).get("decoders", {}) if runs else {}):
+        per_seed = [r["decoding"]["decoders"][name] for r in runs]
+        decoding[name] = {"acc": summarize(per_seed, "acc"), "cer": summarize(per_seed, "cer"),
+                          "ms_per_image": statistics.median(d["ms_per_image"] for d in per_seed)}
+    data, model = config["data"], config["model"]
+    test_acc = summarize(runs, "test_acc")
+    return {
+        "recipe": RECIPE, "overrides": overrides, "seeds": [r["seed"] for r in runs],
+        "settings": {"options": data["options"], "augment": data["augment"], "batch_size": data["batch_size"],
+                     "val_fraction": data["val_fraction"], "widths": model.get("widths"),
+                     "hidden_size": model.get("hidden_size"), "num_layers": model.get("num_layers"),
+                     "lr": config["optim"]["lr"], "max_epochs": config["trainer"]["max_epochs"],
+                     "precision": config["trainer"]["precision"]},
+        "runs": runs,
+        "test_acc": test_acc, "test_cer": summarize(runs, "test_cer"),
+        "val_acc": summarize(runs, "val_acc"), "val_cer": summarize(runs, "val_cer"),
+        "decoding": decoding,
+        "render_ms_per_image": statistics.median(r["decoding"]["render_ms_per_image"] for r in runs)
+        if runs and "decoding" in runs[0] else None,
+        "target": TARGET, "target_met": test_acc["mean"] is not None and test_acc["mean"] >= TARGET,
+    }
+
+
 def run_crnn(seeds: list[int], *, out: Path, sets: list[str] | None = None, accelerator: str = "auto",
              beam_size: int = 8, reuse: bool = False, log: Any = print) -> dict[str, Any]:
     """Train ``captcha_crnn`` once per seed on the issue's data and score it (see the module docs).
@@ -150,50 +221,19 @@ def run_crnn(seeds: list[int], *, out: Path, sets: list[str] | None = None, acce
         log: called with one line per finished seed.
 
     Returns:
-        the record: ``recipe``, ``overrides``, ``settings``, ``runs`` (one per seed), ``test_acc``,
-        ``test_cer``, ``val_acc``, ``val_cer`` (mean ± std summaries), ``decoding``, ``target``, ``target_met``.
+        the record of :func:`crnn_record`.
 
     Example:
         >>> record = run_crnn([0], out=Path("runs/bench/crnn"), sets=["trainer.max_epochs=1"])  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
-
     overrides = bench_overrides(list(sets or []), accelerator)
-    config = resolve_config(RECIPE, overrides=overrides)
     runs = []
     for seed in seeds:
-        (record,) = fit_seeds(RECIPE, [seed], data=None, overrides=overrides, out=out, reuse=reuse)
-        metrics = json.loads((out / f"seed{seed}" / "metrics.json").read_text())
-        record.update({k.replace("/", "_"): metrics[k] for k in ("test/cer", "val/cer", "train_samples",
-                                                                  "val_samples", "test_samples") if k in metrics})
-        if beam_size > 0:
-            record["decoding"] = compare_decoding(out / f"seed{seed}", [1, beam_size] if beam_size > 1 else [1])
+        record = crnn_seed(seed, out=out, overrides=overrides, beam_size=beam_size, reuse=reuse)
         runs.append(record)
         log(f"crnn: seed {seed} test seq acc {record['test_acc']:.4f}, CER {record.get('test_cer', float('nan')):.4f}"
             f" (best epoch {record.get('best_epoch')}, {record.get('fit_seconds', 0):.0f} s)")
-
-    decoding: dict[str, Any] = {}
-    for name in (runs[0].get("decoding", {}).get("decoders", {}) if runs else {}):
-        per_seed = [r["decoding"]["decoders"][name] for r in runs]
-        decoding[name] = {"acc": summarize(per_seed, "acc"), "cer": summarize(per_seed, "cer"),
-                          "ms_per_image": statistics.median(d["ms_per_image"] for d in per_seed)}
-    data, model = config["data"], config["model"]
-    test_acc = summarize(runs, "test_acc")
-    return {
-        "recipe": RECIPE, "overrides": overrides, "seeds": seeds,
-        "settings": {"options": data["options"], "augment": data["augment"], "batch_size": data["batch_size"],
-                     "val_fraction": data["val_fraction"], "widths": model.get("widths"),
-                     "hidden_size": model.get("hidden_size"), "num_layers": model.get("num_layers"),
-                     "lr": config["optim"]["lr"], "max_epochs": config["trainer"]["max_epochs"],
-                     "precision": config["trainer"]["precision"]},
-        "runs": runs,
-        "test_acc": test_acc, "test_cer": summarize(runs, "test_cer"),
-        "val_acc": summarize(runs, "val_acc"), "val_cer": summarize(runs, "val_cer"),
-        "decoding": decoding,
-        "render_ms_per_image": statistics.median(r["decoding"]["render_ms_per_image"] for r in runs)
-        if runs and "decoding" in runs[0] else None,
-        "target": TARGET, "target_met": test_acc["mean"] is not None and test_acc["mean"] >= TARGET,
-    }
+    return crnn_record(runs, overrides)
 
 
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
