@@ -68,9 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _type_accuracy(run_dir: Path) -> dict[str, float]:
-    """Relational / non-relational accuracy of a finished run, from its ``metrics.json``."""
+    """Relational / non-relational accuracy of a finished run, from its ``metrics.json``.
+
+    A type with no question in the split (a tiny validation carve) was written as ``null``; it stays ``None``.
+    """
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {key: float(metrics[name]) for key, name in TYPE_METRICS.items() if name in metrics}
+    return {key: None if metrics[name] is None else float(metrics[name])
+            for key, name in TYPE_METRICS.items() if name in metrics}
 
 
 def _fit_one(fusion: str, seed: int, overrides: list[str], out: Path, threads: int | None) -> tuple[str, dict]:
@@ -86,12 +90,12 @@ def _fit_one(fusion: str, seed: int, overrides: list[str], out: Path, threads: i
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     runs = sorted(runs, key=lambda r: r["seed"])
+    val_rel = [{"test_acc": r["val_acc_relational"]} for r in runs if r.get("val_acc_relational") is not None]
     return {
         "relational": {k: v for k, v in summarize(runs, "test_acc_relational").items() if k != "runs"},
         "non_relational": {k: v for k, v in summarize(runs, "test_acc_non_relational").items() if k != "runs"},
         "overall": {k: v for k, v in summarize(runs, "test_acc").items() if k != "runs"},
-        "val_relational": summarize(runs, "val_acc_relational")["mean"] if runs and "val_acc_relational" in runs[0]
-        else None,
+        "val_relational": summarize(val_rel)["mean"] if val_rel else None,
         "params": runs[0].get("params") if runs else None,
         "fit_seconds_median": summarize(runs)["fit_seconds_median"],
         "runs": runs,
