@@ -16,11 +16,13 @@ length ``T`` (and frame size ``H x W`` for models that read images):
 * **peak memory** of inference (eval mode, ``no_grad``) and of a training step (forward, backward and an optimiser
   step with fresh state), plus the activation bytes saved for backward. On CPU every tensor storage an operator
   creates is tracked from birth to release (a :class:`~torch.utils._python_dispatch.TorchDispatchMode` with weak
-  references), so the figure is the exact peak of live tensor memory, weights and inputs included; it misses
-  only scratch buffers kernels allocate and free internally. ``benchmarks/bench_cost_memory.py`` compares it with
-  the CPU allocator's own peak: training steps within 10 %, inference of most models within 15 %, but oneDNN's
-  1-D convolution scratch makes deep_conv_lstm's inference peak about 1.8x the tracked one. ``measure=True``
-  adds the allocator's figures to the table. On CUDA the figure is ``torch.cuda.max_memory_allocated``.
+  references), so the figure is the exact peak of live tensor memory, weights and inputs included. Buffers that
+  kernels allocate and free inside one call (oneDNN's reordered convolution operands and LSTM scratchpad, the
+  im2col matrix of the fallback convolution) are added for the length of that call by the rules of
+  :mod:`cnnlstm.report.kernel_scratch`, which model oneDNN on an AVX-512 CPU. ``benchmarks/bench_cost_memory.py``
+  compares the estimate with the CPU allocator's own peak (every row within 25 %; see that script).
+  ``measure=True`` adds the allocator's figures to the table. On CUDA the figure is
+  ``torch.cuda.max_memory_allocated``.
 
 Inputs come from ``model.example_input(batch_size)`` with the time axis tiled to ``T``: series ``x`` (B, T, F),
 frames ``x`` (B, T, C, H, W) (frames also resized to ``H x W``), token or float ``sequence``/``captions`` (B, T),
@@ -46,6 +48,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.report.kernel_scratch import kernel_scratch_bytes
 
 __all__ = [
     "RNN_FLOP_FORMULAS",
@@ -175,6 +178,10 @@ class _Storages:
         self.current += nbytes
         self.peak = max(self.peak, self.current)
 
+    def transient(self, nbytes: int) -> None:
+        """Memory held beside the live storages for one moment (a kernel's scratch while it runs)."""
+        self.peak = max(self.peak, self.current + nbytes)
+
     def __contains__(self, tensor: Tensor) -> bool:
         try:
             ref = self._refs.get(id(tensor.untyped_storage()))
@@ -184,30 +191,40 @@ class _Storages:
 
 
 class _LiveTensorMemory(TorchDispatchMode):
-    """Adds every tensor an operator returns to a :class:`_Storages` set (forward, backward and optimiser ops)."""
+    """Adds every tensor an operator returns to a :class:`_Storages` set (forward, backward and optimiser ops).
 
-    def __init__(self, storages: _Storages) -> None:
+    With ``scratch``, the kernel's internal buffers (:func:`~cnnlstm.report.kernel_scratch.kernel_scratch_bytes`)
+    count beside the outputs for the moment of the call.
+    """
+
+    def __init__(self, storages: _Storages, scratch: bool = True) -> None:
         super().__init__()
         self.storages = storages
+        self.scratch = scratch
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for leaf in tree_leaves(out):
             if isinstance(leaf, Tensor):
                 self.storages.add(leaf)
+        if self.scratch:
+            self.storages.transient(kernel_scratch_bytes(func, args, kwargs, out))
         return out
 
 
-def track_peak_memory(fn: Callable[[], Any], resident: Iterable[Tensor] = ()) -> int:
+def track_peak_memory(fn: Callable[[], Any], resident: Iterable[Tensor] = (), *, scratch: bool = True) -> int:
     """Peak bytes of live tensor storage while ``fn`` runs, counting ``resident`` tensors from the start.
 
     Every storage an operator creates is counted from its creation until PyTorch frees it, so temporaries of the
     forward, the backward and the optimiser all show; views and in-place results are not counted twice. Scratch
-    memory a kernel allocates and frees internally is not seen.
+    memory a kernel allocates and frees internally cannot be seen; with ``scratch`` it is estimated by the rules
+    of :mod:`cnnlstm.report.kernel_scratch` (CPU convolutions and oneDNN LSTM layers) and counted while the
+    operator runs.
 
     Args:
         fn: the work to measure.
         resident: tensors alive before and during ``fn`` (weights, buffers, inputs); their storages count once.
+        scratch: add the modelled kernel scratch; ``False`` gives live tensor storage alone.
 
     Returns:
         The peak, in bytes, of resident plus newly created storage.
@@ -220,7 +237,7 @@ def track_peak_memory(fn: Callable[[], Any], resident: Iterable[Tensor] = ()) ->
     storages = _Storages()
     for tensor in resident:
         storages.add(tensor)
-    with _LiveTensorMemory(storages):
+    with _LiveTensorMemory(storages, scratch):
         fn()
     return storages.peak
 
@@ -230,7 +247,7 @@ def measure_allocator_peak(fn: Callable[[], Any], device: torch.device | str = "
 
     On CUDA this is ``torch.cuda.max_memory_allocated`` minus the allocation at the start. On CPU it is read from
     the torch profiler's allocation events (``profile_memory=True``), whose running totals come from the CPU
-    allocator itself, so it includes kernels' scratch memory that :func:`track_peak_memory` cannot see. Use it to
+    allocator itself, so it includes kernels' scratch memory that :func:`track_peak_memory` only models. Use it to
     check estimates; it is slower (the profiler records every operator).
 
     Args:
@@ -679,7 +696,8 @@ def cost_report(
     name = getattr(model, "model_name", type(model).__name__)
     table = CostTable(
         model_name=name, batch_size=batch_size, device=str(device), optimizer=optimizer or "no optimiser",
-        memory_source="torch.cuda.max_memory_allocated" if device.type == "cuda" else "live tensor storages",
+        memory_source=("torch.cuda.max_memory_allocated" if device.type == "cuda"
+                       else "live tensor storages + kernel scratch"),
         blocks=_block_params(model),
     )
     # Dropout draws random numbers; a report must not shift the caller's random stream.
