@@ -19,12 +19,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HELP", "add_arguments", "run", "markdown", "engine_rate", "loop_rate"]
+__all__ = ["HELP", "add_arguments", "run", "markdown", "engine_rate", "engine_syncs", "loop_rate"]
 
 HELP = "GPU training throughput: frame_lstm (EfficientNet-Lite0, bf16, channels_last) through the engine vs loops"
 
@@ -129,6 +130,36 @@ def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, train
         loader = torch.utils.data.DataLoader(_Batches(batch, total), batch_size=None, shuffle=False)
         pl_trainer.fit(task, train_dataloaders=loader)
     return _windows(timer.marks, steps, items)
+
+
+def engine_syncs(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[str, Any], steps: int,
+                 device: torch.device) -> dict[str, int]:
+    """Where the engine's training steps make the CPU wait for the GPU: ``{"file:line": count}``.
+
+    Runs ``steps`` engine steps under ``torch.cuda.set_sync_debug_mode("warn")``, which warns at every
+    operation that synchronises the host with the device (``.item()``, ``bool(tensor)``, a copy to pageable
+    memory). An empty result means the CPU can queue steps ahead of the GPU. CUDA only (``{}`` elsewhere).
+
+    Example:
+        >>> engine_syncs(model, {"x": x, "y": y}, trainer={}, steps=5, device=torch.device("cuda"))  # doctest: +SKIP
+    """
+    import warnings
+
+    if device.type != "cuda":
+        return {}
+    counts: dict[str, int] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            engine_rate(model, batch, items=1, trainer=trainer, warmup=1, steps=steps, repeats=1, device=device)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            where = f"{Path(w.filename).name}:{w.lineno}"
+            counts[where] = counts.get(where, 0) + 1
+    return counts
 
 
 def loop_rate(step: Callable[[], None], *, items: int, warmup: int, steps: int, repeats: int,
@@ -240,6 +271,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     }
     for name, value in series_paths.items():
         log(f"gpu: lstm_fcn {name}: {value['median']} samples/s")
+    syncs = engine_syncs(series_model(), {"x": xs, "y": ys}, trainer={"precision": "32-true"}, steps=10,
+                         device=device)
+    log(f"gpu: host-device syncs in 11 engine steps (lstm_fcn): {syncs or 'none'}")
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -248,6 +282,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                       k: v for k, v in windows.items() if k != "device"}},
         "frame_paths": frame_paths,
         "series_paths": series_paths,
+        "engine_syncs_in_11_steps": syncs,
         "check_max_abs_diff": check,
     }
 
@@ -273,4 +308,8 @@ def markdown(record: dict[str, Any]) -> str:
     hand = record["series_paths"]["hand loop, fp32"]["median"]
     for name, value in record["series_paths"].items():
         lines.append(f"| {name} | {value['median']:.0f} | {value['median'] / hand:.2f} |")
+    if "engine_syncs_in_11_steps" in record and record["device"] != "cpu":
+        syncs = record["engine_syncs_in_11_steps"]
+        where = ", ".join(f"{k} x{v}" for k, v in syncs.items()) or "none"
+        lines += ["", f"Host-device synchronisations in 11 engine training steps (lstm_fcn, fp32): {where}."]
     return "\n".join(lines)

@@ -14,9 +14,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 
 from cnnlstm.errors import CnnLstmError, ConfigError
+from cnnlstm.tasks.loss_reader import DeferredLoss, LossReading
+from cnnlstm.tasks.weighted_mean import WeightedMean
 
 __all__ = ["OptimConfig", "Task", "StageDict", "TrainingDivergedError", "SCHEDULERS"]
 
@@ -97,6 +99,8 @@ class Task(pl.LightningModule):
     #: the metric that chooses the best checkpoint and drives early stopping, and whether higher is better
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    #: read training losses one step late (see :class:`DeferredLoss`): ``None`` does so on GPUs only
+    defer_loss_reads: bool | None = None
 
     def __init__(self, model: nn.Module, optim: OptimConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -104,7 +108,9 @@ class Task(pl.LightningModule):
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         # Only primitives go into the checkpoint's hyper-parameters, so it loads with weights_only=True.
         self.save_hyperparameters({"optim": asdict(self.optim)})
-        self.losses = StageDict({s: MeanMetric() for s in ("train", "val", "test")})
+        # WeightedMean, not MeanMetric: no host-side NaN check (a device sync per step on a GPU); a NaN training
+        # loss stops training anyway, and a NaN evaluation loss shows as NaN instead of being dropped.
+        self.losses = StageDict({s: WeightedMean() for s in ("train", "val", "test")})
         self.metrics = StageDict({s: self.make_metrics(s) for s in ("train", "val", "test")})
         # A training epoch's running loss and metrics go into checkpoints, so a mid-epoch resume reports the
         # same epoch mean as an uninterrupted run (evaluation stages are reset before they are saved).
@@ -115,6 +121,7 @@ class Task(pl.LightningModule):
         self.augmentation: nn.Module | None = None
         self.augment_key = "x"
         self._train_epoch_finished = -1
+        self.loss_reader = DeferredLoss(self.defer_loss_reads)
 
     # -- subclass interface -------------------------------------------------------------------------------
     def make_metrics(self, stage: str) -> MetricCollection:
@@ -170,6 +177,7 @@ class Task(pl.LightningModule):
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.read_loss(self.loss_reader.flush())  # a loss read late must not let diverged weights into a checkpoint
         checkpoint["cnnlstm_history"] = [dict(row) for row in self.history]
         checkpoint["cnnlstm_train_epoch_finished"] = self._train_epoch_finished
 
@@ -192,25 +200,49 @@ class Task(pl.LightningModule):
         return next(len(v) for v in batch.values() if isinstance(v, Tensor | list))
 
     def check_loss_finite(self, loss: Tensor) -> None:
-        """Stop training when the loss is NaN or infinite on any process (called before its backward).
+        """Stop training when ``loss`` is NaN or infinite on any process (call it before its backward).
+
+        Reads the loss at once (a device sync on a GPU); :meth:`training_step` reads through
+        :attr:`loss_reader` instead, one step late on a GPU.
 
         Raises:
             TrainingDivergedError: the loss is not finite here or on another process.
         """
+        self.read_loss(LossReading(float(loss.detach()), self.current_epoch, self.global_step))
+
+    def read_loss(self, reading: LossReading | None, batch_size: int | None = None) -> None:
+        """Stop on a diverged loss reading, else show it in the progress bar.
+
+        A deferred reading (on a GPU) arrives one step after its loss: by then that step's update has been
+        applied, so every checkpoint save first flushes the reader (:meth:`on_save_checkpoint`) and the last
+        good checkpoint never holds the diverged weights.
+
+        Args:
+            reading: the loss read on the host, or ``None`` (nothing due yet).
+            batch_size: the batch size for Lightning's step logging; ``None`` logs nothing (a flush).
+
+        Raises:
+            TrainingDivergedError: the loss is not finite here or on another process.
+        """
+        if reading is None:
+            return
         # Every process must agree before raising, or the others would wait forever in the gradient all-reduce.
-        diverged = self.trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss)), all=False)
+        diverged = self.trainer.strategy.reduce_boolean_decision(not reading.finite, all=False)
         if diverged:
             raise TrainingDivergedError(
-                f"training stopped at epoch {self.current_epoch + 1}, step {self.global_step}: the loss became "
-                f"{loss.item()}; lower optim.lr, keep trainer.gradient_clip_val on, or check the data for extreme "
+                f"training stopped at epoch {reading.epoch + 1}, step {reading.step}: the loss became "
+                f"{reading.value}; lower optim.lr, keep trainer.gradient_clip_val on, or check the data for extreme "
                 "values (the last good checkpoint is kept in the run's checkpoints/)"
             )
+        if batch_size is not None:
+            # A float, not the tensor: Lightning turns progress-bar tensors into floats every step (a device sync).
+            self.log("loss", reading.value, prog_bar=True, logger=False, batch_size=batch_size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.step(self.augment(batch), "train")
-        self.check_loss_finite(loss)
         self.losses["train"].update(loss.detach(), weight=self._batch_size(batch))
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=self._batch_size(batch))
+        reading = self.loss_reader.push(loss, epoch=self.current_epoch, step=self.global_step)
+        self.read_loss(reading, self._batch_size(batch))  # on a CPU before this loss's backward, on a GPU after
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -245,7 +277,11 @@ class Task(pl.LightningModule):
         self._record(self._epoch_end("train"))
 
     def on_train_epoch_end(self) -> None:
+        self.read_loss(self.loss_reader.flush())
         self.finish_train_epoch()
+
+    def on_train_end(self) -> None:
+        self.read_loss(self.loss_reader.flush())
 
     def on_validation_epoch_end(self) -> None:
         named = self._epoch_end("val")
@@ -260,7 +296,10 @@ class Task(pl.LightningModule):
         if not params:
             raise ConfigError(f"{getattr(self.model, 'model_name', 'the model')} has no trainable parameters; "
                               "unfreeze part of it (model.freeze)")
-        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        # One fused kernel per step on a GPU instead of a launch per parameter group and operation (Lightning
+        # moves the model to its device before it asks for the optimiser).
+        fused = True if all(p.is_cuda for p in params) else None
+        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, fused=fused)
         if self.optim.scheduler == "cosine":
             t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)

@@ -12,11 +12,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks.base import OptimConfig, StageDict, Task
+from cnnlstm.tasks.weighted_mean import WeightedMean
 
 __all__ = ["ClassificationTask"]
 
@@ -67,18 +68,20 @@ class ClassificationTask(Task):
                               f"set model.num_classes={len(self.class_names)} or leave it out")
         self.question_types = list(question_types or [])
         super().__init__(model, optim)
-        self.confusion_metric = MulticlassConfusionMatrix(self.num_classes)
+        # validate_args=False: the checks read label values on the host (a device sync per update on a GPU); the
+        # data layer has already refused labels outside [0, K).
+        self.confusion_metric = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
         self.type_accuracy = StageDict({
             # A weighted mean (weight 1 inside the type, 0 outside) never sees an empty update.
-            stage: nn.ModuleList(MeanMetric() for _ in self.question_types)
+            stage: nn.ModuleList(WeightedMean() for _ in self.question_types)
             for stage in ("val", "test")
         })
         self.confusion: Tensor | None = None
 
     def make_metrics(self, stage: str) -> MetricCollection:
         return MetricCollection({
-            "acc": MulticlassAccuracy(self.num_classes, average="micro"),
-            "f1": MulticlassF1Score(self.num_classes, average="macro"),
+            "acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False),
+            "f1": MulticlassF1Score(self.num_classes, average="macro", validate_args=False),
         })
 
     def step(self, batch: dict[str, Any], stage: str) -> Tensor:
