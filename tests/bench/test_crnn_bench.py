@@ -42,7 +42,7 @@ def test_crnn_suite_tiny_run_writes_record_and_markdown(tmp_path, capsys):
     assert decoding["decoders"]["greedy"]["acc"] == pytest.approx(run["test_acc"], abs=1e-4)
     assert decoding["decoders"]["greedy"]["cer"] == pytest.approx(run["test_cer"], abs=1e-4)
     assert decoding["render_ms_per_image"] > 0 and decoding["device"] == "cpu"
-    assert set(record["decoding"]) == {"greedy", "beam 3"}
+    assert set(record["decoding"]) == {"greedy", "beam 3"} and record["greedy_vs_trainer_max_gap"] < 1e-4
     table = (out / "crnn.md").read_text()
     assert table.startswith("Machine: ") and "cnnlstm bench crnn" in table
     assert "prefix beam search, 3 beams" in table
