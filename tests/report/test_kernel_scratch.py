@@ -94,10 +94,12 @@ def test_slow_conv_counts_im2col_columns() -> None:
     assert bare < 1 - TOL  # the columns (3*9 values per output pixel) dwarf the 8-channel output
 
 
-@pytest.mark.parametrize("train", [False, True], ids=["inference", "train"])
-def test_onednn_lstm_counts_weights_and_scratchpad(train: bool) -> None:
+@pytest.mark.parametrize(("batch", "train"), [(4, False), (1, False), (4, True)],
+                         ids=["inference", "inference-one-sequence", "train"])
+def test_onednn_lstm_counts_weights_and_scratchpad(batch: int, train: bool) -> None:
+    # One sequence: oneDNN also keeps every step's gates (its input GEMM runs over all steps at once).
     lstm = nn.LSTM(48, 32, batch_first=True)
-    x = torch.randn(4, 64, 48)
+    x = torch.randn(batch, 64, 48)
     step = _train_step(lstm, x) if train else _inference(lstm.eval(), x)
     ratio, bare = _ratios(step, [*lstm.parameters(), x])
     _check(ratio, bare)  # training keeps the states in the returned workspace: a smaller gap, still closed

@@ -30,8 +30,9 @@ were checked against the allocator's own peak (``benchmarks/bench_cost_memory.py
   the weights reordered for the kernel (inference: brgemm ``ldgOi32o``, each gate's rows padded to 32; training:
   ``ldigo`` with a padded leading dimension; the backward also transposes weights whose leading dimension is not
   already a good one), and the oneDNN scratchpad laid out as ``rnn_utils::set_offsets`` does (page-aligned
-  spaces). Inference keeps all ``T + 1`` steps' hidden and cell states there; training keeps them in the
-  workspace the op returns, so only the gate buffer (all steps at once while the batch is under 128) remains.
+  spaces). Inference keeps all ``T + 1`` steps' hidden and cell states there, and one step's gates (every step's
+  for a batch of one sequence); training keeps the states in the workspace the op returns, so only the gate
+  buffer (all steps at once while the batch is under 128) remains.
 
 Not modelled: a few KiB per call of per-thread brgemm/GEMM buffers, oneDNN's per-thread reduction buffers of some
 weight-gradient kernels (up to one extra weight-gradient copy), and kernels that allocate outside PyTorch's
@@ -53,7 +54,7 @@ __all__ = ["KERNEL_SCRATCH", "kernel_scratch_bytes"]
 _PAGE = 4096  # oneDNN aligns every space of an RNN scratchpad to a page
 _BLOCK = 16  # f32 channels per oneDNN block on AVX-512 (nChw16c)
 _RNN_GATE_BLOCK = 32  # brgemm LSTM inference weights: ldgOi32o
-_RNN_MERGE_MAX_BATCH = 128  # oneDNN runs the input GEMM over all steps at once below this batch
+_RNN_MERGE_MAX_BATCH = 128  # training: below this batch oneDNN runs the input GEMM over all steps at once
 _F32 = 4  # oneDNN keeps gates and cell states in f32
 
 Args = dict[str, Any]
@@ -113,7 +114,7 @@ def _channels_last(x: Tensor) -> bool:
 def _im2col(x: Tensor, weight: Tensor, out_shape: Sequence[int], a: Args) -> int:
     kernel = weight.shape[2:]
     if all(k == 1 for k in kernel) and all(s == 1 for s in a["stride"]) and all(p == 0 for p in a["padding"]):
-        return 0  # a 1x1 convolution multiplies the input in place
+        return 0  # an unpadded, unstrided 1x1 convolution reads the input itself as the column matrix
     return x.shape[0] * x.shape[1] * math.prod(kernel) * math.prod(out_shape[2:]) * x.element_size()
 
 
@@ -201,10 +202,12 @@ def _rnn_layer(a: Args, out: Any) -> int:
     # Inference, brgemm kernel: ldgOi32o weights; the scratchpad holds every step's states (h and c).
     weights = (inputs + hidden) * gates * _round_up(hidden, _RNN_GATE_BLOCK) * size
     states = 2 * (steps + 1) * batch  # (layers + 1) x (steps + 1) x batch rows
+    # A single sequence runs the input GEMM over all steps at once ("merged layer compute"), gates for every step.
+    merged = steps if batch == 1 and steps >= 2 else 1
     pad = _pages([
         states * _good_ld(max(inputs, hidden)) * size,  # ws_states_layer (h of every step, input copied in)
         states * hidden * _F32,  # ws_states_iter_c (c of every step)
-        batch * _good_ld(max(hidden, gates * hidden)) * _F32,  # scratch_gates, one step
+        merged * batch * _good_ld(max(hidden, gates * hidden)) * _F32,  # scratch_gates
         batch * _good_ld(hidden) * size,  # scratch_ht
     ])
     return bias + weights + pad
