@@ -43,14 +43,20 @@ def test_clevr_suite_runs_through_the_cli_and_writes_its_record(tmp_path, capsys
     assert (out / "clevr.md").read_text().startswith("Machine: ")
 
 
-def test_parallel_jobs_give_the_sequential_figures(tmp_path):
-    kwargs = dict(overrides=[*TINY, "trainer.deterministic=true"], accelerator="cpu", log=lambda line: None)
+def test_parallel_validation_only_runs_give_the_sequential_figures_and_never_score_test(tmp_path):
+    kwargs = dict(overrides=[*TINY, "trainer.deterministic=true"], accelerator="cpu", test=False, log=lambda _: None)
     one = run_clevr(["concat"], [0, 1], out=tmp_path / "a", jobs=1, **kwargs)
     two = run_clevr(["concat"], [0, 1], out=tmp_path / "b", jobs=2, **kwargs)
-    keys = ("seed", "test_acc", "test_acc_relational", "test_acc_non_relational", "best_epoch")
+    keys = ("seed", "val_acc", "val_acc_relational", "val_acc_non_relational", "best_epoch")
     for a, b in zip(one["fusions"]["concat"]["runs"], two["fusions"]["concat"]["runs"], strict=True):
         assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
-    assert "fusion=concat" in markdown(two)
+        assert not any(k.startswith("test") for k in a)
+    metrics = json.loads((tmp_path / "b" / "concat" / "seed1" / "metrics.json").read_text())
+    assert not any(k.startswith("test/") for k in metrics)
+    assert two["split"] == "val" and two["target_met"] is False
+    assert two["fusions"]["concat"]["overall"]["mean"] == pytest.approx(
+        sum(r["val_acc"] for r in two["fusions"]["concat"]["runs"]) / 2, abs=1e-4)
+    assert "VALIDATION accuracy" in markdown(two) and "not judged on validation" in markdown(two)
 
 
 def test_unknown_fusion_is_refused_before_training(tmp_path, capsys):

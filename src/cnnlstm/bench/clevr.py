@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -28,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from cnnlstm.bench.runs import fit_seeds, summarize
+from cnnlstm.bench.runs import quiet, summarize
 from cnnlstm.errors import ConfigError
 from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES
 
@@ -40,9 +39,11 @@ RECIPE = "sort_of_clevr"
 PUBLISHED = (("CNN+MLP (Santoro et al. 2017)", 0.63, 0.94), ("Relation Network (Santoro et al. 2017)", 0.94, 0.94))
 #: the published CNN+MLP relational accuracy, which the best fusion has to beat clearly
 TARGET_RELATIONAL = 0.63
-#: per-run test metrics read from each run's ``metrics.json`` (``fit_seeds`` keeps the overall accuracy only)
-TYPE_METRICS = {"test_acc_relational": "test/acc_relational", "test_acc_non_relational": "test/acc_non-relational",
-                "val_acc_relational": "val/acc_relational", "val_acc_non_relational": "val/acc_non-relational"}
+#: per-run figures kept from the engine's metrics: record key -> metric name
+KEPT = {"test_acc": "test/acc", "test_acc_relational": "test/acc_relational",
+        "test_acc_non_relational": "test/acc_non-relational", "val_acc": "val/acc",
+        "val_acc_relational": "val/acc_relational", "val_acc_non_relational": "val/acc_non-relational",
+        "best_epoch": "best_epoch", "epochs": "epochs", "fit_seconds": "fit_seconds", "params": "params"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,45 +66,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trainer.accelerator of every run")
     parser.add_argument("--clevr-jobs", type=int, default=1,
                         help="runs trained at once, each in its own process (e.g. 8 on one GPU)")
+    parser.add_argument("--clevr-validation-only", action="store_true",
+                        help="report validation accuracy (carved from train) and never score test: for choosing "
+                        "epochs, data size or widths before the real run")
 
 
-def _type_accuracy(run_dir: Path) -> dict[str, float]:
-    """Relational / non-relational accuracy of a finished run, from its ``metrics.json``.
+def _fit_one(fusion: str, seed: int, overrides: list[str], out: Path, threads: int | None,
+             test: bool = True) -> tuple[str, dict]:
+    """One (fusion, seed) run into ``out/fusion/seed{seed}``; module level so a spawned worker can call it.
 
-    A type with no question in the split (a tiny validation carve) was written as ``null``; it stays ``None``.
+    A question type with no question in a split (a tiny validation carve) is kept as ``None``.
     """
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {key: None if metrics[name] is None else float(metrics[name])
-            for key, name in TYPE_METRICS.items() if name in metrics}
-
-
-def _fit_one(fusion: str, seed: int, overrides: list[str], out: Path, threads: int | None) -> tuple[str, dict]:
-    """One (fusion, seed) run; module level so a spawned worker process can call it."""
     if threads is not None:  # a worker: share the cores with the other workers instead of each taking all
         import torch
 
         torch.set_num_threads(threads)
-    run = fit_seeds(RECIPE, [seed], data=None, overrides=[f"model.fusion={fusion}", *overrides], out=out / fusion)[0]
-    run.update(_type_accuracy(out / fusion / f"seed{seed}"))
+    from cnnlstm.engine.fit import fit
+
+    sets = ["trainer.enable_progress_bar=false", f"model.fusion={fusion}", *overrides, f"seed={seed}"]
+    with quiet():
+        metrics = fit(RECIPE, overrides=sets, out=out / fusion / f"seed{seed}", verbose=False, test=test).metrics
+    run: dict[str, Any] = {"seed": seed}
+    for key, name in KEPT.items():
+        if name in metrics:
+            value = metrics[name]
+            run[key] = None if value is None or value != value else value  # NaN: no question of the type
     return fusion, run
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], split: str) -> dict[str, Any]:
+    """Mean ± std over seeds of ``split``'s accuracy per question type (a seed without the type is left out)."""
     runs = sorted(runs, key=lambda r: r["seed"])
-    val_rel = [{"test_acc": r["val_acc_relational"]} for r in runs if r.get("val_acc_relational") is not None]
+
+    def stat(key: str) -> dict[str, Any]:
+        values = [{"v": r[key]} for r in runs if r.get(key) is not None]
+        return {k: v for k, v in summarize(values, "v").items() if k in ("mean", "std")}
+
     return {
-        "relational": {k: v for k, v in summarize(runs, "test_acc_relational").items() if k != "runs"},
-        "non_relational": {k: v for k, v in summarize(runs, "test_acc_non_relational").items() if k != "runs"},
-        "overall": {k: v for k, v in summarize(runs, "test_acc").items() if k != "runs"},
-        "val_relational": summarize(val_rel)["mean"] if val_rel else None,
+        "relational": stat(f"{split}_acc_relational"),
+        "non_relational": stat(f"{split}_acc_non_relational"),
+        "overall": stat(f"{split}_acc"),
         "params": runs[0].get("params") if runs else None,
-        "fit_seconds_median": summarize(runs)["fit_seconds_median"],
+        "fit_seconds_median": statistics.median(times) if (times := [r["fit_seconds"] for r in runs]) else None,
         "runs": runs,
     }
 
 
 def run_clevr(fusions: list[str], seeds: list[int], *, out: Path, overrides: list[str] | None = None,
-              accelerator: str = "auto", jobs: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
+              accelerator: str = "auto", jobs: int = 1, test: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the Sort-of-CLEVR recipe once per (fusion, seed) and summarise the test accuracy per question type.
 
     Args:
@@ -114,12 +125,15 @@ def run_clevr(fusions: list[str], seeds: list[int], *, out: Path, overrides: lis
         overrides: ``key=value`` recipe overrides for every run.
         accelerator: ``trainer.accelerator`` (``"cpu"``, ``"gpu"`` or ``"auto"``).
         jobs: runs trained at once in separate processes; 1 trains in this process.
+        test: score the test split; ``False`` summarises validation (carved from train) and never touches
+            test, for choosing a budget or setting.
         log: called with one line per finished run.
 
     Returns:
-        ``{"recipe", "overrides", "seeds", "accelerator", "data", "fusions": {fusion: summary}, "published",
-        "target_relational", "best", "target_met"}``; a summary holds ``relational``, ``non_relational`` and
-        ``overall`` (each ``mean``, ``std``), ``params``, ``fit_seconds_median`` and the per-seed ``runs``.
+        ``{"recipe", "overrides", "seeds", "accelerator", "split", "data", "epochs", "fusions": {fusion:
+        summary}, "published", "target_relational", "best", "target_met"}``; a summary holds ``relational``,
+        ``non_relational`` and ``overall`` accuracy on ``split`` (each ``mean``, ``std``), ``params``,
+        ``fit_seconds_median`` and the per-seed ``runs``.
 
     Example:
         >>> rec = run_clevr(["concat", "film"], [0], out=Path("runs/bench/clevr"))  # doctest: +SKIP
@@ -137,35 +151,38 @@ def run_clevr(fusions: list[str], seeds: list[int], *, out: Path, overrides: lis
     tasks = [(f, s) for f in fusions for s in seeds]
     runs: dict[str, list[dict[str, Any]]] = {f: [] for f in fusions}
 
+    split = "test" if test else "val"
+
     def done(fusion: str, record: dict[str, Any]) -> None:
         runs[fusion].append(record)
-        log(f"clevr: {fusion} seed {record['seed']}: relational {record.get('test_acc_relational', float('nan')):.3f}"
-            f", non-relational {record.get('test_acc_non_relational', float('nan')):.3f} "
-            f"({record.get('fit_seconds', 0):.0f} s)")
+        rel, non = (record.get(f"{split}_acc_{t}") for t in ("relational", "non_relational"))
+        log(f"clevr: {fusion} seed {record['seed']}: {split} relational {rel if rel is None else round(rel, 3)}, "
+            f"non-relational {non if non is None else round(non, 3)} ({record.get('fit_seconds', 0):.0f} s)")
 
     if jobs == 1:
         for fusion, seed in tasks:
-            done(*_fit_one(fusion, seed, overrides, out, None))
+            done(*_fit_one(fusion, seed, overrides, out, None, test))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         # spawn, not fork: a forked child would inherit this process's CUDA context and torch thread pools
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_fit_one, f, s, overrides, out, threads) for f, s in tasks]
+            futures = [pool.submit(_fit_one, f, s, overrides, out, threads, test) for f, s in tasks]
             for future in as_completed(futures):
                 done(*future.result())
 
-    summaries = {f: _summary(runs[f]) for f in fusions}
-    best = max(fusions, key=lambda f: summaries[f]["relational"]["mean"] or 0.0)
+    summaries = {f: _summary(runs[f], split) for f in fusions}
+    best = max(fusions, key=lambda f: summaries[f]["relational"].get("mean") or 0.0)
     data = config["data"]
     return {
-        "recipe": RECIPE, "overrides": overrides, "seeds": list(seeds), "accelerator": accelerator,
+        "recipe": RECIPE, "overrides": overrides, "seeds": list(seeds), "accelerator": accelerator, "split": split,
         "data": {"spec": data["spec"], "options": data.get("options", {}), "val_fraction": data["val_fraction"]},
         "epochs": config["trainer"]["max_epochs"],
         "fusions": summaries,
         "published": [{"model": m, "relational": r, "non_relational": n} for m, r, n in PUBLISHED],
         "target_relational": TARGET_RELATIONAL,
         "best": best,
-        "target_met": (summaries[best]["relational"]["mean"] or 0.0) > TARGET_RELATIONAL,
+        # only a test figure can meet the target; validation runs are for choosing settings
+        "target_met": test and (summaries[best]["relational"].get("mean") or 0.0) > TARGET_RELATIONAL,
     }
 
 
@@ -184,7 +201,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     """
     return run_clevr(list(args.clevr_fusions), list(range(args.clevr_seeds)), out=Path(args.runs) / "clevr",
                      overrides=list(args.clevr_set), accelerator=args.clevr_accelerator, jobs=args.clevr_jobs,
-                     log=log)
+                     test=not args.clevr_validation_only, log=log)
 
 
 def _pct(s: dict[str, Any]) -> str:
@@ -206,10 +223,12 @@ def markdown(record: dict[str, Any]) -> str:
         >>> print(markdown(record))  # doctest: +SKIP
     """
     opts = record["data"]["options"]
+    split = record.get("split", "test")
+    what = "test accuracy" if split == "test" else "VALIDATION accuracy (carved from train; test not scored)"
     lines = [
         f"Sort-of-CLEVR (`{record['recipe']}` recipe, {opts.get('n_train', '?')} training / "
         f"{opts.get('n_test', '?')} test questions, {record['epochs']} epochs max, "
-        f"seeds {', '.join(map(str, record['seeds']))}; test accuracy %, mean ± std over seeds).",
+        f"seeds {', '.join(map(str, record['seeds']))}; {what} %, mean ± std over seeds).",
         "",
         "| model | image enters fusion as | relational | non-relational | overall | params | fit s (median) |",
         "|---|---|---|---|---|---|---|",
@@ -224,10 +243,10 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append(f"| {p['model']} | published | {100 * p['relational']:.0f} | {100 * p['non_relational']:.0f} "
                      "| | | |")
     best = record["best"]
-    rel = record["fusions"][best]["relational"]["mean"]
-    verdict = "met" if record["target_met"] else "not met"
+    rel = record["fusions"][best]["relational"].get("mean")
+    verdict = ("met" if record["target_met"] else "not met") if split == "test" else "not judged on validation"
     lines += ["", f"Target (relational accuracy clearly above CNN+MLP's {100 * record['target_relational']:.0f}%): "
-              f"{verdict}; best fusion `{best}` at {100 * (rel or 0):.1f}%."]
+              f"{verdict}; best fusion `{best}` at {100 * (rel or 0):.1f}% ({split})."]
     epochs = {f: [r.get("best_epoch") for r in s["runs"]] for f, s in record["fusions"].items()}
     lines.append("Best epochs (chosen on validation): "
                  + "; ".join(f"{f} {'/'.join(str(e) for e in ep)}" for f, ep in epochs.items()) + ".")
