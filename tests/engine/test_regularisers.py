@@ -28,6 +28,9 @@ def _batch() -> dict[str, torch.Tensor]:
 
 
 class _Trainer:  # what training_step reads from a trainer
+    current_epoch = 0
+    global_step = 0
+
     class strategy:  # noqa: N801
         @staticmethod
         def reduce_boolean_decision(value: bool, all: bool = True) -> bool:  # noqa: A002
