@@ -30,6 +30,7 @@ RECIPES = {
     "sort_of_clevr": ["data.options.n_train=300", "data.options.n_test=8", "model.hidden_size=8",
                       "model.encoder_kwargs.widths=[4,8]", "trainer.limit_val_batches=2"],
     "moving_digits": ["data.options.n_train=8", "data.options.n_test=4", "model.hidden_size=4"],
+    "ucr": ["model.hidden_size=4", "model.filters=[4,8,4]"],
 }
 TOY = ["--recipe", str(Path(__file__).resolve().parents[1] / "engine" / "toy.yaml")]
 
