@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnlstm.errors import ConfigError, ShapeError
-from cnnlstm.layers.fusion import FUSION_MODES, Fusion, add_coords
+from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES, Fusion, add_coords
 
 
 def _vectors(B: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,9 +85,9 @@ def test_cross_attention_token_mask_equals_unpadded_memory() -> None:
 @pytest.mark.parametrize("mode", FUSION_MODES)
 @pytest.mark.parametrize("grid", [False, True])
 def test_every_parameter_and_input_gets_a_gradient(mode: str, grid: bool) -> None:
-    if grid and mode not in ("film", "cross_attention"):
+    if grid and mode not in SPATIAL_FUSION_MODES:
         pytest.skip("vector-only mode")
-    if mode == "cross_attention" and not grid:
+    if mode in ("cross_attention", "relation") and not grid:
         first = torch.randn(3, 5, 4, requires_grad=True)  # tokens
     else:
         first = torch.randn(3, 4, 3, 3, requires_grad=True) if grid else torch.randn(3, 4, requires_grad=True)

@@ -1,4 +1,4 @@
-"""Fusion of two or more feature inputs into one vector per sample: one interface, seven modes.
+"""Fusion of two or more feature inputs into one vector per sample: one interface, eight modes.
 
 ``Fusion(mode, input_sizes, out_size=None, grid=False, **options)`` builds the layer; ``fusion(*features)``
 returns ``(B, fusion.out_features)``. What each mode accepts and computes (``x_i`` are the inputs in order):
@@ -19,8 +19,16 @@ returns ``(B, fusion.out_features)``. What each mode accepts and computes (``x_i
   appended) or tokens ``(B, N, D_0)`` (optional ``memory_mask``); the others are vectors, concatenated into
   the query. The query attends over the tokens for ``num_hops`` pre-norm residual rounds (stacked attention,
   Yang et al. 2016) with ``num_heads`` heads; a later hop can look relative to what an earlier one found.
+- ``relation``: first a grid (``grid=True``; each cell becomes an object with its ``x, y`` coordinates
+  appended) or objects ``(B, N, D_0)`` (optional ``memory_mask``); the others are vectors, concatenated into
+  the question ``q``. Relation Network (Santoro et al. 2017): ``f(sum_{i,j} g([o_i; o_j; q]))`` over every
+  ordered pair of objects, ``g`` an MLP of ``g_layers`` ReLU layers of width ``g_size`` (default 128 and 3),
+  ``f`` an MLP of ``f_layers`` ReLU layers (default 1) to ``out_size`` (default ``g_size``). ``g``'s first
+  layer is split, ``W [o_i; o_j; q] = A o_i + B o_j + C q``, so ``A o`` and ``B o`` are computed once per
+  object and broadcast over the pairs: ``O(N^2 g_size)`` rather than ``N^2`` concatenated inputs. The deeper
+  ``g`` layers still run on all ``N^2`` pairs, so keep ``N`` small (a 4x4 or 8x8 grid).
 
-Only ``film`` and ``cross_attention`` (``Fusion.spatial``) accept a spatial grid, built with ``grid=True``.
+``film``, ``cross_attention`` and ``relation`` (``Fusion.spatial``) accept a spatial grid, built with ``grid=True``.
 Relational questions ("what is furthest from the red object?") need one: a pooled image vector has already
 discarded where things are.
 """
@@ -37,8 +45,10 @@ from cnnlstm.errors import ConfigError, ShapeError, did_you_mean
 
 __all__ = ["Fusion", "FUSION_MODES", "SPATIAL_FUSION_MODES", "add_coords"]
 
-FUSION_MODES = ("concat", "sum", "product", "gated", "film", "bilinear", "cross_attention")
-SPATIAL_FUSION_MODES = ("film", "cross_attention")
+FUSION_MODES = ("concat", "sum", "product", "gated", "film", "bilinear", "cross_attention", "relation")
+SPATIAL_FUSION_MODES = ("film", "cross_attention", "relation")
+#: modes whose first input, without a grid, is a set of tokens / objects ``(B, N, D_0)``
+_TOKEN_FUSION_MODES = ("cross_attention", "relation")
 
 
 def add_coords(grid: Tensor) -> Tensor:
@@ -221,6 +231,52 @@ class _CrossAttention(nn.Module):
         return self.norm_out(q.squeeze(1))  # (B, out)
 
 
+class _Relation(nn.Module):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        out_size: int | None,
+        grid: bool,
+        g_size: int = 128,
+        g_layers: int = 3,
+        f_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("g_size", g_size), ("g_layers", g_layers), ("f_layers", f_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"relation fusion needs {name} to be an integer >= 1, got {value!r}")
+        out = out_size if out_size is not None else g_size
+        self.out_features = out
+        self.grid = grid
+        d_object = sizes[0] + 2 if grid else sizes[0]
+        # g's first layer W [o_i; o_j; q] + b, split by column blocks: W = [A | B | C]; the bias rides on C.
+        self.g_left = nn.Linear(d_object, g_size, bias=False)  # A, applied to o_i
+        self.g_right = nn.Linear(d_object, g_size, bias=False)  # B, applied to o_j
+        self.g_question = nn.Linear(sum(sizes[1:]), g_size)  # C and b
+        g: list[nn.Module] = []
+        for _ in range(g_layers - 1):
+            g += [nn.Linear(g_size, g_size), nn.ReLU()]
+        self.g = nn.Sequential(*g)  # the rest of g, on every pair
+        f: list[nn.Module] = []
+        for i in range(f_layers):  # g_size wide, the last layer to `out`; ReLU throughout, as film ends
+            f += [nn.Linear(g_size, out if i == f_layers - 1 else g_size), nn.ReLU()]
+        self.f = nn.Sequential(*f)
+
+    def forward(self, x: Tensor, *question: Tensor, memory_mask: Tensor | None = None) -> Tensor:
+        if self.grid:
+            objects = add_coords(x).flatten(2).transpose(1, 2)  # (B, h*w, D_0 + 2): one object per cell
+        else:
+            objects = x  # (B, N, D_0)
+        q = self.g_question(torch.cat(question, dim=1))  # (B, g)
+        # pairs[:, i, j] = A o_i + B o_j + C q + b: the first g layer on [o_i; o_j; q] for every ordered pair.
+        pairs = self.g_left(objects).unsqueeze(2) + self.g_right(objects).unsqueeze(1)  # (B, N, N, g)
+        pairs = self.g(torch.relu(pairs + q[:, None, None, :]))  # (B, N, N, g)
+        if memory_mask is not None:
+            valid = memory_mask.unsqueeze(2) & memory_mask.unsqueeze(1)  # (B, N, N): both objects are real
+            pairs = pairs * valid.unsqueeze(3).to(pairs.dtype)  # (B, N, N, g): padded pairs add nothing
+        return self.f(pairs.sum(dim=(1, 2)))  # (B, out): the pair sum is order-free, then f
+
+
 class Fusion(nn.Module):
     """Fuse two or more per-sample features into one vector; see the module docstring for each mode.
 
@@ -228,25 +284,29 @@ class Fusion(nn.Module):
         mode: one of :data:`FUSION_MODES`.
         input_sizes: feature size of each input, in call order (channels ``D_0`` when the first is a grid).
         out_size: width of the fused vector; defaults: ``concat`` the sum of the sizes, ``film`` ``D_0``,
-            the others the largest input size.
-        grid: the first input is a spatial grid ``(B, D_0, h, w)`` (``film`` and ``cross_attention`` only).
+            ``relation`` ``g_size``, the others the largest input size.
+        grid: the first input is a spatial grid ``(B, D_0, h, w)`` (``film``, ``cross_attention`` and
+            ``relation`` only).
         **options: mode options: ``rank`` (bilinear), ``num_blocks`` (film with a grid), ``num_heads``,
-            ``num_hops``, ``dropout`` (cross_attention).
+            ``num_hops``, ``dropout`` (cross_attention), ``g_size``, ``g_layers``, ``f_layers`` (relation).
 
     Attributes:
         out_features: width of the output.
-        spatial: whether this mode can take a grid (``film``, ``cross_attention``).
+        spatial: whether this mode can take a grid (``film``, ``cross_attention``, ``relation``).
 
     Shape:
         - features: ``(B, D_i)`` each, except the first: ``(B, D_0, h, w)`` when ``grid=True``; for
-          ``cross_attention`` without ``grid`` it may be ``(B, N, D_0)`` tokens, with an optional
-          ``memory_mask`` ``(B, N)`` (``True`` = valid token).
+          ``cross_attention`` and ``relation`` without ``grid`` it is ``(B, N, D_0)`` tokens (objects), with
+          an optional ``memory_mask`` ``(B, N)`` (``True`` = valid token).
         - output: ``(B, out_features)``.
 
     Example:
         >>> fuse = Fusion("film", (16, 8), out_size=32, grid=True)
         >>> fuse(torch.randn(2, 16, 5, 5), torch.randn(2, 8)).shape
         torch.Size([2, 32])
+        >>> rn = Fusion("relation", (16, 8), grid=True, g_size=64)  # every pair of the 4x4 cells
+        >>> rn(torch.randn(2, 16, 4, 4), torch.randn(2, 8)).shape
+        torch.Size([2, 64])
     """
 
     def __init__(
@@ -272,6 +332,7 @@ class Fusion(nn.Module):
             "bilinear": lambda: _Bilinear(sizes, out_size, **options),
             "film": lambda: _FiLM(sizes, out_size, grid, **options),
             "cross_attention": lambda: _CrossAttention(sizes, out_size, grid, **options),
+            "relation": lambda: _Relation(sizes, out_size, grid, **options),
         }
         try:
             self.impl = builders[mode]()
@@ -294,8 +355,8 @@ class Fusion(nn.Module):
         for i, (x, d) in enumerate(zip(features, self.input_sizes, strict=True)):
             if i == 0 and self.grid:
                 ok, layout = x.dim() == 4 and x.shape[1] == d, f"a grid (B, {d}, h, w)"
-            elif i == 0 and self.mode == "cross_attention":
-                # A single vector would be one token: attention over it ignores the query entirely.
+            elif i == 0 and self.mode in _TOKEN_FUSION_MODES:
+                # A single vector would be one token: attention over it ignores the query, a relation has one pair.
                 ok, layout = x.dim() == 3 and x.shape[2] == d, f"tokens (B, N, {d}) or, with grid=True, a grid"
             else:
                 ok, layout = x.dim() == 2 and x.shape[1] == d, f"a vector (B, {d})"
@@ -305,7 +366,12 @@ class Fusion(nn.Module):
             if x.shape[0] != B:
                 raise ShapeError(f"{name} inputs disagree on the batch size: {[tuple(f.shape) for f in features]}")
         if memory_mask is not None and features[0].dim() != 3:
-            raise ShapeError(f"{name}: memory_mask applies to cross_attention over (B, N, D) tokens only")
+            raise ShapeError(f"{name}: memory_mask applies to cross_attention or relation over (B, N, D) tokens only")
+        if memory_mask is not None and (memory_mask.dtype != torch.bool or memory_mask.shape != features[0].shape[:2]):
+            raise ShapeError(
+                f"{name} expects memory_mask as bool (B, N) = {tuple(features[0].shape[:2])} (True = valid token), "
+                f"got {memory_mask.dtype} {tuple(memory_mask.shape)}"
+            )
 
     def forward(self, *features: Tensor, memory_mask: Tensor | None = None) -> Tensor:
         """Fuse ``features`` (in the order of ``input_sizes``) into ``(B, out_features)``."""
