@@ -1,9 +1,9 @@
 """Image + sequence classifier (pattern 3): a CNN branch, an LSTM branch, a fusion layer and an MLP head.
 
 The sequence is either token ids (a question, VQA-style; Antol et al. 2015) or a numeric series. With
-``fusion="film"`` or ``"cross_attention"`` the image enters the fusion as its spatial grid, so the question
-can select and compare image regions (relational questions, Sort-of-CLEVR; Santoro et al. 2017); the other
-modes fuse the pooled image vector.
+``fusion="film"``, ``"cross_attention"`` or ``"relation"`` the image enters the fusion as its spatial grid, so
+the question can select and compare image regions (relational questions, Sort-of-CLEVR; Santoro et al. 2017);
+the other modes fuse the pooled image vector.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ class MultiInput(nn.Module):
         dropout: dropout between LSTM layers and in the head.
         fusion: fusion mode, one of :data:`~cnnlstm.layers.fusion.FUSION_MODES`.
         fusion_size: fused width (``out_size`` of :class:`~cnnlstm.layers.fusion.Fusion`).
-        fusion_kwargs: mode options (``rank``, ``num_blocks``, ``num_heads``, ``num_hops``).
-        image_features: ``"auto"`` (grid for ``film``/``cross_attention``, pooled otherwise), ``"pooled"`` or
-            ``"grid"``.
+        fusion_kwargs: mode options (``rank``, ``num_blocks``, ``num_heads``, ``num_hops``, ``g_size``,
+            ``g_layers``, ``f_layers``).
+        image_features: ``"auto"`` (grid for the spatial modes ``film``/``cross_attention``/``relation``, pooled
+            otherwise), ``"pooled"`` or ``"grid"``.
         head_hidden_size: width of the MLP head's hidden layer; 0 for a linear head.
         image_size: image size ``H`` or ``(H, W)`` used by :meth:`example_input`.
 
