@@ -258,7 +258,9 @@ class _Relation(nn.Module):
             g += [nn.Linear(g_size, g_size), nn.ReLU()]
         self.g = nn.Sequential(*g)  # the rest of g, on every pair
         f: list[nn.Module] = []
-        for i in range(f_layers):  # g_size wide, the last layer to `out`; ReLU throughout, as film ends
+        # g_size wide, the last layer to `out`, ReLU after each: a model's head (multi_input's MLP) completes the
+        # paper's 3-layer f.
+        for i in range(f_layers):
             f += [nn.Linear(g_size, out if i == f_layers - 1 else g_size), nn.ReLU()]
         self.f = nn.Sequential(*f)
 
@@ -273,7 +275,7 @@ class _Relation(nn.Module):
         pairs = self.g(torch.relu(pairs + q[:, None, None, :]))  # (B, N, N, g)
         if memory_mask is not None:
             valid = memory_mask.unsqueeze(2) & memory_mask.unsqueeze(1)  # (B, N, N): both objects are real
-            pairs = pairs * valid.unsqueeze(3).to(pairs.dtype)  # (B, N, N, g): padded pairs add nothing
+            pairs = pairs.masked_fill(~valid.unsqueeze(3), 0.0)  # (B, N, N, g): padded pairs add nothing
         return self.f(pairs.sum(dim=(1, 2)))  # (B, out): the pair sum is order-free, then f
 
 
