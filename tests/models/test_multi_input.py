@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnlstm.errors import ConfigError, ShapeError
-from cnnlstm.layers.fusion import FUSION_MODES
+from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES
 from cnnlstm.models import create_model
 
 TINY = dict(
@@ -34,7 +34,7 @@ def _check_padding_invariance(model: nn.Module) -> None:
 def test_every_fusion_mode_with_tokens(fusion: str) -> None:
     kwargs = {"fusion_kwargs": {"num_heads": 2}} if fusion == "cross_attention" else {}
     model = _model(fusion=fusion, **kwargs).eval()
-    assert model.use_grid == (fusion in ("film", "cross_attention"))
+    assert model.use_grid == (fusion in SPATIAL_FUSION_MODES)
     _check_padding_invariance(model)
     assert model.forward_features(**model.example_input()).shape == (2, model.num_features)
 

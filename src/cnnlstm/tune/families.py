@@ -99,7 +99,7 @@ FAMILIES: dict[str, Family] = {
         "model.embedding_dim": [16, 32, 64],
         "model.bidirectional": [False, True],
         "model.dropout": {"low": 0.0, "high": 0.5},
-        "model.fusion": ["concat", "gated", "bilinear", "film", "cross_attention"],
+        "model.fusion": ["concat", "gated", "bilinear", "film", "cross_attention", "relation"],
     }, encoder_space=_CNN_ENCODER, transfer_space=_TRANSFER),
     "captioner": Family("captions", {
         "model.hidden_size": {"low": 32, "high": 256, "log": True},
