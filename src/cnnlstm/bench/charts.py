@@ -110,10 +110,14 @@ def draw_charts(results: Path, img_dir: Path) -> list[Path]:
 
 
 def _with_shuffle(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Add the shuffle runs of a separate record (``--variants shuffle --name accuracy_shuffle``) when present."""
+    """Add the shuffle runs of a separate record (``--variants shuffle --name accuracy_shuffle``) when present
+    and trained with the same recipe and overrides (bars of two recipes side by side would compare settings)."""
     if not path.is_file():
         return record
-    other = json.loads(path.read_text())["datasets"]
+    shuffle = json.loads(path.read_text())
+    if (shuffle.get("recipe"), shuffle.get("overrides")) != (record.get("recipe"), record.get("overrides")):
+        return record
+    other = shuffle["datasets"]
     for name, entry in record["datasets"].items():
         if "ours_shuffle" not in entry and "ours_shuffle" in other.get(name, {}):
             entry["ours_shuffle"] = other[name]["ours_shuffle"]
