@@ -9,7 +9,7 @@ from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import FramesDataset, sample_frame_indices
 from cnnlstm.data.series import bundled_ucr_names, read_ts
 from cnnlstm.data.series_dataset import SeriesDataset
-from cnnlstm.data.splits import split_train_val, stratified_split
+from cnnlstm.data.splits import grouped_split, split_train_val, stratified_split
 from cnnlstm.data.windows import sliding_windows
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "register_source",
     "sample_frame_indices",
     "sliding_windows",
+    "grouped_split",
     "split_train_val",
     "stratified_split",
 ]

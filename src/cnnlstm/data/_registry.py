@@ -40,8 +40,9 @@ class DatasetBundle:
         train: training split; validation is carved from it later (``split_train_val``).
         test: test split, evaluated once at the end of a run.
         info: ``model_kwargs`` (what the data fixes, e.g. ``num_classes``, ``in_channels``),
-            ``class_names``, ``targets`` (train labels, for stratified splits) and kind-specific
-            entries (``charset``, ``vocab``, ``answers``, ...).
+            ``class_names``, ``targets`` (train labels, for stratified splits), ``groups`` (optional: the
+            source of each training sample, e.g. its scene; validation then takes whole groups) and
+            kind-specific entries (``charset``, ``vocab``, ``answers``, ...).
         collate_fn: turns a list of sample dicts into a batch dict (pads and adds ``lengths``).
     """
 

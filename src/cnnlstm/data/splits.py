@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Subset
 
 from cnnlstm.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "split_train_val"]
+__all__ = ["stratified_split", "grouped_split", "split_train_val"]
 
 
 def stratified_split(
@@ -70,13 +70,51 @@ def stratified_split(
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
+def grouped_split(groups: Sequence | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices in two so that no group has samples on both sides; ``fraction`` of the groups go
+    to the second part.
+
+    For samples that are not independent: several questions about one scene, several windows of one stream.
+    Carving them one by one would let the second part (validation) score what training has already seen.
+
+    Args:
+        groups: group of every sample (N,), any hashable values.
+        fraction: share of the groups that goes to the second part, in (0, 1); ``round(fraction * G)``, at least
+            one group and at most ``G - 1``.
+        seed: seed of the generator that picks the groups.
+
+    Returns:
+        ``(idx_a, idx_b)``: sorted int64 index arrays, disjoint, covering ``range(N)``.
+
+    Raises:
+        ConfigError: ``fraction`` is not in (0, 1).
+        DataError: fewer than two groups.
+
+    Example:
+        >>> a, b = grouped_split([0, 0, 1, 1, 2, 2, 3, 3], 0.25, seed=0)
+        >>> len(a), len(b)
+        (6, 2)
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if len(inverse) else 0
+    if n_groups < 2:
+        raise DataError(f"a grouped split needs at least 2 groups, got {n_groups}; add samples from more groups")
+    take = min(max(int(np.floor(fraction * n_groups + 0.5)), 1), n_groups - 1)
+    chosen = np.random.default_rng(seed).permutation(n_groups)[:take]
+    mask = np.isin(inverse, chosen)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
 def split_train_val(
     dataset: Dataset,
     fraction: float,
     seed: int,
     stratify: Sequence[int] | None = None,
+    groups: Sequence | None = None,
 ) -> tuple[Subset, Subset]:
-    """Carve a validation split out of a training split (stratified and seeded).
+    """Carve a validation split out of a training split (stratified and seeded, or by group).
 
     When the dataset has a ``without_augmentation()`` method (e.g. frame clips sampled at random offsets),
     the validation subset is taken from the dataset it returns, so validation scores are not noisy.
@@ -86,6 +124,8 @@ def split_train_val(
         fraction: share of every class that goes to validation, in (0, 1).
         seed: seed of the split; the same seed gives the same split.
         stratify: class of every sample (``bundle.info["targets"]``); None splits without stratifying.
+        groups: group of every sample (``bundle.info["groups"]``, e.g. the scene a question is about): whole
+            groups go to validation (:func:`grouped_split`) and ``stratify`` is not used.
 
     Returns:
         ``(train_subset, val_subset)``.
@@ -102,7 +142,12 @@ def split_train_val(
     labels = np.zeros(n, dtype=np.int64) if stratify is None else np.asarray(stratify)
     if len(labels) != n:
         raise DataError(f"stratify has {len(labels)} labels but the dataset has {n} samples; pass info['targets']")
-    train_idx, val_idx = stratified_split(labels, fraction, seed)
+    if groups is not None:
+        if len(groups) != n:
+            raise DataError(f"groups has {len(groups)} entries but the dataset has {n} samples")
+        train_idx, val_idx = grouped_split(groups, fraction, seed)
+    else:
+        train_idx, val_idx = stratified_split(labels, fraction, seed)
     eval_view = getattr(dataset, "without_augmentation", None)
     val_source = eval_view() if callable(eval_view) else dataset
     return Subset(dataset, train_idx.tolist()), Subset(val_source, val_idx.tolist())

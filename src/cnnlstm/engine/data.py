@@ -89,7 +89,11 @@ class RecipeData(pl.LightningDataModule):
             raise DataError(f"{bundle.name}: the training split is empty")
         if n_test == 0:
             raise DataError(f"{bundle.name}: the test split is empty")
-        self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets)
+        # Samples that share a source (questions about one scene) go to validation together, or validation
+        # would score what training has seen.
+        groups = bundle.info.get("groups")
+        self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets,
+                                                       groups=groups)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise DataError(f"{bundle.name}: a validation fraction of {val_fraction} leaves an empty split "
                             f"({len(self.train_set)} train, {len(self.val_set)} validation); change data.val_fraction")

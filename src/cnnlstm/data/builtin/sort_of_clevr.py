@@ -158,6 +158,7 @@ def sort_of_clevr(
                              "image_size": (image_size, image_size)},
             "class_names": list(ANSWERS),
             "targets": train.fields["y"].data,
+            "groups": train.meta["scene_index"],  # validation takes whole scenes, never a scene training saw
             "vocab": list(VOCAB.itos),
             "answers": list(ANSWERS),
             "question_types": ["non-relational", "relational"],
