@@ -123,7 +123,7 @@ def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, train
     total = warmup + steps * repeats
     section = {"max_epochs": 1, "accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": 1,
                "limit_val_batches": 0, "enable_progress_bar": False, "log_every_n_steps": 50,
-               **{k: v for k, v in trainer.items() if k in ("precision",)}}
+               "precision": trainer.get("precision", "32-true")}
     with quiet():
         pl_trainer, _ = make_trainer(section, {"enabled": False}, task, None, checkpoints=False,
                                      callbacks=[timer.hook()])
