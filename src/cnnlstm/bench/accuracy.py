@@ -17,7 +17,7 @@ from typing import Any
 
 from cnnlstm.bench.minirocket import minirocket_runs
 from cnnlstm.bench.published import METHODS, best_published, published_for
-from cnnlstm.bench.runs import fit_seeds, summarize
+from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["DEFAULT_RECIPE", "DEFAULT_DATASETS", "TARGET_GAP", "dataset_name", "run_accuracy", "target_check",
            "accuracy_markdown"]
@@ -145,7 +145,7 @@ def _cell(summary: dict[str, Any] | None, n_seeds: int) -> str:
     if not summary or summary["mean"] is None:
         return "not measured"
     n = len(summary["runs"])
-    return f"{summary['mean']:.3f} ± {summary['std']:.3f}" + ("" if n == n_seeds else f" (n={n} of {n_seeds})")
+    return mean_std(summary) + ("" if n == n_seeds else f" (n={n} of {n_seeds})")
 
 
 def _seconds(summary: dict[str, Any] | None) -> str:

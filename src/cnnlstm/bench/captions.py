@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.bench.runs import fit_seeds, summarize
+from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["HELP", "RECIPE", "add_arguments", "greedy_captions", "score_decoders", "captions_seed",
            "captions_record", "run_captions", "run", "markdown"]
@@ -288,10 +288,6 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                         log=log)
 
 
-def _pm(summary: dict[str, Any]) -> str:
-    return "—" if summary.get("mean") is None else f"{summary['mean']:.3f} ± {summary['std']:.3f}"
-
-
 def markdown(record: dict[str, Any]) -> str:
     """The suite's tables: the trained runs, then each decoder on the same checkpoint.
 
@@ -310,7 +306,8 @@ def markdown(record: dict[str, Any]) -> str:
         "fit s (median) |",
         "|---|---|---|---|---|---|---|",
         f"| captioner, {s['encoder']} {s['encoder_kwargs']}, LSTM {s['hidden_size']} | "
-        f"{first['params'] / 1e3:.0f} k | {sizes} | {_pm(record['val_bleu4'])} | {_pm(record['test_bleu4'])} | "
+        f"{first['params'] / 1e3:.0f} k | {sizes} | {mean_std(record['val_bleu4'])} | "
+        f"{mean_std(record['test_bleu4'])} | "
         f"{'/'.join(str(r.get('best_epoch', '?')) for r in runs)} | {'—' if fit_s is None else f'{fit_s:.0f}'} |"
         if runs else "| — | | | | | | |",
         "",
@@ -322,8 +319,8 @@ def markdown(record: dict[str, Any]) -> str:
     ]
     for name, d in record["decoders"].items():
         label = "greedy (teacher-forced loop)" if name == "greedy" else f"beam search, {name.split()[1]}"
-        lines.append(f"| {label} | {_pm(d['bleu4'])} | {_pm(d['bleu4_all_orders'])} | {_pm(d['exact'])} | "
-                     f"{d['same_as_greedy']:.3f} | {d['ms_per_caption']:.2f} |")
+        lines.append(f"| {label} | {mean_std(d['bleu4'])} | {mean_std(d['bleu4_all_orders'])} | "
+                     f"{mean_std(d['exact'])} | {d['same_as_greedy']:.3f} | {d['ms_per_caption']:.2f} |")
     if "beam 1" in record["decoders"]:
         same = record["decoders"]["beam 1"]["same_as_greedy"]
         lines += ["", f"Beam 1 against the independent greedy loop: {same:.1%} of captions identical "

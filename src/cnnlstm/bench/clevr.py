@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from cnnlstm.bench.runs import quiet, summarize
+from cnnlstm.bench.runs import mean_std, quiet, summarize
 from cnnlstm.errors import ConfigError
 from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES
 
@@ -204,12 +204,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                      test=not args.clevr_validation_only, log=log)
 
 
-def _pct(s: dict[str, Any]) -> str:
-    if s.get("mean") is None:
-        return "—"
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-
 def markdown(record: dict[str, Any]) -> str:
     """The fusion table beside the published rows, then the target verdict.
 
@@ -237,8 +231,8 @@ def markdown(record: dict[str, Any]) -> str:
         grid = "grid + coordinates" if fusion in SPATIAL_FUSION_MODES else "pooled vector"
         fit_s = "—" if s["fit_seconds_median"] is None else f"{s['fit_seconds_median']:.0f}"
         params = "—" if s["params"] is None else f"{s['params'] / 1e3:.0f}k"
-        lines.append(f"| multi_input, fusion={fusion} | {grid} | {_pct(s['relational'])} | "
-                     f"{_pct(s['non_relational'])} | {_pct(s['overall'])} | {params} | {fit_s} |")
+        cells = " | ".join(mean_std(s[k], digits=1, scale=100) for k in ("relational", "non_relational", "overall"))
+        lines.append(f"| multi_input, fusion={fusion} | {grid} | {cells} | {params} | {fit_s} |")
     for p in record["published"]:
         lines.append(f"| {p['model']} | published | {100 * p['relational']:.0f} | {100 * p['non_relational']:.0f} "
                      "| | | |")

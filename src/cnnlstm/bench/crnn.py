@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from cnnlstm.bench.runs import fit_seeds, summarize
+from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["HELP", "RECIPE", "BENCH_SETS", "TARGET", "add_arguments", "bench_overrides", "compare_decoding",
            "crnn_seed", "crnn_record", "run_crnn", "run", "markdown"]
@@ -250,12 +250,6 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                     accelerator=args.crnn_accelerator, beam_size=args.crnn_beam, reuse=args.crnn_reuse, log=log)
 
 
-def _pm(summary: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
-    if summary.get("mean") is None:
-        return "—"
-    return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
-
-
 def markdown(record: dict[str, Any]) -> str:
     """The suite's tables: the runs' test scores, then best-path vs prefix-beam decoding of the same weights.
 
@@ -277,7 +271,7 @@ def markdown(record: dict[str, Any]) -> str:
         "val seq acc | best epoch | fit s (median) |",
         "|---|---|---|---|---|---|---|---|",
         f"| crnn {s['widths']}, BiLSTM {s['hidden_size']}x{s['num_layers']} | {params} | {sizes} | "
-        f"{_pm(record['test_acc'])} | {_pm(record['test_cer'])} | {_pm(record['val_acc'])} | {epochs} | "
+        f"{mean_std(record['test_acc'])} | {mean_std(record['test_cer'])} | {mean_std(record['val_acc'])} | {epochs} | "
         f"{'—' if fit_s is None else f'{fit_s:.0f}'} |",
     ]
     if record.get("decoding"):
@@ -286,14 +280,14 @@ def markdown(record: dict[str, Any]) -> str:
                   "| decoder | test seq acc | test CER | ms / image |", "|---|---|---|---|"]
         for name, d in record["decoding"].items():
             label = "best path (greedy)" if name == "greedy" else f"prefix beam search, {name.split()[1]} beams"
-            lines.append(f"| {label} | {_pm(d['acc'])} | {_pm(d['cer'])} | {d['ms_per_image']:.3f} |")
+            lines.append(f"| {label} | {mean_std(d['acc'])} | {mean_std(d['cer'])} | {d['ms_per_image']:.3f} |")
         gap = record.get("greedy_vs_trainer_max_gap")
         if gap is not None:
             lines += ["", f"Best path here against the trainer's test accuracy (an independent route to the same "
                       f"figure): largest gap over seeds {gap:.4f}. Times include the CNN + BiLSTM forward pass."]
     verdict = "met" if record["target_met"] else "not met"
     lines += ["", f"Target: test sequence accuracy >= {record['target']:.2f}: **{verdict}** "
-              f"({_pm(record['test_acc'])})."]
+              f"({mean_std(record['test_acc'])})."]
     if record.get("render_ms_per_image") is not None:
         n_train = s["options"].get("n_train", 0)
         ms = record["render_ms_per_image"]

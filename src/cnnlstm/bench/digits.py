@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlstm.bench.runs import fit_seeds, quiet, summarize
+from cnnlstm.bench.runs import fit_seeds, mean_std, quiet, summarize
 
 __all__ = ["RECIPE", "mean_pooled_runs", "run_digits", "digits_markdown"]
 
@@ -153,7 +153,7 @@ def digits_markdown(record: dict[str, Any]) -> str:
     for name, s in record["variants"].items():
         epochs = [r["best_epoch"] for r in s["runs"] if "best_epoch" in r]
         fit_s = "—" if s.get("fit_seconds_median") is None else f"{s['fit_seconds_median']:.1f}"
-        lines.append(f"| {name} | {s['mean']:.3f} ± {s['std']:.3f} | "
+        lines.append(f"| {name} | {mean_std(s)} | "
                      f"{'/'.join(map(str, epochs)) or '—'} | {fit_s} |")
     lines.append(f"| chance (1/T) | {record['chance']:.3f} | | |")
     frozen = record["variants"].get("frozen CNN -> LSTM", {}).get("runs", [])

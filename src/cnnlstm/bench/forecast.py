@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from cnnlstm.bench.runs import fit_seeds
+from cnnlstm.bench.runs import fit_seeds, mean_std
 
 __all__ = ["HELP", "RECIPE", "add_arguments", "score_forecasts", "copy_last", "evaluate_run_forecasts",
            "run_forecast", "run", "markdown"]
@@ -254,8 +254,8 @@ def markdown(record: dict[str, Any]) -> str:
     opts, model = record["data"]["options"], record["model"]
     m, b = record["convlstm"], record["copy_last"]
 
-    def cell(s: dict[str, float], digits: int) -> str:
-        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    def scores(side: dict[str, Any]) -> str:  # MSE | MAE | SSIM cells
+        return " | ".join(mean_std(side[k], digits=d) for k, d in (("mse", 4), ("mae", 4), ("ssim", 3)))
 
     fit_s = "—" if record["fit_seconds_median"] is None else f"{record['fit_seconds_median']:.0f}"
     params = "—" if record["params"] is None else f"{record['params'] / 1e3:.0f}k"
@@ -267,9 +267,8 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         "| forecast | MSE ↓ | MAE ↓ | SSIM ↑ | params | fit s (median) |",
         "|---|---|---|---|---|---|",
-        f"| ConvLSTM encoder-forecaster | {cell(m['mse'], 4)} | {cell(m['mae'], 4)} | {cell(m['ssim'], 3)} | "
-        f"{params} | {fit_s} |",
-        f"| copy last frame | {cell(b['mse'], 4)} | {cell(b['mae'], 4)} | {cell(b['ssim'], 3)} | 0 | 0 |",
+        f"| ConvLSTM encoder-forecaster | {scores(m)} | {params} | {fit_s} |",
+        f"| copy last frame | {scores(b)} | 0 | 0 |",
         "",
         "| MSE at step ahead | " + " | ".join(str(k + 1) for k in range(len(m["mse_by_step"]))) + " |",
         "|---|" + "---|" * len(m["mse_by_step"]),

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["quiet", "fit_seeds", "summarize"]
+__all__ = ["quiet", "fit_seeds", "summarize", "mean_std"]
 
 #: per-run metrics copied from the engine's RunResult into the benchmark record
 KEPT = ("test/acc", "val/acc", "best_epoch", "epochs", "fit_seconds", "params", "pretrain/test/acc",
@@ -118,3 +118,22 @@ def summarize(runs: list[dict[str, Any]], key: str = "test_acc") -> dict[str, An
         "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
         "fit_seconds_median": round(statistics.median(times), 2) if times else None,
     }
+
+
+def mean_std(summary: dict[str, Any] | None, *, digits: int = 3, scale: float = 1.0) -> str:
+    """``"mean ± std"`` of a :func:`summarize` result for a table cell (``"—"`` when nothing was measured).
+
+    Args:
+        summary: a dict with ``mean`` and ``std`` (``mean`` None or a missing summary: not measured).
+        digits: decimals.
+        scale: factor for both numbers (100 for percentages).
+
+    Example:
+        >>> mean_std({"mean": 0.9512, "std": 0.0031})
+        '0.951 ± 0.003'
+        >>> mean_std({"mean": 0.5, "std": 0.01}, digits=1, scale=100)
+        '50.0 ± 1.0'
+    """
+    if not summary or summary.get("mean") is None:
+        return "—"
+    return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
