@@ -18,6 +18,11 @@ from cnnlstm.errors import ConfigError, DataError
 __all__ = ["stratified_split", "grouped_split", "split_train_val"]
 
 
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
+
+
 def stratified_split(
     labels: Sequence[int] | np.ndarray,
     fraction: float,
@@ -43,8 +48,7 @@ def stratified_split(
         >>> len(a), len(b)
         (6, 2)
     """
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
+    _check_fraction(fraction)
     labels = np.asarray(labels)
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     take = np.floor(fraction * counts + 0.5).astype(np.int64)  # round half up, per class
@@ -95,8 +99,7 @@ def grouped_split(groups: Sequence | np.ndarray, fraction: float, seed: int) -> 
         >>> len(a), len(b)
         (6, 2)
     """
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"split fraction must be between 0 and 1 (exclusive), got {fraction}")
+    _check_fraction(fraction)
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
     n_groups = int(inverse.max()) + 1 if len(inverse) else 0
     if n_groups < 2:
