@@ -5,6 +5,7 @@ This package re-exports the core layers: shared argument and input checks, paddi
 from there, e.g. ``from cnnlstm.layers.conv_lstm import ConvLSTM`` and ``from cnnlstm.layers.decoding import ...``.
 """
 
+from cnnlstm.layers import cpu_autocast
 from cnnlstm.layers.blocks import ConvNormAct1d, ConvNormAct2d, SqueezeExcite1d, make_activation
 from cnnlstm.layers.checks import (
     check_input,
@@ -47,3 +48,7 @@ __all__ = [
     "require_positive",
     "weights_dtype",
 ]
+
+# Before any model runs: where this processor's oneDNN has no bf16 LSTM, LSTMs under CPU bf16 autocast run in
+# float32 instead of failing (see cnnlstm.layers.cpu_autocast).
+cpu_autocast.install()

@@ -51,6 +51,9 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         if mask.shape != (x.shape[0], x.shape[2]):
             want = (x.shape[0], x.shape[2])
             raise ShapeError(f"MaskedBatchNorm1d expects a padding mask (B, T) = {want}, got {tuple(mask.shape)}")
+        # Statistics in float32 whatever the input (bf16 sums over B*T lose digits, and the running buffers are
+        # float32), as BatchNorm computes them under autocast.
+        x = x.float()
         keep = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
         count = keep.sum()
         mean = (x * keep).sum(dim=(0, 2)) / count  # (C,)
