@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import datetime
 import math
+import os
+import socket
 import threading
 import time
 import warnings
@@ -42,6 +44,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 #: a worker gives up after this many failed trials in a row (a broken recipe, not an unlucky sample)
 MAX_CONSECUTIVE_FAILURES = 3
+
+#: this process, as recorded on each trial it runs (``host:pid``)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def count_states(study: optuna.Study) -> Counter:
@@ -101,6 +106,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, plan: SearchPlan, out: 
         run_dir = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("config", _jsonable(config))
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("worker", WORKER)  # which machine and process ran it (workers share one database)
         # The recipe runs exactly as stored: best.yaml is this config, so `cnnlstm fit` repeats the trial.
         metrics = fit_trial(config, run_dir, [PruningCallback(trial, plan.metric)], numerics)
         value = metrics.get(plan.metric)

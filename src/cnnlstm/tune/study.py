@@ -45,11 +45,24 @@ def _retry_callback() -> object:
         return cls(max_retry=MAX_RETRY)
 
 
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` names SQLAlchemy's default driver, psycopg2; with only psycopg 3 installed (cnnlstm's
+    ``postgres`` extra), use that one. A URL naming its driver (``postgresql+psycopg2://``) is kept as written."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
 def make_storage(url: str, *, heartbeat: int = 60) -> RDBStorage:
     """An RDB storage with heartbeats every ``heartbeat`` s and a grace period of two heartbeats.
 
     Args:
-        url: SQLAlchemy URL (``sqlite:///study.db``, ``postgresql://user@host/db``).
+        url: SQLAlchemy URL (``sqlite:///study.db``, ``postgresql://user@host/db``; PostgreSQL through
+            psycopg 3 where psycopg2 is not installed: ``pip install "cnnlstm[postgres]"``).
         heartbeat: seconds between a running trial's heartbeats.
 
     Raises:
@@ -61,6 +74,7 @@ def make_storage(url: str, *, heartbeat: int = 60) -> RDBStorage:
     if "://" not in url:
         raise ConfigError(f"--storage must be a database URL such as sqlite:///study.db or "
                           f"postgresql://user:pass@host/db, got {url!r}")
+    url = _with_installed_driver(url)
     if heartbeat < 1:
         raise ConfigError(f"the heartbeat interval must be >= 1 s, got {heartbeat}")
     kwargs: dict[str, object] = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat}
