@@ -7,7 +7,9 @@ training step (forward, backward, Adam step). Here each step runs a second time 
 ``profile_memory=True``, whose allocation events carry the CPU allocator's running total, so the measured peak
 holds every buffer a kernel allocates through PyTorch's allocator; the ratio is estimate / measured.
 
-The scratch rules model oneDNN on an AVX-512 CPU; the footer names the CPU capability torch saw.
+The scratch rules model oneDNN on an AVX-512 CPU; the footer names the CPU capability torch saw and any
+``ONEDNN_MAX_CPU_ISA`` cap. With the cap set (``ONEDNN_MAX_CPU_ISA=AVX2`` plays an AVX2-only processor), the
+record goes to ``cost_memory_<isa>.md|json`` beside the default one.
 
 Run (CPU, about 6 minutes on 2 shared cores)::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -90,20 +93,24 @@ def main() -> None:
                if max(abs(r["ratio_inference"] - 1), abs(r["ratio_train"] - 1)) > TOLERANCE]
     machine = {
         "cpu": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start),
     }
     footer = (f"Largest deviation {worst:.0%} ({'all rows within' if not outside else 'outside: ' + ', '.join(outside)}"
               f" {TOLERANCE:.0%}); {machine['seconds']} s on {machine['threads']} threads, "
-              f"{machine['cpu_capability']}, torch {machine['torch']}, {machine['date']}.")
+              f"{machine['cpu_capability']}"
+              + (f" with ONEDNN_MAX_CPU_ISA={machine['onednn_max_cpu_isa']}" if machine["onednn_max_cpu_isa"] else "")
+              + f", torch {machine['torch']}, {machine['date']}.")
     text = _markdown(rows, footer)
     print("\n" + text)
     if not args.no_write and not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "cost_memory.md").write_text(text + "\n")
+        stem = "cost_memory" + (f"_{machine['onednn_max_cpu_isa'].lower()}" if machine["onednn_max_cpu_isa"] else "")
+        (RESULTS / f"{stem}.md").write_text(text + "\n")
         record = {"machine": machine, "tolerance": TOLERANCE, "largest_deviation": worst, "rows": rows}
-        (RESULTS / "cost_memory.json").write_text(json.dumps(record, indent=2) + "\n")
+        (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

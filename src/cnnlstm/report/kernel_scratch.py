@@ -8,7 +8,10 @@ operator's arguments and outputs, the bytes those buffers add *on top of the out
 call; the tracker adds it to the live total for that moment only.
 
 The rules model the CPU kernels of torch 2.x with oneDNN 3.x on an AVX-512 CPU (16 f32 channels per block), and
-were checked against the allocator's own peak (``benchmarks/bench_cost_memory.py``, ``tests/report``):
+were checked against the allocator's own peak (``benchmarks/bench_cost_memory.py``, ``tests/report``). On an
+AVX2-only CPU oneDNN blocks by 8 channels and picks other convolution kernels; checked there with
+``ONEDNN_MAX_CPU_ISA=AVX2``, every benchmark row stays within 2 % except one small convolution stack, overestimated
+by 11 % (the 16-channel padding), and ``tests/report`` passes (docs/benchmarks.md, 3d):
 
 * ``aten.convolution`` / ``aten.convolution_backward``, backend chosen by ``torch._C._select_conv_backend`` (the
   same choice the kernel makes):
