@@ -15,8 +15,8 @@ from cnnlstm.models import create_model, get_model_class
 __all__ = ["model_kwargs_for", "build_model", "count_parameters", "allocation_guard"]
 
 #: fragments of the allocator errors torch raises for a tensor that cannot exist (too big, or its size overflows)
-_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "integer multiplication overflow",
-                        "negative dimension", "larger than the maximum")
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "overflow", "negative dimension",
+                        "larger than the maximum")
 
 
 @contextlib.contextmanager
@@ -36,13 +36,13 @@ def allocation_guard(section: dict[str, Any], prefix: str = "model") -> Iterator
     """
     try:
         yield
-    except (MemoryError, RuntimeError) as exc:
+    except (MemoryError, RuntimeError, TypeError, OverflowError) as exc:  # TypeError: a size beyond int64
         text = str(exc)
         if not isinstance(exc, MemoryError) and not any(f in text.lower() for f in _ALLOCATION_FAILURES):
             raise
         sizes = sorted(((v, k) for k, v in section.items() if isinstance(v, int) and not isinstance(v, bool)),
                        reverse=True)
-        named = ", ".join(f"{prefix}.{k}={v}" for v, k in sizes[:2]) or "the model's sizes"
+        named = ", ".join(f"{prefix}.{k}={v}" for v, k in sizes if v >= 10**6 or (v, k) == sizes[0]) or "its sizes"
         reason = text.splitlines()[0].split("DefaultCPUAllocator: ")[-1] if text else "out of memory"
         raise ConfigError(f"model {section.get('name')!r} is too large to build on this machine ({reason}); "
                           f"make it smaller: check {named}") from None
