@@ -346,6 +346,8 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
         >>> result.metrics["test/acc"]  # doctest: +SKIP
     """
     config = resolve_config(recipe, data=data, overrides=overrides)
+    if _is_rank_zero():  # only DDP workers follow RUN_DIR_ENV; in rank 0 it names an earlier fit's run
+        os.environ.pop(RUN_DIR_ENV, None)
     run_dir = resolve_run_dir(out, config.get("name", "run")).resolve()
     if not _is_rank_zero():  # DDP workers write into the directory rank 0 checked, locked and created
         return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)

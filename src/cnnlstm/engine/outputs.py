@@ -212,8 +212,8 @@ def clear_run(run_dir: str | Path) -> None:
 def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
     """Hold ``RUN/.cnnlstm.lock`` while writing a run directory: a second writer is refused, not interleaved.
 
-    The folder is created if missing, and removed again on exit when it was created here and is still empty
-    (a run refused or failed before it wrote anything leaves no folder). ``fcntl.flock`` locks are dropped by
+    The folder (and missing parents) is created if missing, and removed again on exit when created here and still
+    empty (a run refused or failed before it wrote anything leaves no folder). ``fcntl.flock`` locks are dropped by
     the kernel when the process ends, even by SIGKILL, so a killed run never blocks its own ``--resume``.
     Where ``fcntl`` is missing (Windows) no lock is taken.
 
@@ -229,7 +229,7 @@ def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
         ...     _ = (run / "config.yaml").write_text("x")
     """
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = [folder for folder in [run_dir, *run_dir.parents] if not folder.exists()]  # deepest first
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
     try:
@@ -256,5 +256,7 @@ def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
             lock.unlink(missing_ok=True)  # while still held, so no second process can take the old file
     finally:
         handle.close()
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        for folder in created:  # folders made here and still empty (runs/ of a refused first run, too)
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
