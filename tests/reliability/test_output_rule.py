@@ -103,6 +103,9 @@ def test_clear_run_removes_only_what_fit_writes(tmp_path: Path) -> None:
     (run / "notes.txt").write_text("mine")
     clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    (run / "logs").mkdir()  # a folder that holds no run: its logs/ is the user's
+    clear_run(run)
+    assert (run / "logs").is_dir()
 
 
 def test_lock_refuses_a_second_writer_and_cleans_up(tmp_path: Path) -> None:

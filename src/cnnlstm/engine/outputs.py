@@ -195,11 +195,14 @@ def check_new_run(run_dir: str | Path, *, overwrite: bool = False, flag: str = "
 def clear_run(run_dir: str | Path) -> None:
     """Remove what an earlier ``fit`` wrote into ``run_dir`` (:data:`RUN_ENTRIES`), for ``--overwrite``.
 
-    Other files the user keeps there are left alone.
+    Other files the user keeps there are left alone, and a folder without a run's ``config.yaml`` is not
+    touched at all (its ``logs/`` or ``export/`` are the user's own).
 
     Example:
         >>> clear_run("/tmp/cnnlstm-no-such-run")
     """
+    if not (Path(run_dir) / "config.yaml").is_file():
+        return
     for name in RUN_ENTRIES:
         entry = Path(run_dir) / name
         if entry.is_dir() and not entry.is_symlink():
