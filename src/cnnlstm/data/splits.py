@@ -62,7 +62,7 @@ def stratified_split(
         limit = 1.0 - 0.5 / counts[too_small].min()
         raise DataError(
             f"too few samples: a split fraction of {fraction} would leave no training samples for class {names}; "
-            f"add samples or lower the fraction below {limit:.3g}"
+            f"lower the fraction below {limit:.3g} or add samples"
         )
     if take.sum() == 0:
         need = 0.5 / counts.max()
