@@ -52,8 +52,8 @@ def export_run(
         raise ConfigError(f"unknown export format(s) {unknown}; use one or more of {FORMATS}")
     run_dir = Path(run_dir)
     read_config(run_dir)  # a clear error when this is not a run directory
-    model = load_weights(weights_path(run_dir))
     out = check_output_dir(out if out is not None else run_dir / "export", flag="--out", allowed_in=run_dir / "export")
+    model = load_weights(weights_path(run_dir))
     out.mkdir(parents=True, exist_ok=True)
     if (run_dir / "data_info.json").is_file():
         shutil.copyfile(run_dir / "data_info.json", out / "data_info.json")
