@@ -238,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         message = f"file not found: {exc.filename or exc}"
     except OSError as exc:  # a disk that filled up, a folder that turned read-only mid-run: name the file
-        message = f"{exc.filename or 'a file'}: {exc.strerror or exc}; free space or choose a writable location"
+        message = (f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}; check the path, its permissions "
+                   "and free space")
     except KeyboardInterrupt as exc:
         hint = exc.hint() if hasattr(exc, "hint") else "interrupted"
         print(f"cnnlstm: {hint}", file=sys.stderr)
