@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset spec replacing the recipe's data.spec, e.g. ucr:GunPoint")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="recipe overrides, e.g. trainer.max_epochs=5 optim.lr=3e-3")
-    p.add_argument("--out", help="run directory (default runs/<recipe>-<timestamp>)")
+    p.add_argument("--out", help="run directory (default runs/<recipe>-<timestamp>); an existing run is refused")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its config, checkpoints, logs and reports)")
 
     p = sub.add_parser("test", help="re-evaluate a run's best model on its test split")
     p.add_argument("--run", required=True, help="a run directory written by fit")
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", nargs="+", metavar="HxW", dest="frame_sizes",
                    help="frame sizes for image/frame models, e.g. 32x32 64x64 (default: the data's)")
     p.add_argument("--batch-size", type=int, default=1, help="batch the memory is measured for")
-    p.add_argument("--plot", help="also draw the cost curves to this .png")
+    p.add_argument("--plot", help="also draw the cost curves to this .png (.png is added when it has no suffix)")
 
     p = sub.add_parser("tune", help="search hyperparameters and architecture with Optuna (see cnnlstm tune -h)")
     from cnnlstm.tune.cli import add_arguments
@@ -100,12 +103,18 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 
 def _summary(args: argparse.Namespace) -> None:
-    from cnnlstm.engine.build import model_kwargs_for
+    from cnnlstm.engine.build import allocation_guard, model_kwargs_for
     from cnnlstm.engine.data import load_bundle
     from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine.outputs import check_output_file
     from cnnlstm.errors import ConfigError
     from cnnlstm.report.cost import cost_report
 
+    plot = None
+    if args.plot:  # matplotlib adds .png to a name without a suffix; say where the file really goes
+        plot = Path(args.plot)
+        plot = plot if plot.suffix or plot.is_dir() else plot.with_name(plot.name + ".png")
+        plot = check_output_file(plot, flag="--plot", inputs=[args.recipe], example="cost.png")
     config = resolve_config(args.recipe, overrides=args.overrides)
     if any(t < 1 for t in args.seq_lens) or args.batch_size < 1:
         raise ConfigError("--seq-len and --batch-size must be positive integers")
@@ -116,10 +125,11 @@ def _summary(args: argparse.Namespace) -> None:
     name, kwargs = model_kwargs_for(section, bundle.info.get("model_kwargs", {}))
     kwargs.pop("pretrained", None)
     frames = [_frame_size(f) for f in args.frame_sizes] if args.frame_sizes else None
-    table = cost_report(name, seq_lens=args.seq_lens, frame_sizes=frames, batch_size=args.batch_size, **kwargs)
+    with allocation_guard(section):
+        table = cost_report(name, seq_lens=args.seq_lens, frame_sizes=frames, batch_size=args.batch_size, **kwargs)
     print(table.to_text())
-    if args.plot:
-        print(f"wrote {table.plot(args.plot)}")
+    if plot is not None:
+        print(f"wrote {table.plot(plot)}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -135,12 +145,14 @@ def _run(args: argparse.Namespace) -> int:
         from cnnlstm.errors import ConfigError
 
         if args.resume:
-            if args.overrides or args.data or args.out:
-                raise ConfigError("--resume continues a run exactly as configured (its config.yaml); --set, --data "
-                                  "and --out cannot change it: start a new run with --recipe RUN/config.yaml")
+            if args.overrides or args.data or args.out or args.overwrite:
+                raise ConfigError("--resume continues a run exactly as configured (its config.yaml); --set, --data, "
+                                  "--out and --overwrite cannot change it: start a new run with --recipe "
+                                  "RUN/config.yaml")
             result = resume(args.resume)
         else:
-            result = fit(args.recipe, data=args.data, overrides=args.overrides, out=args.out)
+            result = fit(args.recipe, data=args.data, overrides=args.overrides, out=args.out,
+                         overwrite=args.overwrite)
         if "test/acc" in result.metrics and _is_rank_zero():
             print(f"test accuracy: {result.metrics['test/acc']:.4f}")
     elif args.command == "test":
@@ -149,8 +161,11 @@ def _run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, data=args.data)
         print(_fmt(result.metrics))
     elif args.command == "predict":
+        from cnnlstm.engine.outputs import check_output_file
         from cnnlstm.engine.predict import predict, predictions_csv
 
+        if args.csv:  # before the model is loaded: a bad --csv costs nothing and never touches an input
+            check_output_file(args.csv, flag="--csv", inputs=[*args.inputs, *([args.onnx] if args.onnx else [])])
         predictions = predict(args.run, args.inputs, onnx=args.onnx)
         if args.csv:
             predictions_csv(predictions, args.csv)
@@ -222,8 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"malformed YAML: {str(exc).splitlines()[0]}"
     except FileNotFoundError as exc:
         message = f"file not found: {exc.filename or exc}"
-    except KeyboardInterrupt:
-        print("cnnlstm: interrupted", file=sys.stderr)
+    except OSError as exc:  # a disk that filled up, a folder that turned read-only mid-run: name the file
+        message = (f"cannot use {exc.filename or 'a file'}: {exc.strerror or exc}; check the path, its permissions "
+                   "and free space")
+    except KeyboardInterrupt as exc:
+        hint = exc.hint() if hasattr(exc, "hint") else "interrupted"
+        print(f"cnnlstm: {hint}", file=sys.stderr)
         return 130
     print(f"cnnlstm: error: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_USAGE

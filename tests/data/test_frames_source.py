@@ -108,7 +108,12 @@ def test_layout_errors(tmp_path):
 
 def test_corrupt_frame_is_a_data_error(tmp_path):
     make_clips(tmp_path, n_frames=(2, 2, 2))
-    (tmp_path / "cat" / "clip0" / "frame1.png").write_bytes(b"not a png")
+    frame = tmp_path / "cat" / "clip0" / "frame1.png"
+    intact = frame.read_bytes()
+    frame.write_bytes(b"not a png")  # no image header: named when the data loads, before any training
+    with pytest.raises(DataError, match="cannot read frame .*frame1.png"):
+        load_dataset(f"frames:{tmp_path}", num_frames=2, size=8, test_fraction=0.34, seed=0)
+    frame.write_bytes(intact[: intact.index(b"IDAT") + 6])  # header intact, pixels cut off: found when decoded
     bundle = load_dataset(f"frames:{tmp_path}", num_frames=2, size=8, test_fraction=0.34, seed=0)
     broken = tmp_path / "cat" / "clip0"
     for split in (bundle.train, bundle.test):

@@ -18,7 +18,8 @@ from cnnlstm.export import OnnxPredictor, export_run
 def _fake_run(run_dir: Path) -> torch.nn.Module:
     model = build("deep_conv_lstm")
     save_weights(model, weights_path(run_dir))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "deep_conv_lstm"}}))
+    config = {"data": {"spec": "npz:x.npz"}, "model": {"name": "deep_conv_lstm"}}  # read_config validates it
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / "data_info.json").write_text(json.dumps({"class_names": ["a", "b", "c"]}))
     return model
 

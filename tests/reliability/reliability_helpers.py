@@ -6,10 +6,12 @@ is reproducible on any machine and writes nothing outside ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from cnnlstm.cli import main
 
-__all__ = ["FUZZ", "TINY_FIT", "CliResult", "run_cli", "assert_usage_error", "tiny_series"]
+__all__ = ["FUZZ", "TINY_FIT", "CliResult", "run_cli", "assert_usage_error", "tiny_series", "tree_hashes"]
 
 #: deterministic hypothesis settings; ``max_examples`` is set per test to keep the area under a minute
 #: (no shrinking: a failing run stays as fast as a passing one; the failing example is printed as drawn)
@@ -81,3 +83,18 @@ def tiny_series(n: int, seed: int, length: int = 8, channels: int = 2, classes: 
 #: a tiny LSTM-FCN over the basic_motions recipe, one epoch: a real run directory in a few seconds
 TINY_FIT = ["--set", "trainer.max_epochs=1", "model.hidden_size=4", "model.filters=[4,4,4]", "data.batch_size=4",
             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+
+
+def tree_hashes(*paths: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``paths`` (files or folders), keyed by path: equal before and after a command
+    means it changed, added and removed nothing there.
+
+    Example:
+        >>> before = tree_hashes(run_dir, data_file)  # doctest: +SKIP
+    """
+    found: dict[str, str] = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        for f in files:
+            found[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return found

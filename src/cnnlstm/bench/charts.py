@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnlstm.errors import DataError
+
 __all__ = ["draw_charts"]
 
 
@@ -102,11 +104,27 @@ def draw_charts(results: Path, img_dir: Path) -> list[Path]:
     for name, draw in (("accuracy", _accuracy), ("digits", _digits), ("speed", _speed)):
         source = results / f"{name}.json"
         if source.is_file():
-            record = json.loads(source.read_text())
-            if name == "accuracy":
-                record = _with_shuffle(record, results / "accuracy_shuffle.json")
-            written.append(draw(record, img_dir / f"bench_{name}.png"))
+            record = _read_record(source)
+            try:
+                if name == "accuracy":
+                    record = _with_shuffle(record, results / "accuracy_shuffle.json")
+                written.append(draw(record, img_dir / f"bench_{name}.png"))
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                raise DataError(f"{source} is not a complete {name} benchmark record ({type(exc).__name__}: "
+                                f"{exc}); rerun `cnnlstm bench {name}` or restore the file") from None
     return written
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A benchmark record: a JSON object, or a ``DataError`` naming the file and the broken spot."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); rerun the benchmark that writes it or restore "
+                        "the file") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path} holds a JSON {type(record).__name__}, not a benchmark record (an object)")
+    return record
 
 
 def _with_shuffle(record: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -114,7 +132,7 @@ def _with_shuffle(record: dict[str, Any], path: Path) -> dict[str, Any]:
     and trained with the same recipe and overrides (bars of two recipes side by side would compare settings)."""
     if not path.is_file():
         return record
-    shuffle = json.loads(path.read_text())
+    shuffle = _read_record(path)
     if (shuffle.get("recipe"), shuffle.get("overrides")) != (record.get("recipe"), record.get("overrides")):
         return record
     other = shuffle["datasets"]

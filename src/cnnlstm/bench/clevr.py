@@ -85,7 +85,8 @@ def _fit_one(fusion: str, seed: int, overrides: list[str], out: Path, threads: i
 
     sets = ["trainer.enable_progress_bar=false", f"model.fusion={fusion}", *overrides, f"seed={seed}"]
     with quiet():
-        metrics = fit(RECIPE, overrides=sets, out=out / fusion / f"seed{seed}", verbose=False, test=test).metrics
+        metrics = fit(RECIPE, overrides=sets, out=out / fusion / f"seed{seed}", verbose=False, test=test,
+                      overwrite=True).metrics  # bench owns --runs
     run: dict[str, Any] = {"seed": seed}
     for key, name in KEPT.items():
         if name in metrics:

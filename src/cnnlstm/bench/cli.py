@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from cnnlstm.errors import CnnLstmError
+from cnnlstm.errors import CnnLstmError, ConfigError
 
 __all__ = ["SUITES", "build_parser", "main"]
 
@@ -188,6 +188,18 @@ def _suite(name: str, args: argparse.Namespace, argv: list[str]) -> dict[str, An
     return record
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every ``--*seeds`` count is positive and every output folder can be written, before any suite runs."""
+    from cnnlstm.engine.outputs import check_output_dir
+
+    for key, value in sorted(vars(args).items()):
+        if key.endswith("seeds") and value < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1 (runs per method), got {value}")
+    for key in ("out", "runs", "img"):
+        if getattr(args, key, None):
+            check_output_dir(getattr(args, key), flag=f"--{key}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cnnlstm bench SUITE ...``; user errors print one line and return 2.
 
@@ -205,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = ["cnnlstm", "bench", *argv]
     try:
+        _check_arguments(args)
         if args.suite in ("accuracy", "all"):
             _accuracy(args, command)
         if args.suite in ("digits", "all"):

@@ -94,7 +94,8 @@ def fit_seeds(recipe: str | dict[str, Any], seeds: list[int], *, data: str | Non
             continue
         if metrics is None:
             with quiet():
-                metrics = fit(recipe, data=data, overrides=sets, out=out / f"seed{seed}", verbose=False).metrics
+                metrics = fit(recipe, data=data, overrides=sets, out=out / f"seed{seed}", verbose=False,
+                              overwrite=True).metrics  # bench owns --runs; --reuse keeps finished runs
         record: dict[str, Any] = {"seed": seed}
         record.update({k.replace("/", "_"): metrics[k] for k in KEPT if k in metrics})
         records.append(record)

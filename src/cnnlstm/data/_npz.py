@@ -27,6 +27,8 @@ def open_npz(path: str, where: str) -> Any:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{where}: file not found; check the path") from None
+    except EOFError:  # numpy's answer to a zero-byte file
+        raise DataError(f"{where} is empty (0 bytes); save the arrays with numpy.savez") from None
     except (OSError, ValueError, zipfile.BadZipFile) as err:
         raise DataError(f"{where} is not a readable .npz file ({err}); save it with numpy.savez") from None
 

@@ -42,6 +42,7 @@ __all__ = [
     "sample_frame_indices",
     "FramesDataset",
     "load_frames",
+    "check_frame_headers",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -177,6 +178,35 @@ def _open_image(path: Path) -> Image.Image:
             return image
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"cannot read frame {path} ({err}); replace or remove it") from None
+
+
+def check_frame_headers(clips: Sequence[Clip]) -> None:
+    """Open every frame's header (PIL reads a few hundred bytes, decodes no pixels) and every video's size.
+
+    Run when the data is loaded, so a corrupt or empty file is named before the run directory is created
+    instead of stopping the first epoch. Damage inside the pixel data behind an intact header is found
+    when the frame is decoded.
+
+    Args:
+        clips: the clips to check.
+
+    Raises:
+        DataError: a frame or video file is empty or has no readable image header; names it.
+
+    Example:
+        >>> check_frame_headers(find_clips(Path("data/clips"))[0])  # doctest: +SKIP
+    """
+    for clip in clips:
+        for path in clip.frames if clip.frames is not None else (clip.path,):
+            try:
+                if path.stat().st_size == 0:
+                    raise OSError("the file is empty")
+                if clip.frames is not None:
+                    with Image.open(path) as image:
+                        image.size  # noqa: B018 - the header is parsed by open; size proves it was complete
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                kind = "frame" if clip.frames is not None else "video"
+                raise DataError(f"cannot read {kind} {path} ({err}); replace or remove it") from None
 
 
 class FramesDataset(Dataset):
@@ -350,6 +380,7 @@ def load_frames(
         clips, classes = [clips[i] for i in train_idx], [classes[i] for i in train_idx]
     check_non_empty(len(clips), f"{where} (train)")
     check_non_empty(len(test_clips), f"{where} (test)")
+    check_frame_headers(clips + test_clips)
     if any(c.frames is None for c in clips + test_clips):
         _import_av()  # fail now with the install hint, not later inside a DataLoader worker
     y_train, y_test, class_names = encode_labels(classes, test_classes, where=where)

@@ -26,7 +26,7 @@ from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.series_dataset import build_series_bundle
 from cnnlstm.data.splits import stratified_split
-from cnnlstm.data.validate import check_finite, check_same_count
+from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count
 from cnnlstm.errors import ConfigError, DataError, UnknownNameError, did_you_mean
 
 __all__ = ["read_ts", "bundled_ucr_names", "load_ucr", "load_ts", "load_npz"]
@@ -284,6 +284,7 @@ def load_npz(
         elif {"X", "y"} <= files:
             x, y = _npz_series(data, "X", "lengths", where), npz_array(data, "y", where)
             check_same_count(len(x), len(y), f"{where} X/y")
+            check_non_empty(len(y), f"{where} X/y")
             check_finite(x, f"{where} X")  # before splitting, so the message gives positions in the file
             train_idx, test_idx = stratified_split(y, 0.2 if test_fraction is None else test_fraction, seed)
             pick = (lambda idx: x[idx]) if isinstance(x, np.ndarray) else (lambda idx: [x[i] for i in idx])

@@ -50,6 +50,9 @@ def stratified_split(
     """
     _check_fraction(fraction)
     labels = np.asarray(labels)
+    if len(labels) < 2:  # nothing to split: say so, not which fraction would have worked
+        raise DataError(f"too few samples: {len(labels)} cannot be split in two (training and held-out parts); "
+                        "add samples")
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     take = np.floor(fraction * counts + 0.5).astype(np.int64)  # round half up, per class
     too_small = take >= counts
@@ -58,7 +61,7 @@ def stratified_split(
                           for c, n in zip(classes[too_small].tolist(), counts[too_small].tolist(), strict=True))
         limit = 1.0 - 0.5 / counts[too_small].min()
         raise DataError(
-            f"a split fraction of {fraction} would leave no training samples for class {names}; "
+            f"too few samples: a split fraction of {fraction} would leave no training samples for class {names}; "
             f"lower the fraction below {limit:.3g} or add samples"
         )
     if take.sum() == 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -10,7 +12,41 @@ from torch import nn
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model, get_model_class
 
-__all__ = ["model_kwargs_for", "build_model", "count_parameters"]
+__all__ = ["model_kwargs_for", "build_model", "count_parameters", "allocation_guard"]
+
+#: fragments of the allocator errors torch raises for a tensor that cannot exist (too big, or its size overflows)
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "overflow", "negative dimension",
+                        "larger than the maximum")
+
+
+@contextlib.contextmanager
+def allocation_guard(section: dict[str, Any], prefix: str = "model") -> Iterator[None]:
+    """Turn an allocation failure while building (or measuring) a model into a ``ConfigError`` naming its sizes.
+
+    A valid but huge size (``model.hidden_size=100000000``) passes every range check and fails only when torch
+    asks for the weights' memory; the user then needs to know which recipe key to shrink.
+
+    Args:
+        section: the recipe's ``model`` section.
+        prefix: the section's key in the recipe, for the message.
+
+    Example:
+        >>> with allocation_guard({"name": "lstm_fcn", "hidden_size": 8}):
+        ...     pass
+    """
+    try:
+        yield
+    except (MemoryError, RuntimeError, TypeError, OverflowError) as exc:  # TypeError: a size beyond int64
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and not any(f in text.lower() for f in _ALLOCATION_FAILURES):
+            raise
+        sizes = sorted(((v, k) for k, v in section.items() if isinstance(v, int) and not isinstance(v, bool)),
+                       reverse=True)
+        named = ", ".join(f"{prefix}.{k}={v}" for v, k in sizes if v >= 10**6 or (v, k) == sizes[0]) or "its sizes"
+        reason = text.splitlines()[0].split("DefaultCPUAllocator: ")[-1] if text else "out of memory"
+        raise ConfigError(f"model {section.get('name')!r} is too large to build on this machine ({reason}); "
+                          f"make it smaller: check {named}") from None
+
 
 
 def _accepted(cls: type) -> tuple[set[str], bool]:
@@ -50,7 +86,8 @@ def build_model(section: dict[str, Any], data_kwargs: dict[str, Any]) -> nn.Modu
     """
     name, kwargs = model_kwargs_for(section, data_kwargs)
     try:
-        return create_model(name, **kwargs)
+        with allocation_guard(section):
+            return create_model(name, **kwargs)
     except TypeError as exc:  # a recipe value of the wrong type (num_classes: 3.5 or "3") deep in a constructor
         given = {k: v for k, v in section.items() if k != "name"}
         suspects = _mistyped(get_model_class(name), given) or list(given)

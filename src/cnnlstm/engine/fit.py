@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from cnnlstm.data import DatasetBundle
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
+from cnnlstm.engine.outputs import check_new_run, clear_run, run_lock
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
 from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
@@ -47,8 +49,8 @@ from cnnlstm.engine.trainer import make_trainer, resolve_clip
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
-__all__ = ["RunResult", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run", "task_name",
-           "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS"]
+__all__ = ["RunResult", "RunInterrupted", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run",
+           "task_name", "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,25 @@ class RunResult:
     metrics: dict[str, Any]
     config: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a ``fit`` or ``resume``; ``run_dir`` says which run ``fit --resume`` continues.
+
+    Attributes:
+        run_dir: the run directory (it holds ``config.yaml`` once training started).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+    def hint(self) -> str:
+        """One line for the user: how to continue, or that nothing was written yet."""
+        if (self.run_dir / "config.yaml").is_file():
+            return ("interrupted; the run is saved up to its last checkpoint: continue it with "
+                    f"`cnnlstm fit --resume {self.run_dir}`")
+        return "interrupted before training started; nothing was written"
 
 
 def resolve_config(recipe: str | dict[str, Any], *, data: str | None = None,
@@ -195,7 +216,13 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     ckpt_path = str(last) if resume and last.is_file() else None
     start = time.perf_counter()
     # Tensors and plain values only: a crafted last.ckpt can never run code (AtomicCheckpointIO enforces it too).
-    trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own shutdown
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left SIGINT ignored
+            raise KeyboardInterrupt from None
+        raise
     fit_seconds = time.perf_counter() - start
     history = list(task.history)
     best = ckpt.best_model_path if ckpt is not None else ""
@@ -293,7 +320,7 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tu
 
 def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: list[str] | tuple[str, ...] = (),
         out: str | Path | None = None, verbose: bool = True, callbacks: list[pl.Callback] | None = None,
-        test: bool = True) -> RunResult:
+        test: bool = True, overwrite: bool = False) -> RunResult:
     """Train a recipe, evaluate its best-on-validation checkpoint once on test, and write the run directory.
 
     Args:
@@ -304,17 +331,42 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
         verbose: print the end-of-run summary (rank 0 only).
         callbacks: extra Lightning callbacks for the main stage (e.g. a tuning pruner).
         test: evaluate on the test split; ``False`` for model selection (tuning), which must never see it.
+        overwrite: replace an existing run in ``out`` (its files, :data:`~cnnlstm.engine.outputs.RUN_ENTRIES`);
+            without it an existing run or a folder holding other files is refused.
 
     Returns:
         A :class:`RunResult` (the same metrics as ``RUN/metrics.json``).
+
+    Raises:
+        ConfigError: the recipe is invalid, or ``out`` cannot take a new run (checked before any data is read).
+        RunInterrupted: Ctrl-C; the run continues with :func:`resume`.
 
     Example:
         >>> result = fit("basic_motions", overrides=["trainer.max_epochs=1"], out="runs/demo")  # doctest: +SKIP
         >>> result.metrics["test/acc"]  # doctest: +SKIP
     """
     config = resolve_config(recipe, data=data, overrides=overrides)
+    if _is_rank_zero():  # only DDP workers follow RUN_DIR_ENV; in rank 0 it names an earlier fit's run
+        os.environ.pop(RUN_DIR_ENV, None)
     run_dir = resolve_run_dir(out, config.get("name", "run")).resolve()
-    return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)
+    if not _is_rank_zero():  # DDP workers write into the directory rank 0 checked, locked and created
+        return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)
+    check_new_run(run_dir, overwrite=overwrite)
+    with run_lock(run_dir):
+        check_new_run(run_dir, overwrite=overwrite)  # again under the lock: another fit may have just finished
+        if overwrite:
+            clear_run(run_dir)
+        return _interruptible(run_dir, lambda: _fit(config, run_dir, verbose=verbose, callbacks=callbacks,
+                                                    test=test, resume=False))
+
+
+def _interruptible(run_dir: Path, work: Any) -> RunResult:
+    try:
+        return work()
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir) from None
 
 
 def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Callback] | None = None) -> RunResult:
@@ -335,10 +387,14 @@ def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Call
         >>> resume("runs/basic_motions-20250101-120000").metrics["test/acc"]  # doctest: +SKIP
     """
     run_dir = Path(run_dir).resolve()
-    config = validate_recipe(read_config(run_dir))
+    config = read_config(run_dir)
     if not last_checkpoint(run_dir).is_file() and not (run_dir / "pretrain").is_dir():
         log.warning("%s has no last checkpoint yet: training starts from epoch 1", run_dir)
-    return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=True, resume=True)
+    if not _is_rank_zero():
+        return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=True, resume=True)
+    with run_lock(run_dir, flag="--resume"):
+        return _interruptible(run_dir, lambda: _fit(config, run_dir, verbose=verbose, callbacks=callbacks,
+                                                    test=True, resume=True))
 
 
 def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> tuple[nn.Module | None, str]:
@@ -401,13 +457,16 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers are started later from this process's environment
     seed = config["seed"]
     pl.seed_everything(seed, workers=True, verbose=False)
-    if _is_rank_zero() and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_yaml(run_dir / "config.yaml", config)
+
+    def start_run() -> None:  # config.yaml marks a run; written once the data was read and the model built
+        if _is_rank_zero() and not resume and not (run_dir / "config.yaml").is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(run_dir / "config.yaml", config)
 
     metrics: dict[str, Any] = {}
     model_section = dict(config["model"])
     if config.get("pretrain"):
+        start_run()
         encoder_path, metrics = _pretrain(config, run_dir, resume=resume)
         model_section["pretrained"] = str(encoder_path)
         model_section.setdefault("freeze", "all")
@@ -423,6 +482,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
                       clip_val=resolve_clip(trainer_cfg.get("gradient_clip_val", "auto"), train_model))
     task.set_augmentation(augmentation, key)
+    start_run()
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
                                               callbacks=callbacks, test=test, resume=resume)
     metrics = {**stage, **metrics}

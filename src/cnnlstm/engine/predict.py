@@ -32,6 +32,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 Prediction = dict[str, Any]  # {"input": str, "label": str, "probability": float, "probabilities": {...}}
 
 
+def _existing_file(path: str | Path, reads: str) -> Path:
+    """``path`` as a Path when it is a file; a folder or a missing path is a ``DataError`` saying which."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, but this run reads {reads}; give it those instead")
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    return path
+
+
 def _read_npz(path: Path) -> tuple[str, np.ndarray, np.ndarray | None]:
     """The input array of an ``.npz`` (``X`` / ``X_test`` / ``x`` / its only array) as float32, and ``lengths``.
 
@@ -85,9 +95,7 @@ def read_series_file(path: str | Path) -> list[np.ndarray]:
     Example:
         >>> series = read_series_file("new_recordings.npz")  # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; check the path")
+    path = _existing_file(path, "series from .npz or .ts files")
     if path.suffix == ".ts":
         from cnnlstm.data.series import read_ts
 
@@ -121,9 +129,7 @@ def read_clip_file(path: str | Path) -> Tensor:
         >>> read_clip_file("clip.npz").shape  # doctest: +SKIP
         torch.Size([16, 3, 64, 64])
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; check the path")
+    path = _existing_file(path, "one clip per .npz file or frame folder")
     key, x, _ = _read_npz(path)
     if x.ndim != 4 or x.shape[0] == 0:
         raise DataError(f"{path}: {key} must be one clip (T, C, H, W) with T >= 1, got {x.shape}")
@@ -142,9 +148,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) ->
     """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; check the path")
+    path = _existing_file(path, "image files")
     try:
         image = Image.open(path).convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as exc:

@@ -258,6 +258,9 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"data.batch_size must be >= 1, got {data['batch_size']}")
         if data.get("num_workers", 0) < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {data['num_workers']}")
+        epochs = section["trainer"].get("max_epochs")
+        if epochs is not None and epochs != -1 and epochs < 1:  # Lightning reads -1 as "no limit"
+            raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 for no limit), got {epochs}")
         _check_swa(section["optim"].get("swa") or {})
         every = section["trainer"].get("checkpoint_every_n_steps")
         if every is not None and every < 1:

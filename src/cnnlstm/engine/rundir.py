@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from cnnlstm.engine.recipe import parse_yaml, read_recipe_text
+from cnnlstm.engine.recipe import DEFAULTS, _merge, parse_yaml, read_recipe_text, validate_recipe
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.models import create_model, model_config
 
@@ -70,7 +70,10 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file the caller asked for, not the hidden temporary one
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
@@ -145,13 +148,24 @@ def write_yaml(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The resolved recipe a run was trained with (``RUN/config.yaml``)."""
+    """The resolved recipe a run was trained with (``RUN/config.yaml``), validated again.
+
+    A config.yaml edited after training (``batch_size: -3``) is checked like a recipe, so ``test``,
+    ``predict``, ``export`` and ``fit --resume`` refuse it in one line naming the file and key.
+
+    Raises:
+        ConfigError: the folder or its config.yaml is missing, unreadable or fails validation.
+    """
     path = Path(run_dir) / "config.yaml"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: it has no config.yaml (pass the --out of a fit)")
-    return parse_yaml(read_recipe_text(path), str(path))  # a damaged config.yaml is a ConfigError, not a crash
+    config = parse_yaml(read_recipe_text(path), str(path))  # a damaged config.yaml is a ConfigError, not a crash
+    try:  # over the defaults, as a recipe is: a hand-trimmed config.yaml gets a message, not a KeyError
+        return validate_recipe(_merge(DEFAULTS, config))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}; fix or restore the run's config.yaml") from None
 
 
 def resolve_run_dir(out: str | Path | None, recipe_name: str) -> Path:

@@ -44,6 +44,7 @@ def export_run(
         ...     print(report.summary())
     """
     # Imported here: cnnlstm.engine pulls in Lightning, which export and inference do not otherwise need.
+    from cnnlstm.engine.outputs import check_output_dir
     from cnnlstm.engine.rundir import load_weights, read_config, weights_path
 
     unknown = [f for f in formats if f not in FORMATS]
@@ -51,8 +52,8 @@ def export_run(
         raise ConfigError(f"unknown export format(s) {unknown}; use one or more of {FORMATS}")
     run_dir = Path(run_dir)
     read_config(run_dir)  # a clear error when this is not a run directory
+    out = check_output_dir(out if out is not None else run_dir / "export", flag="--out", allowed_in=run_dir / "export")
     model = load_weights(weights_path(run_dir))
-    out = Path(out) if out is not None else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
     if (run_dir / "data_info.json").is_file():
         shutil.copyfile(run_dir / "data_info.json", out / "data_info.json")

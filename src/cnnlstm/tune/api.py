@@ -78,7 +78,8 @@ def _evaluate_best(study: optuna.Study, best: FrozenTrial, plan: SearchPlan, out
         metrics = engine.evaluate_run(run_dir, accelerator=accelerator).metrics
     else:  # the trial ran on another machine: retrain its recipe here (same seed) and test that
         log(f"trial {best.number}'s weights are not in {run_dir}; training best.yaml again to test it")
-        result = engine.fit(best_recipe(study, best, plan.metric), out=out / "best", verbose=False)
+        # tune owns OUT/best: a rerun after more trials replaces the refit of the earlier best trial
+        result = engine.fit(best_recipe(study, best, plan.metric), out=out / "best", verbose=False, overwrite=True)
         metrics = {k: v for k, v in result.metrics.items() if k.startswith("test/")}
     metrics = {k: float(v) for k, v in metrics.items()}
     study.set_user_attr("test", {"trial": best.number, "metrics": metrics})
@@ -120,6 +121,16 @@ def write_outputs(study: optuna.Study, plan: SearchPlan, out: Path, *, trials: i
     return result
 
 
+def _check_outputs(out: Path, url: str, recipe: str | dict[str, Any]) -> None:
+    """``--out`` and an SQLite ``--storage`` can be written (checked before the study opens); rerunning resumes."""
+    from cnnlstm.engine.outputs import check_output_dir, check_output_file
+
+    inputs = [recipe] if isinstance(recipe, str) else []
+    check_output_dir(out, flag="--out", inputs=inputs)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        check_output_file(url[len("sqlite:///"):], flag="--storage", inputs=inputs, example="study.db")
+
+
 def tune(recipe: str | dict[str, Any], *, trials: int, timeout: float | None = None, storage: str | None = None,
          study: str | None = None, out: str | Path | None = None, sampler: str = "tpe", pruner: str = "hyperband",
          data: str | None = None, overrides: list[str] | tuple[str, ...] = (), models: str | list[str] | None = None,
@@ -157,6 +168,7 @@ def tune(recipe: str | dict[str, Any], *, trials: int, timeout: float | None = N
     name = str(plan.base.get("name", "study"))
     out = Path(out) if out is not None else Path("runs") / f"{name}-tune"
     url = storage or sqlite_url(out / "study.db")
+    _check_outputs(out, url, recipe)
     seed = int(plan.base["seed"])
     rdb = make_storage(url, heartbeat=heartbeat)
     shared = open_study(rdb, study or name, plan.direction, make_sampler(sampler, seed),

@@ -96,5 +96,6 @@ def fit_trial(config: dict[str, Any], out: str | Path, callbacks: list[pl.Callba
     extra = list(callbacks)
     if config["trainer"].get("enable_progress_bar", True):
         extra.append(TQDMProgressBar(refresh_rate=0))  # one line per trial instead; the recipe stays as written
-    result = fit(config, out=out, callbacks=extra, test=False, verbose=False)
+    # tune owns its trial folders: a trial re-run after a crash starts its folder again
+    result = fit(config, out=out, callbacks=extra, test=False, verbose=False, overwrite=True)
     return {k: v for k, v in result.metrics.items() if not k.startswith("test/")}
