@@ -17,6 +17,7 @@ __all__ = [
     "UnknownNameError",
     "DataError",
     "WeightsError",
+    "PeerLostError",
     "did_you_mean",
 ]
 
@@ -46,6 +47,10 @@ class DataError(CnnLstmError, ValueError):
 
 class WeightsError(CnnLstmError):
     """A weights or checkpoint file cannot be loaded safely or completely."""
+
+
+class PeerLostError(CnnLstmError, RuntimeError):
+    """Another process of a distributed run died or stopped answering; this one stopped too (resume the run)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

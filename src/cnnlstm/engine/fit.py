@@ -46,7 +46,7 @@ from cnnlstm.engine.rundir import (
     write_yaml,
 )
 from cnnlstm.engine.trainer import make_trainer, resolve_clip
-from cnnlstm.errors import ConfigError, WeightsError
+from cnnlstm.errors import ConfigError, PeerLostError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
 __all__ = ["RunResult", "RunInterrupted", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run",
@@ -195,6 +195,25 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
+#: what a collective raises when a peer process died (gloo, NCCL) or did not answer in time (the store, timeouts)
+_PEER_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL error",
+                         "ProcessGroupNCCL", "ProcessGroupGloo", "Timed out", "timed out", "DistBackendError",
+                         "DistNetworkError", "TCPStore")
+
+
+def _is_peer_failure(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    network_errors = tuple(getattr(dist, name) for name in ("DistBackendError", "DistNetworkError", "DistStoreError")
+                           if hasattr(dist, name))
+    return isinstance(exc, network_errors) or any(marker in str(exc) for marker in _PEER_FAILURE_MARKERS)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
 def _better(a: float, b: float, mode: str) -> bool:
     return a < b if mode == "min" else a > b
 
@@ -222,6 +241,13 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
         if trainer.interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left SIGINT ignored
             raise KeyboardInterrupt from None
+        raise
+    except RuntimeError as exc:
+        if trainer.world_size > 1 and _is_peer_failure(exc):
+            raise PeerLostError(
+                f"rank {trainer.global_rank} of {trainer.world_size} lost another training process "
+                f"({_first_line(exc)}); every rank stops, and the run keeps its last checkpoint: once all nodes "
+                f"are back, run `cnnlstm fit --resume {run_dir}` on each of them") from None
         raise
     fit_seconds = time.perf_counter() - start
     history = list(task.history)

@@ -9,6 +9,7 @@ at most that much work. Every checkpoint is written atomically (:class:`~cnnlstm
 from __future__ import annotations
 
 import csv
+import datetime
 import logging
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
@@ -153,6 +155,13 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
         callbacks.insert(0, EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10)),
                                           min_delta=float(early.get("min_delta", 0.0))))
     kwargs = {k: section[k] for k in PASSTHROUGH if k in section}
+    if kwargs.get("strategy") == "ddp":
+        # Lightning's "ddp" with a bounded wait: a rank that hangs (rather than dies, which the others see at once)
+        # stops every other rank after trainer.ddp_timeout seconds instead of the process group's 30 minutes.
+        timeout = float(section.get("ddp_timeout", 1800))
+        if timeout <= 0:
+            raise ConfigError(f"trainer.ddp_timeout must be > 0 seconds, got {timeout:g}")
+        kwargs["strategy"] = DDPStrategy(timeout=datetime.timedelta(seconds=timeout))
     clip = resolve_clip(section.get("gradient_clip_val", "auto"), task.model)
     if not task.automatic_optimization:  # a TBPTT task clips and steps per chunk itself; Lightning refuses both
         kwargs["accumulate_grad_batches"] = 1
