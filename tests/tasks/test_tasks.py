@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks import CaptioningTask, ClassificationTask, CTCTask, ForecastingTask, build_task, task_for_kind
+from cnnlstm.tasks.forecasting import FORECAST_LOSSES, forecast_loss
 
 
 class Fixed(nn.Module):
@@ -80,6 +83,47 @@ def test_forecasting_metrics_and_copy_last_baseline() -> None:
     assert values["baseline_mse"] == pytest.approx(0.25)  # copying the 0.5 frame misses by 0.5
 
 
+@pytest.mark.parametrize("loss, expected", [
+    ("mse", (0.25**2 + 0.5**2) / 2),  # half the pixels predict 0.75 for 1, half 0.5 for 0
+    ("l1", (0.25 + 0.5) / 2),
+    ("bce", -(math.log(0.75) + math.log(1 - 0.5)) / 2),
+])
+def test_forecasting_loss_choice_against_hand_computed_values(loss: str, expected: float) -> None:
+    y = torch.zeros(2, 2, 1, 4, 4)
+    y[..., :2] = 1.0  # left half lit
+    pred = torch.where(y > 0, torch.tensor(0.75), torch.tensor(0.5))
+    task = ForecastingTask(Fixed(pred, "frames"), ssim_kernel=3, optim={"loss": loss})
+    values = _epoch(task, {"x": torch.zeros(2, 3, 1, 4, 4), "y": y})
+    assert values["loss"] == pytest.approx(expected, rel=1e-6)
+    assert values["mse"] == pytest.approx((0.25**2 + 0.5**2) / 2)  # the metrics do not follow the loss
+
+
+def test_forecasting_mse_plus_ssim_on_flat_frames() -> None:
+    # Flat frames: every window's means are the frame values and the variances are 0, so SSIM is
+    # (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 * data_range)^2; the loss adds 1 - SSIM to the MSE.
+    a, b, c1 = 0.2, 0.6, 1e-4
+    pred, y = torch.full((1, 2, 1, 16, 16), a), torch.full((1, 2, 1, 16, 16), b)
+    task = ForecastingTask(Fixed(pred, "frames"), optim={"loss": "mse+ssim"})
+    values = _epoch(task, {"x": torch.zeros(1, 3, 1, 16, 16), "y": y})
+    ssim = (2 * a * b + c1) / (a * a + b * b + c1)  # 0.6001; float32 window variances are ~1e-8, not 0
+    assert values["ssim"] == pytest.approx(ssim, abs=2e-4)
+    assert values["loss"] == pytest.approx((a - b) ** 2 + 1 - ssim, abs=2e-4)
+    frames = torch.rand(1, 2, 1, 16, 16)
+    assert float(forecast_loss("mse+ssim", frames, frames)) == pytest.approx(0.0, abs=1e-5)  # SSIM 1, MSE 0
+
+
+def test_forecasting_loss_gradients_and_wrong_choices() -> None:
+    pred = torch.rand(1, 2, 1, 12, 12, requires_grad=True)
+    for name in FORECAST_LOSSES:
+        pred.grad = None
+        forecast_loss(name, pred, torch.rand(1, 2, 1, 12, 12)).backward()
+        assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0, name
+    with pytest.raises(ConfigError, match="did you mean 'bce'"):
+        ForecastingTask(Fixed(torch.zeros(1, 1, 1, 4, 4), "frames"), optim={"loss": "bec"})
+    with pytest.raises(ConfigError, match="loss is fixed"):
+        ClassificationTask(Fixed(torch.zeros(1, 3), "logits"), optim={"loss": "mse"})
+
+
 def test_captioning_loss_ignores_padding_and_bleu_of_exact_generation() -> None:
     vocab = ["<pad>", "<start>", "<end>", "<unk>", "a", "red", "circle", "is", "here"]
     caption = torch.tensor([[1, 4, 5, 6, 7, 8, 2, 0]])  # <start> a red circle is here <end> <pad>
@@ -99,3 +143,16 @@ def test_kind_to_task_and_unknown_task() -> None:
         "classification", "classification", "ctc", "forecasting", "captioning"]
     with pytest.raises(ConfigError, match="did you mean 'classification'"):
         build_task("clasification", Fixed(torch.zeros(1, 2), "logits"))
+
+
+def test_recipe_optim_loss_reaches_the_forecasting_task() -> None:
+    from cnnlstm import create_model
+    from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
+
+    config = validate_recipe(apply_overrides(load_recipe("moving_digits"), ["optim.loss=mse+ssim"]))
+    model = create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4, horizon=2)
+    assert build_task("forecasting", model, {}, config["optim"]).loss_name == "mse+ssim"
+    default = validate_recipe(load_recipe("moving_digits"))["optim"]
+    assert build_task("forecasting", model, {}, default).loss_name == "mse"
+    with pytest.raises(ConfigError, match="optim.loss"):
+        validate_recipe(apply_overrides(load_recipe("moving_digits"), ["optim.loss=3"]))

@@ -1,4 +1,4 @@
-"""trainer.tbptt_steps from a recipe: a CLI fit runs in chunks; k >= T trains exactly as the normal path;
+"""trainer.tbptt_steps from a recipe: a CLI fit runs in chunks; k >= T trains as the normal path (to rounding);
 settings TBPTT cannot honour are one-line ConfigErrors (exit 2)."""
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ def test_chunks_longer_than_the_clips_train_exactly_as_full_bptt(recipe: Path, t
     b = load_weights(chunked.run_dir / "checkpoints" / "best.safetensors").state_dict()
     assert len(calls) == 3 and all(chunks == backward == 1 for _, _, chunks, backward in calls)  # TBPTT ran
     assert a.keys() == b.keys()
+    # Equal up to float rounding, not bit for bit: the full-length path runs the fused LSTM kernel on the padded
+    # batch (cnnlstm.layers.padded_lstm), a chunk packs (it needs the cell state at each clip's end).
     for name in a:
-        assert torch.equal(a[name], b[name]), name
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
-        assert normal.metrics[key] == chunked.metrics[key], key
+        assert normal.metrics[key] == pytest.approx(chunked.metrics[key], rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.parametrize("sets, match", [

@@ -37,7 +37,7 @@ _DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": i
          "persistent_workers": bool, "options": FREE, "augment": FREE, "feature_cache": (bool, str)}
 _SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
 _OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
-          "swa": _SWA}
+          "swa": _SWA, "loss": _OPT_STR}
 _TRAINER = {
     "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
     "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),
@@ -73,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {"val_fraction": 0.2, "batch_size": 32, "num_workers": 0, "pin_memory": False,
              "persistent_workers": True, "options": {}, "augment": {}, "feature_cache": "auto"},
     "optim": {"lr": 1e-3, "weight_decay": 1e-2, "scheduler": "cosine", "label_smoothing": 0.0,
-              "swa": None},
+              "swa": None, "loss": None},
     "trainer": {"max_epochs": 20, "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1,
                 "precision": "32-true", "gradient_clip_val": "auto", "accumulate_grad_batches": 1,
                 "deterministic": False, "log_every_n_steps": 1, "channels_last": False, "compile": False,

@@ -9,13 +9,13 @@ Example:
     >>> OnnxPredictor("out/model.onnx")(x=torch.randn(4, 30, 2)).shape  # doctest: +SKIP
 """
 
-from cnnlstm.export.masked_rnn import masked_lstm, reverse_padded
 from cnnlstm.export.onnx_export import ExportReport, export_onnx
 from cnnlstm.export.parity import PARITY_TOLERANCE, ParityReport
 from cnnlstm.export.predictor import OnnxPredictor
 from cnnlstm.export.run import export_run
 from cnnlstm.export.streaming import StreamingSession
 from cnnlstm.export.torchscript_export import export_torchscript, load_torchscript
+from cnnlstm.layers.padded_lstm import masked_lstm, reverse_padded  # re-exported: the pack-free LSTM export uses
 
 __all__ = [
     "export_onnx",

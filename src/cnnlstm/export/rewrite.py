@@ -1,20 +1,16 @@
 """Export rewrites: an eval-mode copy of a model whose every path traces into a dynamic, exportable graph.
 
-Two things in cnnlstm's eager models do not survive tracing with dynamic shapes, and both are replaced on a
-*copy* (the caller's model is never touched), keeping parameters and results:
-
-- packed LSTMs (``pack_padded_sequence`` does not export): :class:`~cnnlstm.layers.recurrent.SequenceLSTM`
-  becomes :class:`PackFreeSequenceLSTM`, and the series models' ``final_hidden`` helper is routed to
-  :func:`~cnnlstm.export.masked_rnn.masked_lstm` while tracing (:func:`pack_free_final_hidden`);
-- Python time loops of :class:`~cnnlstm.layers.conv_lstm.ConvLSTM` (unrolled by tracing, which fixes ``T``)
-  become a scripted loop (:class:`~cnnlstm.export.conv_lstm_scan.ScanConvLSTM`).
+Python time loops of :class:`~cnnlstm.layers.conv_lstm.ConvLSTM` (unrolled by tracing, which fixes ``T``) do
+not survive tracing with dynamic shapes; on a *copy* (the caller's model is never touched) they become a
+scripted loop (:class:`~cnnlstm.export.conv_lstm_scan.ScanConvLSTM`), keeping parameters and results. Packed
+LSTMs need no rewrite: :func:`~cnnlstm.layers.padded_lstm.run_lstm`, which every length-aware ``nn.LSTM`` call
+goes through, takes its unpacked, exportable path while tracing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import sys
 import warnings
 from collections.abc import Iterator
 
@@ -22,70 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from cnnlstm.export.conv_lstm_scan import ScanConvLSTM
-from cnnlstm.export.masked_rnn import masked_lstm
 from cnnlstm.layers.conv_lstm import ConvLSTM
-from cnnlstm.layers.masking import check_lengths
-from cnnlstm.layers.recurrent import SequenceLSTM
-from cnnlstm.models import _lstm_state
 
-__all__ = ["PackFreeSequenceLSTM", "exportable_copy", "pack_free_final_hidden", "ExportWrapper", "tracing_quietly"]
-
-
-class PackFreeSequenceLSTM(SequenceLSTM):
-    """``SequenceLSTM`` whose padded path uses :func:`masked_lstm` instead of packing (eval semantics).
-
-    Shape:
-        - as :class:`~cnnlstm.layers.recurrent.SequenceLSTM`: x ``(B, T, F)``, lengths ``(B,)``;
-          ``forward_sequence`` returns ``(B, T, out_features)`` and ``(B, out_features)``.
-
-    Example:
-        >>> lstm = SequenceLSTM(3, 4).eval()
-        >>> x, lengths = torch.randn(2, 5, 3), torch.tensor([5, 2])
-        >>> expected = lstm(x, lengths)
-        >>> lstm.__class__ = PackFreeSequenceLSTM
-        >>> torch.allclose(lstm(x, lengths), expected, atol=1e-6)
-        True
-    """
-
-    def forward_sequence(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        lengths = check_lengths(lengths, x.shape[0], x.shape[1], owner="SequenceLSTM")
-        if lengths is None:
-            return super().forward_sequence(x)
-        return masked_lstm(self.lstm, x, lengths)  # (B, T, dirs*H), (B, dirs*H)
-
-
-def _masked_final_hidden(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-    # Same contract as cnnlstm.models._lstm_state.final_hidden, without packing.
-    if lengths is None:
-        return _ORIGINAL_FINAL_HIDDEN(lstm, x)
-    return masked_lstm(lstm, x, lengths)[1]  # (B, D * H)
-
-
-_ORIGINAL_FINAL_HIDDEN = _lstm_state.final_hidden
-
-
-@contextlib.contextmanager
-def pack_free_final_hidden() -> Iterator[None]:
-    """While active, every model module that imported ``final_hidden`` uses the pack-free version.
-
-    ``final_hidden`` is a function, not a module, so it cannot be swapped on a model copy; its importers'
-    globals are rebound instead and restored on exit. (Once ``final_hidden`` itself takes the pack-free path
-    under ``torch.jit.is_tracing()``, this becomes a no-op and can go.)
-
-    Example:
-        >>> with pack_free_final_hidden():
-        ...     pass
-    """
-    patched = []
-    for name, module in list(sys.modules.items()):
-        if name.startswith("cnnlstm.models.") and getattr(module, "final_hidden", None) is _ORIGINAL_FINAL_HIDDEN:
-            module.final_hidden = _masked_final_hidden
-            patched.append(module)
-    try:
-        yield
-    finally:
-        for module in patched:
-            module.final_hidden = _ORIGINAL_FINAL_HIDDEN
+__all__ = ["exportable_copy", "ExportWrapper", "tracing_quietly"]
 
 
 def exportable_copy(model: nn.Module) -> nn.Module:
@@ -96,15 +31,13 @@ def exportable_copy(model: nn.Module) -> nn.Module:
 
     Example:
         >>> from cnnlstm import create_model
-        >>> copy_ = exportable_copy(create_model("frame_lstm", num_classes=2, encoder_kwargs={"widths": (4, 8)}))
-        >>> type(copy_.rnn).__name__
-        'PackFreeSequenceLSTM'
+        >>> copy_ = exportable_copy(create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4))
+        >>> type(copy_.encoder).__name__
+        'ScanConvLSTM'
     """
     clone = copy.deepcopy(model).eval()
     for module in clone.modules():
-        if type(module) is SequenceLSTM:
-            module.__class__ = PackFreeSequenceLSTM
-        elif type(module) is ConvLSTM:
+        if type(module) is ConvLSTM:
             ScanConvLSTM.from_conv_lstm(module)
     for p in clone.parameters():
         p.requires_grad_(False)
@@ -139,7 +72,7 @@ class ExportWrapper(nn.Module):
 
 @contextlib.contextmanager
 def tracing_quietly() -> Iterator[None]:
-    """Trace with the pack-free helpers and without the tracer's and exporter's expected warnings.
+    """Trace without the tracer's and exporter's expected warnings.
 
     The models' checks read values (``int(lengths.max())``) to raise helpful errors in eager mode; tracing
     records them as constants and warns, which is expected: the checks are not part of the exported graph.
@@ -150,7 +83,7 @@ def tracing_quietly() -> Iterator[None]:
         >>> with tracing_quietly():
         ...     pass
     """
-    with pack_free_final_hidden(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")

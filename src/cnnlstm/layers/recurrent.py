@@ -1,13 +1,15 @@
 """An LSTM over a padded batch that returns one vector per sequence.
 
-``SequenceLSTM`` packs the batch when lengths are given (the recurrence stops at each sequence's end, so
-padding never enters a state) and runs the plain ``nn.LSTM`` otherwise, which keeps the unpadded path
-exportable to ONNX. Pooling ``"last"`` reads the final hidden states ``h_n``: for a bidirectional LSTM that is
-the forward direction after the last valid step joined with the backward direction after the first step.
+``SequenceLSTM`` runs through :func:`~cnnlstm.layers.padded_lstm.run_lstm`: with lengths the recurrence stops
+at each sequence's end, so padding never enters a state (packed on CUDA, an exact unpacked run on the CPU and
+in exported graphs); without, it is the plain ``nn.LSTM`` call. Pooling ``"last"`` reads the final hidden
+states ``h_n``: for a bidirectional LSTM that is the forward direction after the last valid step joined with the
+backward direction after the first step.
 
 :func:`lstm_chunk` and :meth:`SequenceLSTM.forward_chunk` run one chunk of a sequence from a given ``(h, c)``,
 for truncated backpropagation through time (:mod:`cnnlstm.tasks.tbptt`); they live here, beside the LSTM,
-so model and data code can use them without importing Lightning.
+so model and data code can use them without importing Lightning. A chunk still packs: it hands on the cell
+state ``c`` after each sequence's last valid step, which the fused kernel's step outputs do not contain.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.checks import check_input, require_dropout, require_positive
 from cnnlstm.layers.masking import check_lengths
+from cnnlstm.layers.padded_lstm import run_lstm
 from cnnlstm.layers.pooling import POOLING_MODES, TemporalPool
 
 __all__ = ["LSTMState", "SequenceLSTM", "lstm_chunk"]
@@ -138,15 +141,7 @@ class SequenceLSTM(nn.Module):
         check_input(x, "B, T, F", "SequenceLSTM", what="a sequence", F=self.lstm.input_size)
         B, T, _ = x.shape
         lengths = check_lengths(lengths, B, T, owner="SequenceLSTM")
-        if lengths is None:
-            outputs, (h_n, _) = self.lstm(x)  # (B, T, dirs*H); h_n (layers*dirs, B, H)
-        else:
-            # pack_padded_sequence wants CPU lengths; enforce_sorted=False returns h_n in the batch's order.
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_out, (h_n, _) = self.lstm(packed)
-            outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=T)  # (B, T, dirs*H)
-        final = h_n[-self.num_directions :].transpose(0, 1).reshape(B, self.out_features)  # (B, dirs*H)
-        return outputs, final
+        return run_lstm(self.lstm, x, lengths)  # (B, T, dirs*H), (B, dirs*H)
 
     def check_chunkable(self, owner: str = "SequenceLSTM") -> None:
         """Refuse settings under which a chunked run is not the same model: a backward direction or pooling.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+
+from cnnlstm.layers.padded_lstm import run_lstm
 
 __all__ = ["final_hidden"]
 
@@ -11,8 +12,9 @@ __all__ = ["final_hidden"]
 def final_hidden(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Tensor:
     """The last layer's final hidden state, both directions concatenated.
 
-    With ``lengths`` the batch is packed, so the forward direction stops at each sequence's last valid step
-    and the backward direction starts there; without, the plain call stays ONNX-exportable.
+    With ``lengths`` the forward direction stops at each sequence's last valid step and the backward direction
+    starts there (see :func:`~cnnlstm.layers.padded_lstm.run_lstm`, which picks packing or the exact unpacked
+    run by device and stays exportable).
 
     Args:
         lstm: a ``batch_first`` LSTM.
@@ -29,10 +31,4 @@ def final_hidden(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Ten
         >>> final_hidden(lstm, torch.randn(2, 5, 3), torch.tensor([5, 2])).shape
         torch.Size([2, 16])
     """
-    if lengths is not None:
-        # enforce_sorted=False: PyTorch sorts internally and returns h_n in the batch's own order.
-        x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    _, (h_n, _) = lstm(x)  # h_n: (num_layers * D, B, H)
-    directions = 2 if lstm.bidirectional else 1
-    last = h_n[-directions:]  # (D, B, H): the last layer
-    return last.transpose(0, 1).flatten(1)  # (B, D * H)
+    return run_lstm(lstm, x, lengths)[1]  # (B, D * H)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from cnnlstm.errors import CnnLstmError, ConfigError
+from cnnlstm.errors import CnnLstmError, ConfigError, did_you_mean
 from cnnlstm.tasks.loss_reader import DeferredLoss, LossReading
 from cnnlstm.tasks.weighted_mean import WeightedMean
 
@@ -58,6 +58,8 @@ class OptimConfig:
             validation and test losses are plain cross-entropy, so they stay comparable across recipes.
         swa: stochastic weight averaging settings (``lr``, ``start_epoch``, ``annealing_epochs``) or ``None``;
             read by the engine's trainer, which adds Lightning's ``StochasticWeightAveraging``.
+        loss: the training objective, where a task offers a choice (its :attr:`Task.loss_choices`; forecasting:
+            ``mse``, ``l1``, ``bce``, ``mse+ssim``); ``None`` is the task's default (its first choice).
 
     Example:
         >>> OptimConfig(lr=3e-3, scheduler="none").scheduler
@@ -69,6 +71,7 @@ class OptimConfig:
     scheduler: str = "cosine"
     label_smoothing: float = 0.0
     swa: dict[str, Any] | None = None
+    loss: str | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -101,11 +104,18 @@ class Task(pl.LightningModule):
     monitor_mode: str = "min"
     #: read training losses one step late (see :class:`DeferredLoss`): ``None`` does so on GPUs only
     defer_loss_reads: bool | None = None
+    #: the objectives ``optim.loss`` may name, default first; empty: the task's loss is fixed
+    loss_choices: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, optim: OptimConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
         self.model = model
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        if self.optim.loss is not None and self.optim.loss not in self.loss_choices:
+            choices = self.loss_choices
+            choices = f"one of {', '.join(choices)}" if choices else "not set: this task's loss is fixed"
+            raise ConfigError(f"optim.loss {self.optim.loss!r} does not apply to {type(self).__name__}; it must be "
+                              f"{choices}{did_you_mean(self.optim.loss, self.loss_choices)}")
         # Only primitives go into the checkpoint's hyper-parameters, so it loads with weights_only=True.
         self.save_hyperparameters({"optim": asdict(self.optim)})
         # WeightedMean, not MeanMetric: no host-side NaN check (a device sync per step on a GPU); a NaN training

@@ -1,8 +1,12 @@
 """Next-frame forecasting: predict the next K frames of a clip from its first T frames.
 
-MSE loss; metrics MSE, MAE and SSIM of the forecast, plus the MSE of the copy-last-frame baseline
-(repeat the last input frame K times), so a number like ``val/mse`` always has its context: a model that
-does not beat ``val/baseline_mse`` has learned nothing about motion.
+The loss is the recipe's choice (``optim.loss``, :data:`FORECAST_LOSSES`, MSE by default); the metrics are
+MSE, MAE and SSIM of the forecast whatever the loss, plus the MSE of the copy-last-frame baseline (repeat the
+last input frame K times), so a number like ``val/mse`` always has its context: a model that does not beat
+``val/baseline_mse`` has learned nothing about motion. An MSE-trained forecaster hedges between the futures it
+cannot tell apart and blurs; ``bce`` (per-pixel binary cross-entropy, for frames in ``[0, 1]`` such as
+digits on black) and ``mse+ssim`` (MSE plus ``1 - SSIM``, which rewards local structure) push towards sharper
+frames, ``l1`` towards the per-pixel median.
 """
 
 from __future__ import annotations
@@ -13,25 +17,65 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.tasks.base import OptimConfig, Task
 
-__all__ = ["ForecastingTask"]
+__all__ = ["FORECAST_LOSSES", "ForecastingTask", "forecast_loss"]
+
+#: ``optim.loss`` choices of the forecasting task, the default first
+FORECAST_LOSSES = ("mse", "l1", "bce", "mse+ssim")
+
+
+def forecast_loss(name: str, pred: Tensor, target: Tensor, *, data_range: float = 1.0, sigma: float = 1.5) -> Tensor:
+    """The forecasting loss ``name`` of a predicted clip, a scalar mean over every pixel (and every window).
+
+    Args:
+        name: one of :data:`FORECAST_LOSSES`: ``mse``; ``l1`` (mean absolute error); ``bce`` (binary
+            cross-entropy of pixels in ``[0, 1]``, the target read as the probability of a lit pixel);
+            ``mse+ssim`` (``mse + 1 - SSIM``, SSIM with a Gaussian window of ``sigma`` over each frame).
+        pred: predicted frames, in ``[0, 1]`` for ``bce``.
+        target: true frames, in ``[0, 1]`` for ``bce``.
+        data_range: pixel value range, for SSIM.
+        sigma: SSIM's Gaussian window width (1.5 for the standard 11 x 11 window).
+
+    Shape:
+        - pred, target: ``(B, K, C, H, W)``; output: ``()``.
+
+    Example:
+        >>> pred, target = torch.full((1, 1, 1, 2, 2), 0.5), torch.ones(1, 1, 1, 2, 2)
+        >>> round(float(forecast_loss("bce", pred, target)), 4)  # -log(0.5)
+        0.6931
+    """
+    if name == "mse":
+        return F.mse_loss(pred, target)
+    if name == "l1":
+        return F.l1_loss(pred, target)
+    if name == "bce":
+        # Autocast refuses binary_cross_entropy in half precision (log of a rounded probability); run it in
+        # float32, where PyTorch clamps the log at -100 for probabilities of exactly 0 or 1.
+        with torch.autocast(pred.device.type, enabled=False):
+            return F.binary_cross_entropy(pred.float(), target.float())
+    if name == "mse+ssim":
+        ssim = structural_similarity_index_measure(
+            pred.flatten(0, 1), target.flatten(0, 1), data_range=data_range, sigma=sigma)  # over B*K frames
+        return F.mse_loss(pred, target) + (1.0 - ssim)
+    raise ConfigError(f"unknown forecasting loss {name!r}; optim.loss must be one of {', '.join(FORECAST_LOSSES)}")
 
 
 class ForecastingTask(Task):
     """Train and evaluate a frame forecaster (``output_kind == "frames"``).
 
-    Logged metrics: ``{stage}/loss`` (MSE), ``{stage}/mse``, ``{stage}/mae``, ``{stage}/ssim`` and
-    ``{stage}/baseline_mse`` (copy the last input frame).
+    Logged metrics: ``{stage}/loss`` (the ``optim.loss`` choice, see :func:`forecast_loss`), ``{stage}/mse``,
+    ``{stage}/mae``, ``{stage}/ssim`` and ``{stage}/baseline_mse`` (copy the last input frame).
 
     Args:
         model: a registered model mapping frames (B, T, C, H, W) to (B, K, C, H, W).
         data_range: value range of the pixels, for SSIM (1.0 for frames in [0, 1]).
         ssim_kernel: odd SSIM window side; at most the frames' smaller side.
-        optim: optimiser settings.
+        optim: optimiser settings; ``optim.loss`` picks the loss from :data:`FORECAST_LOSSES`.
 
     Shape:
         - batch ``x``: (B, T, C, H, W); ``y``: (B, K, C, H, W).
@@ -42,6 +86,7 @@ class ForecastingTask(Task):
 
     monitor = "val/loss"
     monitor_mode = "min"
+    loss_choices = FORECAST_LOSSES
 
     def __init__(self, model: nn.Module, *, data_range: float = 1.0, ssim_kernel: int = 11,
                  optim: OptimConfig | dict[str, Any] | None = None) -> None:
@@ -50,7 +95,9 @@ class ForecastingTask(Task):
                               f"{getattr(model, 'model_name', type(model).__name__)} outputs {model.output_kind}")
         self.data_range = float(data_range)
         self.ssim_kernel = int(ssim_kernel)
+        self.ssim_sigma = 1.5 * self.ssim_kernel / 11  # Gaussian window: sigma 1.5 for the standard 11, scaled down
         super().__init__(model, optim)
+        self.loss_name = self.optim.loss or self.loss_choices[0]
 
     def make_metrics(self, stage: str) -> MetricCollection:
         if stage == "train":
@@ -58,8 +105,7 @@ class ForecastingTask(Task):
         return MetricCollection({
             "mse": MeanSquaredError(),
             "mae": MeanAbsoluteError(),
-            "ssim": StructuralSimilarityIndexMeasure(  # Gaussian window: sigma 1.5 for the standard 11, scaled down
-                data_range=self.data_range, sigma=1.5 * self.ssim_kernel / 11),
+            "ssim": StructuralSimilarityIndexMeasure(data_range=self.data_range, sigma=self.ssim_sigma),
             "baseline_mse": MeanSquaredError(),
         })
 
@@ -70,7 +116,7 @@ class ForecastingTask(Task):
             raise ShapeError(f"the forecaster predicts {tuple(pred.shape)} but the data's targets are "
                              f"{tuple(y.shape)}; "
                              "set model.horizon to the data's number of future frames")
-        loss = F.mse_loss(pred, y)
+        loss = forecast_loss(self.loss_name, pred, y.float(), data_range=self.data_range, sigma=self.ssim_sigma)
         if stage != "train":
             metrics = self.metrics[stage]
             pred, target = pred.detach(), y.float()
