@@ -57,20 +57,28 @@ class PackFreeSequenceLSTM(SequenceLSTM):
 def _masked_final_hidden(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Tensor:
     # Same contract as cnnlstm.models._lstm_state.final_hidden, without packing.
     if lengths is None:
-        return _ORIGINAL_FINAL_HIDDEN(lstm, x)
+        return _ORIGINAL["final_hidden"](lstm, x)
     return masked_lstm(lstm, x, lengths)[1]  # (B, D * H)
 
 
-_ORIGINAL_FINAL_HIDDEN = _lstm_state.final_hidden
+def _masked_step_outputs(lstm: nn.LSTM, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    # Same contract as cnnlstm.models._lstm_state.step_outputs, without packing.
+    if lengths is None:
+        return _ORIGINAL["step_outputs"](lstm, x)
+    return masked_lstm(lstm, x, lengths)[0]  # (B, T, D * H)
+
+
+_ORIGINAL = {"final_hidden": _lstm_state.final_hidden, "step_outputs": _lstm_state.step_outputs}
+_PACK_FREE = {"final_hidden": _masked_final_hidden, "step_outputs": _masked_step_outputs}
 
 
 @contextlib.contextmanager
 def pack_free_final_hidden() -> Iterator[None]:
-    """While active, every model module that imported ``final_hidden`` uses the pack-free version.
+    """While active, every model module that imported ``final_hidden`` or ``step_outputs`` uses a pack-free version.
 
-    ``final_hidden`` is a function, not a module, so it cannot be swapped on a model copy; its importers'
-    globals are rebound instead and restored on exit. (Once ``final_hidden`` itself takes the pack-free path
-    under ``torch.jit.is_tracing()``, this becomes a no-op and can go.)
+    They are functions, not modules, so they cannot be swapped on a model copy; their importers' globals are
+    rebound instead and restored on exit. (Once they take the pack-free path under ``torch.jit.is_tracing()``
+    themselves, this becomes a no-op and can go.)
 
     Example:
         >>> with pack_free_final_hidden():
@@ -78,14 +86,17 @@ def pack_free_final_hidden() -> Iterator[None]:
     """
     patched = []
     for name, module in list(sys.modules.items()):
-        if name.startswith("cnnlstm.models.") and getattr(module, "final_hidden", None) is _ORIGINAL_FINAL_HIDDEN:
-            module.final_hidden = _masked_final_hidden
-            patched.append(module)
+        if not name.startswith("cnnlstm.models."):
+            continue
+        for helper, original in _ORIGINAL.items():
+            if getattr(module, helper, None) is original:
+                setattr(module, helper, _PACK_FREE[helper])
+                patched.append((module, helper))
     try:
         yield
     finally:
-        for module in patched:
-            module.final_hidden = _ORIGINAL_FINAL_HIDDEN
+        for module, helper in patched:
+            setattr(module, helper, _ORIGINAL[helper])
 
 
 def exportable_copy(model: nn.Module) -> nn.Module:

@@ -57,7 +57,8 @@ class CTCTask(Task):
         optim: optimiser settings.
 
     Shape:
-        - batch ``x``: (B, C, H, W); ``targets``: (B, L) int64 in 1..K-1, zero-padded; ``target_lengths``: (B,).
+        - batch ``x``: (B, C, H, W); ``lengths``: (B,) pixel widths of right-padded lines, optional;
+          ``targets``: (B, L) int64 in 1..K-1, zero-padded; ``target_lengths``: (B,).
 
     Example:
         >>> task = CTCTask(create_model("crnn", num_classes=11), charset=["-", *"0123456789"])  # doctest: +SKIP
@@ -101,8 +102,11 @@ class CTCTask(Task):
         logits = self(batch)  # (B, W', K)
         B, W = logits.shape[:2]
         if hasattr(self.model, "output_lengths"):
-            widths = torch.full((B,), batch["x"].shape[-1], dtype=torch.long, device=logits.device)
-            lengths = self.model.output_lengths(batch.get("widths", widths)).clamp(max=W)  # (B,)
+            # Padded text lines carry their true pixel widths in ``lengths``; unpadded ones are full width.
+            widths = batch.get("lengths")
+            if widths is None:
+                widths = torch.full((B,), batch["x"].shape[-1], dtype=torch.long, device=logits.device)
+            lengths = self.model.output_lengths(widths.to(logits.device)).clamp(max=W)  # (B,)
         else:
             lengths = torch.full((B,), W, dtype=torch.long, device=logits.device)
         return logits.float().log_softmax(dim=-1), lengths
