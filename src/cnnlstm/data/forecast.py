@@ -31,7 +31,7 @@ from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
 
-__all__ = ["load_forecast", "read_sequences", "write_forecast_layout", "LAYOUTS"]
+__all__ = ["load_forecast", "read_sequences", "read_sequence_folder", "write_forecast_layout", "LAYOUTS"]
 
 #: accepted values of the ``layout`` option (``None``: by rank, N first).
 LAYOUTS = ("NTHW", "NTCHW", "TNHW")
@@ -42,29 +42,45 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+def read_sequence_folder(folder: str | Path, channels: int | None = None) -> np.ndarray:
+    """One sequence: the frame images in ``folder``, in natural name order (``frame_2`` before ``frame_10``).
+
+    Args:
+        folder: a folder of frame images of one size.
+        channels: 1 reads grayscale (default), 3 RGB.
+
+    Shape:
+        - returns: ``(T, C, H, W)`` uint8.
+
+    Example:
+        >>> read_sequence_folder("sequences/0001").shape  # doctest: +SKIP
+        (20, 1, 64, 64)
+    """
+    folder = Path(folder)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES), key=_natural_key)
+    if not files:
+        raise DataError(f"{folder} holds no frame images ({', '.join(_SUFFIXES)})")
+    mode = "L" if channels in (None, 1) else "RGB"
+    frames = [np.asarray(open_image(f, mode, str(folder)), dtype=np.uint8) for f in files]
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:
+        raise DataError(f"{folder}: frames differ in size {sorted(shapes)}; give every frame one size")
+    clip = np.stack(frames)  # (T, H, W) or (T, H, W, 3)
+    return clip[:, None] if clip.ndim == 3 else clip.transpose(0, 3, 1, 2)  # (T, C, H, W)
+
+
 def _read_folder(root: Path, channels: int | None) -> np.ndarray:
     """``DIR/<sequence>/<frame>.png`` as uint8 ``(N, T, C, H, W)``."""
     sequences = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural_key)
     if not sequences:
         raise DataError(f"{root} holds no sequence folders; the layout is DIR/<sequence>/frame_NN.png")
-    mode = "L" if channels in (None, 1) else "RGB"
-    clips = []
-    for folder in sequences:
-        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES), key=_natural_key)
-        if not files:
-            raise DataError(f"{folder} holds no frame images ({', '.join(_SUFFIXES)})")
-        frames = [np.asarray(open_image(f, mode, str(folder)), dtype=np.uint8) for f in files]
-        shapes = {f.shape for f in frames}
-        if len(shapes) > 1:
-            raise DataError(f"{folder}: frames differ in size {sorted(shapes)}; give every frame one size")
-        clips.append(np.stack(frames))  # (T, H, W) or (T, H, W, 3)
+    clips = [read_sequence_folder(folder, channels) for folder in sequences]
     first = clips[0].shape
     for folder, clip in zip(sequences, clips, strict=True):
         if clip.shape != first:
-            raise DataError(f"{folder}: {clip.shape[0]} frames of {clip.shape[1:]} but {sequences[0]} has "
-                            f"{first[0]} of {first[1:]}; every sequence needs the same frame count and size")
-    data = np.stack(clips)  # (N, T, H, W) or (N, T, H, W, 3)
-    return data[:, :, None] if data.ndim == 4 else data.transpose(0, 1, 4, 2, 3)
+            raise DataError(f"{folder}: {clip.shape[0]} frames of {clip.shape[2:]} but {sequences[0]} has "
+                            f"{first[0]} of {first[2:]}; every sequence needs the same frame count and size")
+    return np.stack(clips)  # (N, T, C, H, W)
 
 
 def _arrays(path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None]:

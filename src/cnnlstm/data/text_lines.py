@@ -59,7 +59,7 @@ def read_text_line(path: str | Path, height: int, channels: int = 1, where: str 
     width = max(_MIN_WIDTH, round(w * height / h))
     if (width, height) != (w, h):
         image = image.resize((width, height), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy: torch refuses to share PIL's read-only buffer
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
     return torch.from_numpy(np.ascontiguousarray(array))
 
