@@ -139,4 +139,5 @@ def test_bad_manifest_is_one_line_naming_file_and_line(content: bytes, fragment:
 def test_unreadable_image_names_the_row(tmp_path: Path, capsys) -> None:
     root = _csv(tmp_path, b"image,text\na.png,ab\nbroken.png,cd\n")
     (root / "broken.png").write_bytes(b"not a png")
-    assert re.search(r"train.csv line 3: image .*broken.png is not a readable image", _fit_error(root, tmp_path, capsys))
+    err = _fit_error(root, tmp_path, capsys)
+    assert re.search(r"train.csv line 3: image .*broken.png is not a readable image", err), err

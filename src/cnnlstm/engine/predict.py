@@ -227,6 +227,11 @@ class _OnnxModel(nn.Module):
         kwargs = self.predictor.model_config.get("kwargs", {})
         self.num_classes = kwargs.get("num_classes", kwargs.get("vocab_size", like.get("num_classes")))
         self.model_name = self.predictor.model_config.get("name", "onnx")
+        # Valid output steps per input width (CRNN): the task decodes only those, as it does for the eager model.
+        from cnnlstm.models import get_model_class, list_models
+
+        if self.model_name in list_models() and hasattr(get_model_class(self.model_name), "output_lengths"):
+            self.output_lengths = get_model_class(self.model_name).output_lengths
 
     def forward(self, **inputs: Tensor) -> Tensor:
         return self.predictor(**inputs)

@@ -126,8 +126,11 @@ class CRNN(nn.Module):
         if x.shape[3] < _WIDTH_STRIDE:
             raise ShapeError(f"crnn needs images at least {_WIDTH_STRIDE} pixels wide, got {tuple(x.shape)}")
 
-    def output_lengths(self, widths: Tensor) -> Tensor:
+    @staticmethod
+    def output_lengths(widths: Tensor) -> Tensor:
         """Number of output columns for images of the given widths (the CTC ``input_lengths``).
+
+        A static method: it depends on the architecture only, so an exported CRNN's runner can use it too.
 
         Args:
             widths: image widths in pixels.
