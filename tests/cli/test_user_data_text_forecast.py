@@ -43,6 +43,10 @@ def test_captcha_on_disk_trains_as_the_builtin_and_the_run_tests_predicts_export
     capsys.readouterr()
     assert main(["test", "--run", str(ours)]) == 0
     assert f"test/cer={_metrics(ours)['test/cer']:.4f}" in capsys.readouterr().out
+    # Other data with fewer characters is read with the run's charset (from the run dir), not its own.
+    other = write_captcha(tmp_path / "other", seed=1, n_train=10, n_test=4, charset="01")
+    assert main(["test", "--run", str(ours), "--data", f"text:{other}"]) == 0
+    assert "test/cer=" in capsys.readouterr().out
     assert main(["export", "--run", str(ours)]) == 0
     assert "ok" in capsys.readouterr().out.splitlines()[-1]
     # A folder of lines of other widths (predict reads them at the run's height, keeping the aspect ratio).
@@ -70,6 +74,10 @@ def test_moving_digits_on_disk_trains_as_the_builtin_and_the_run_predicts_frames
     assert _metrics(ours) == _metrics(builtin)
 
     assert main(["test", "--run", str(ours)]) == 0
+    # Other data with fewer characters is read with the run's charset (from the run dir), not its own.
+    other = write_captcha(tmp_path / "other", seed=1, n_train=10, n_test=4, charset="01")
+    assert main(["test", "--run", str(ours), "--data", f"text:{other}"]) == 0
+    assert "test/cer=" in capsys.readouterr().out
     assert main(["export", "--run", str(ours)]) == 0
     capsys.readouterr()
     clips = np.load(data)["test"][:2]  # (2, 6, 16, 16) uint8

@@ -440,6 +440,21 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=history)
 
 
+def _with_run_charset(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``text:`` data read with the run's own character set (its ``data_info.json``), not the data's: other
+    data, or the same folder grown since, would otherwise renumber the characters the model was trained on."""
+    import json
+
+    info_path = run_dir / "data_info.json"
+    options = config["data"].get("options") or {}
+    if not str(config["data"]["spec"]).startswith("text:") or "charset" in options or not info_path.is_file():
+        return config
+    charset = json.loads(info_path.read_text()).get("charset")
+    if not charset:
+        return config
+    return {**config, "data": {**config["data"], "options": {**options, "charset": "".join(charset[1:])}}}
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
@@ -456,6 +471,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     if data is not None:
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
     model = load_weights(weights_path(run_dir))
+    config = _with_run_charset(config, run_dir)
     bundle = load_bundle(config["data"], seed=config["seed"])
     name = task_name(config, bundle)
     task = build_task(name, model, bundle.info, config["optim"])
