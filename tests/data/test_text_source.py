@@ -141,3 +141,9 @@ def test_unreadable_image_names_the_row(tmp_path: Path, capsys) -> None:
     (root / "broken.png").write_bytes(b"not a png")
     err = _fit_error(root, tmp_path, capsys)
     assert re.search(r"train.csv line 3: image .*broken.png is not a readable image", err), err
+
+
+def test_cnnlstm_datasets_lists_both_sources(capsys) -> None:
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "text:<arg>" in listing and "forecast:<arg>" in listing
