@@ -15,7 +15,6 @@ sequences (one sample per sequence).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.frames import IMAGE_EXTENSIONS, _natural_key
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
 
@@ -35,11 +35,6 @@ __all__ = ["load_forecast", "read_sequences", "read_sequence_folder", "write_for
 
 #: accepted values of the ``layout`` option (``None``: by rank, N first).
 LAYOUTS = ("NTHW", "NTCHW", "TNHW")
-_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _natural_key(path: Path) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def read_sequence_folder(folder: str | Path, channels: int | None = None) -> np.ndarray:
@@ -57,9 +52,9 @@ def read_sequence_folder(folder: str | Path, channels: int | None = None) -> np.
         (20, 1, 64, 64)
     """
     folder = Path(folder)
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES), key=_natural_key)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
     if not files:
-        raise DataError(f"{folder} holds no frame images ({', '.join(_SUFFIXES)})")
+        raise DataError(f"{folder} holds no frame images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     mode = "L" if channels in (None, 1) else "RGB"
     frames = [np.asarray(open_image(f, mode, str(folder)), dtype=np.uint8) for f in files]
     shapes = {f.shape for f in frames}
