@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz/.ts files, images or clip folders")
     p.add_argument("--csv", help="write predictions to this CSV file instead of printing them")
     p.add_argument("--onnx", metavar="MODEL", help="run this exported .onnx model on onnxruntime instead")
+    p.add_argument("--out", help="forecast runs: a new folder for the predicted frames (.npz + .png per sequence)")
 
     p = sub.add_parser("export", help="export a run's best model to ONNX or TorchScript, with a parity check")
     p.add_argument("--run", required=True, help="a run directory written by fit")
@@ -161,12 +162,14 @@ def _run(args: argparse.Namespace) -> int:
         result = evaluate_run(args.run, data=args.data)
         print(_fmt(result.metrics))
     elif args.command == "predict":
-        from cnnlstm.engine.outputs import check_output_file
+        from cnnlstm.engine.outputs import check_output_dir, check_output_file
         from cnnlstm.engine.predict import predict, predictions_csv
 
         if args.csv:  # before the model is loaded: a bad --csv costs nothing and never touches an input
             check_output_file(args.csv, flag="--csv", inputs=[*args.inputs, *([args.onnx] if args.onnx else [])])
-        predictions = predict(args.run, args.inputs, onnx=args.onnx)
+        if args.out:
+            check_output_dir(args.out, flag="--out", inputs=args.inputs)
+        predictions = predict(args.run, args.inputs, onnx=args.onnx, out=args.out)
         if args.csv:
             predictions_csv(predictions, args.csv)
             print(f"wrote {len(predictions)} predictions to {args.csv}")

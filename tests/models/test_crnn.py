@@ -106,3 +106,29 @@ def test_decode_respects_image_widths() -> None:
     assert model.decode(x, widths=torch.tensor([40, 8])) == expected
     with pytest.raises(ConfigError, match="beam_size"):
         model.decode(x, beam_size=0)
+
+
+def test_padded_lines_decode_as_each_line_alone() -> None:
+    """Lines of unequal widths, right-padded (with noise) into one batch, read as each line read alone."""
+    torch.manual_seed(3)
+    model = _model(num_classes=4).eval()
+    for module in model.modules():  # non-trivial statistics, so a leak of padding would show
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    widths = [61, 24, 45, 9]
+    lines = [torch.rand(1, 1, 32, w) for w in widths]
+    batch = torch.rand(len(widths), 1, 32, max(widths))  # the padding holds noise, not zeros
+    for i, line in enumerate(lines):
+        batch[i, ..., : widths[i]] = line[0]
+    lengths = torch.tensor(widths)
+    with torch.no_grad():
+        padded = model(batch, lengths)
+        for i, line in enumerate(lines):
+            alone = model(line)
+            torch.testing.assert_close(padded[i : i + 1, : alone.shape[1]], alone, rtol=1e-5, atol=1e-5)
+    assert model.decode(batch, widths=lengths) == [model.decode(line)[0] for line in lines]
+    assert model.decode(batch, beam_size=3, widths=lengths) == [model.decode(line, beam_size=3)[0] for line in lines]
+    # Without lengths the padding is read as ink: the scores of the narrow lines change.
+    with torch.no_grad():
+        assert not torch.allclose(model(batch)[1, :6], padded[1, :6], atol=1e-4)

@@ -303,7 +303,7 @@ def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], p
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
     """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
     keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
-            "image_size", "data_range", "lengths")
+            "image_size", "data_range", "lengths", "image_height", "context")
     return {"name": bundle.name, "kind": bundle.kind, "task": task,
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 
@@ -526,6 +526,21 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=history)
 
 
+def _with_run_charset(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``text:`` data read with the run's own character set (its ``data_info.json``), not the data's: other
+    data, or the same folder grown since, would otherwise renumber the characters the model was trained on."""
+    import json
+
+    info_path = run_dir / "data_info.json"
+    options = config["data"].get("options") or {}
+    if not str(config["data"]["spec"]).startswith("text:") or "charset" in options or not info_path.is_file():
+        return config
+    charset = json.loads(info_path.read_text()).get("charset")
+    if not charset:
+        return config
+    return {**config, "data": {**config["data"], "options": {**options, "charset": "".join(charset[1:])}}}
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
@@ -542,6 +557,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     if data is not None:
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
     model = load_weights(weights_path(run_dir))
+    config = _with_run_charset(config, run_dir)
     bundle = load_bundle(config["data"], seed=config["seed"])
     name = task_name(config, bundle)
     task = build_task(name, model, bundle.info, config["optim"])

@@ -4,7 +4,8 @@ Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`
 (N, T), optional ``lengths``) and ``.ts`` files; image runs (``images``, ``text_image``, ``captions``) take
 image files; frame runs take a clip: a folder of frame images (sorted by name) or an ``.npz`` with one
 (T, C, H, W) array. Series get the run's normalisation; images are scaled to [0, 1] and resized to the
-run's image size.
+run's image size; text lines (``text:`` runs) keep their aspect ratio at the run's height, and a folder reads
+every image in it. Forecast runs read sequences and write frames (:func:`predict_forecast`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from torch import Tensor, nn
 
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import ClassificationTask, build_task
 
-__all__ = ["predict", "Prediction", "read_series_file", "read_clip_file", "read_image", "predictions_csv"]
+__all__ = ["predict", "predict_forecast", "Prediction", "read_series_file", "read_clip_file", "read_image",
+           "predictions_csv"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -198,6 +201,13 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             else:
                 raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
             out.append((str(path), {"x": clip.float()}))
+        elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+            if not files:
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            for file in files:
+                line = read_text_line(file, int(info["image_height"]), channels)  # (C, H, W) uint8
+                out.append((str(file), {"x": line.float().div_(255.0)}))
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
             out.append((str(path), {key: read_image(path, channels, size)}))
@@ -221,6 +231,11 @@ class _OnnxModel(nn.Module):
         kwargs = self.predictor.model_config.get("kwargs", {})
         self.num_classes = kwargs.get("num_classes", kwargs.get("vocab_size", like.get("num_classes")))
         self.model_name = self.predictor.model_config.get("name", "onnx")
+        # Valid output steps per input width (CRNN): the task decodes only those, as it does for the eager model.
+        from cnnlstm.models import get_model_class, list_models
+
+        if self.model_name in list_models() and hasattr(get_model_class(self.model_name), "output_lengths"):
+            self.output_lengths = get_model_class(self.model_name).output_lengths
 
     def forward(self, **inputs: Tensor) -> Tensor:
         return self.predictor(**inputs)
@@ -228,7 +243,7 @@ class _OnnxModel(nn.Module):
 
 @torch.no_grad()
 def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
-            onnx: str | Path | None = None) -> list[Prediction]:
+            onnx: str | Path | None = None, out: str | Path | None = None) -> list[Prediction]:
     """Predict labels (with probabilities) or strings for input files with a run's best model.
 
     Args:
@@ -237,9 +252,11 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
         batch_size: inputs per forward pass.
         onnx: an ``.onnx`` file exported from this run (``cnnlstm export``); it then runs on onnxruntime
             instead of PyTorch, with the same input reading, labels and decoding.
+        out: forecast runs only: a new (or empty) folder for the predicted frames (see :func:`predict_forecast`).
 
     Returns:
-        one dict per sample: ``input``, ``label`` and, for classifiers, ``probability`` and ``probabilities``.
+        one dict per sample: ``input``, ``label`` and, for classifiers, ``probability`` and ``probabilities``
+        (forecasts: ``label`` is the ``.npz`` written).
 
     Example:
         >>> predict("runs/basic_motions", ["walk.npz"])[0]["label"]  # doctest: +SKIP
@@ -259,11 +276,14 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()
     channels = int(info.get("model_kwargs", {}).get("in_channels", 3))
+    if info.get("kind") == "forecast":
+        return predict_forecast(task, inputs, info, config, out, batch_size)
     samples = _samples(inputs, info, channels)
+    collate = pad_width_collate if info.get("kind") == "text_image" and info.get("image_height") else pad_collate
     results: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = pad_collate([s for _, s in chunk])
+        batch = collate([s for _, s in chunk])
         out = task.predict_step(batch)
         for (name, _), row in zip(chunk, out, strict=True):
             if isinstance(task, ClassificationTask):
@@ -272,6 +292,94 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
                                 "probabilities": dict(zip(task.class_names, row.tolist(), strict=True))})
             else:
                 results.append({"input": name, "label": row if isinstance(row, str) else str(row.tolist())})
+    return results
+
+
+def _forecast_inputs(inputs: list[str], info: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, Tensor]]:
+    """``(name, (T, C, H, W) float frames)`` per sequence of the inputs (array files or sequence folders)."""
+    from cnnlstm.data.forecast import read_sequence_folder, read_sequences
+
+    channels = int(info.get("model_kwargs", {}).get("in_channels", 1))
+    layout = (config.get("data", {}).get("options") or {}).get("layout")
+    out: list[tuple[str, Tensor]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            named = [(path.name, read_sequence_folder(path, channels))]  # one sequence: its frames
+        else:
+            if not path.exists():
+                raise DataError(f"{path} does not exist; check the path")
+            train, test = read_sequences(path, layout=None if path.is_dir() else layout, channels=channels)
+            arrays = train if test is None else np.concatenate([train, test])
+            names = [p.name for p in sorted(q for q in path.iterdir() if q.is_dir())] if path.is_dir() else None
+            named = [(names[i] if names else f"{path.stem}_{i:04d}", a) for i, a in enumerate(arrays)]
+        for name, seq in named:
+            frames = torch.from_numpy(np.ascontiguousarray(seq))
+            out.append((name, frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames.float()))
+    if not out:
+        raise DataError("no inputs to predict")
+    return out
+
+
+def _strip(context: Tensor, prediction: Tensor) -> np.ndarray:
+    """Frames side by side, context | prediction, with a 2-pixel mid-grey bar between the two, as uint8.
+
+    Shape:
+        - context: ``(T, C, H, W)``; prediction: ``(K, C, H, W)``; returns ``(H, (T + K) * W + 2, C)``.
+    """
+    row = lambda frames: torch.cat(list(frames), dim=-1)  # noqa: E731  (C, H, n * W)
+    left, right = row(context), row(prediction)
+    bar = left.new_full((left.shape[0], left.shape[1], 2), 0.5)
+    image = torch.cat([left, bar, right], dim=-1).clamp(0, 1).mul(255).round().to(torch.uint8)  # (C, H, W')
+    return image.permute(1, 2, 0).numpy()
+
+
+def predict_forecast(task: Any, inputs: list[str], info: dict[str, Any], config: dict[str, Any],
+                     out: str | Path | None, batch_size: int = 64) -> list[Prediction]:
+    """Forecast the frames after each input sequence; write ``NAME.npz`` and ``NAME.png`` per sequence.
+
+    Inputs are ``.npy`` / ``.npz`` arrays of sequences (the run's layout option applies), folders of sequence
+    folders, or one folder of frame images. The last ``context`` frames of each sequence (the run's) are the
+    model's input. ``NAME.npz`` holds ``context`` and ``prediction`` (float32 (T, C, H, W) in [0, 1]);
+    ``NAME.png`` shows them as one strip, context | prediction.
+
+    Args:
+        task: the run's forecasting task (eval mode).
+        inputs: file or folder paths.
+        info: the run's ``data_info.json``.
+        config: the run's ``config.yaml``.
+        out: a new (or empty) folder; nothing in it is overwritten.
+        batch_size: sequences per forward pass.
+
+    Example:
+        >>> predict("runs/forecast", ["new.npy"], out="forecasts")  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    if out is None:
+        raise ConfigError("forecast runs write frames, not labels: give an output folder (--out DIR)")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder")
+    sequences = _forecast_inputs(inputs, info, config)
+    context = int(info.get("context") or sequences[0][1].shape[0])
+    results: list[Prediction] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        batch = pad_collate([{"x": seq[-context:]} for _, seq in chunk])
+        if "lengths" in batch:
+            raise DataError(f"sequences in one call need at least {context} frames each (the run's context), "
+                            "or all the same number")
+        predicted = task.predict_step(batch)  # (B, K, C, H, W)
+        for (name, _), x, y in zip(chunk, batch["x"], predicted, strict=True):
+            target = out / f"{name}.npz"
+            if target.exists():
+                raise ConfigError(f"two inputs give the sequence name {name!r}; rename one of them")
+            np.savez(target, context=x.numpy(), prediction=y.numpy())
+            strip = _strip(x, y)
+            Image.fromarray(strip[..., 0] if strip.shape[-1] == 1 else strip).save(out / f"{name}.png")
+            results.append({"input": name, "label": str(target)})
     return results
 
 

@@ -74,7 +74,8 @@ class OnnxPredictor:
                 first = feed.get("x", feed.get("sequence"))
                 if first is None:
                     raise ShapeError(f"{self.path.name} needs 'lengths' with its sequence input")
-                feed[name] = np.full(first.shape[0], first.shape[1], dtype=np.int64)  # nothing padded
+                steps = first.shape[3] if first.ndim == 4 else first.shape[1]  # text lines: the width is the time
+                feed[name] = np.full(first.shape[0], steps, dtype=np.int64)  # nothing padded
             else:
                 raise ShapeError(f"{self.path.name} needs input {name!r} (inputs: {', '.join(self.input_names)})")
         for name, array in feed.items():

@@ -57,7 +57,9 @@ class CTCTask(Task):
         optim: optimiser settings.
 
     Shape:
-        - batch ``x``: (B, C, H, W); ``targets``: (B, L) int64 in 1..K-1, zero-padded; ``target_lengths``: (B,).
+        - batch ``x``: (B, C, H, W); ``lengths``: (B,) pixel widths of right-padded lines, optional;
+          ``targets``: (B, L) int64 in 1..K-1, zero-padded; ``target_lengths``: (B,); ``text``: the true
+          strings, optional (metrics compare with them instead of the decoded targets).
 
     Example:
         >>> task = CTCTask(create_model("crnn", num_classes=11), charset=["-", *"0123456789"])  # doctest: +SKIP
@@ -101,8 +103,11 @@ class CTCTask(Task):
         logits = self(batch)  # (B, W', K)
         B, W = logits.shape[:2]
         if hasattr(self.model, "output_lengths"):
-            widths = torch.full((B,), batch["x"].shape[-1], dtype=torch.long, device=logits.device)
-            lengths = self.model.output_lengths(batch.get("widths", widths)).clamp(max=W)  # (B,)
+            # Padded text lines carry their true pixel widths in ``lengths``; unpadded ones are full width.
+            widths = batch.get("lengths")
+            if widths is None:
+                widths = torch.full((B,), batch["x"].shape[-1], dtype=torch.long, device=logits.device)
+            lengths = self.model.output_lengths(widths.to(logits.device)).clamp(max=W)  # (B,)
         else:
             lengths = torch.full((B,), W, dtype=torch.long, device=logits.device)
         return logits.float().log_softmax(dim=-1), lengths
@@ -113,7 +118,7 @@ class CTCTask(Task):
         loss = F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths,  # CTC wants (W', B, K)
                           blank=0, reduction="mean", zero_infinity=True)
         if stage != "train":
-            self._update_text_metrics(log_probs.detach(), lengths, targets, target_lengths, stage)
+            self._update_text_metrics(log_probs.detach(), lengths, targets, target_lengths, stage, batch.get("text"))
         elif not self._warned_too_long:  # counted on the device: no host sync per step
             self.too_long.update(too_long_for_ctc(targets, target_lengths, lengths).sum())
             self.targets_seen.update(targets.new_tensor(len(targets)))
@@ -134,9 +139,11 @@ class CTCTask(Task):
                 "(a smaller width reduction in the model) so every label fits", category=UserWarning)
 
     def _update_text_metrics(self, log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-                             stage: str) -> None:
+                             stage: str, texts: list[str] | None = None) -> None:
         preds = [self.decode(ids) for ids in ctc_greedy_decode(log_probs, lengths)]
-        truth = [self.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
+        # The data's own text when it has it: a character the charset lacks is then still counted as an error.
+        truth = texts if texts is not None else [
+            self.decode(t[:n].tolist()) for t, n in zip(targets, target_lengths, strict=True)]
         exact = torch.tensor([p == t for p, t in zip(preds, truth, strict=True)], dtype=torch.float32)
         self.metrics[stage]["acc"].update(exact.to(log_probs.device))
         self.metrics[stage]["cer"].update(preds, truth)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,9 +15,10 @@ from cnnlstm.data._registry import DatasetBundle, register_dataset
 from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_rngs, strict_options
 from cnnlstm.data.builtin._digit_source import check_test_fraction, digit_images, digit_partition
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.forecast import write_forecast_layout
 from cnnlstm.errors import ConfigError
 
-__all__ = ["moving_digits", "DIRECTION_NAMES"]
+__all__ = ["moving_digits", "DIRECTION_NAMES", "write_moving_digits"]
 
 #: Class names of ``task="classify"`` (image coordinates: y grows downwards), by number of directions.
 DIRECTION_NAMES = {
@@ -193,3 +196,23 @@ def moving_digits(
         info=info,
         collate_fn=pad_collate,
     )
+
+
+def write_moving_digits(path: str | Path, *, seed: int = 0, **options: Any) -> Path:
+    """Write ``builtin:moving_digits`` (forecasting) as an ``.npz`` in the ``forecast:PATH`` layout.
+
+    The file holds uint8 ``train`` and ``test`` arrays ``(N, input_frames + horizon, H, W)``;
+    ``forecast:PATH`` with ``context=input_frames`` (the default split of 15 frames is 10 + 5, as here) reads
+    the same clips back in the same order.
+
+    Args:
+        path: a new ``.npz`` file.
+        seed: dataset seed.
+        **options: options of :func:`moving_digits` (``n_train``, ``horizon``, ...; ``task`` must stay forecast).
+
+    Example:
+        >>> write_moving_digits("digits.npz", n_train=100, n_test=20)  # doctest: +SKIP
+    """
+    if options.get("task", "forecast") != "forecast":
+        raise ConfigError("builtin:moving_digits is written in the forecast layout; drop task='classify'")
+    return write_forecast_layout(moving_digits(seed=seed, **options), path)

@@ -1,0 +1,141 @@
+"""Held-out sets for the generic ``text_lines`` and ``forecast`` recipes, written in the user layouts, then fitted.
+
+Neither set is a builtin: text lines are lowercase words and digits of 3-8 characters drawn in several fonts
+(the ``captcha`` package's DroidSansMono, Pillow's default font, DejaVu/Liberation where installed) at several
+sizes, clean (no captcha noise); the forecasting set is bouncing geometric shapes (discs, squares, triangles),
+not digits. Each set is written to disk (``text:DIR`` and ``forecast:PATH``) and the shipped recipe is run on
+it with only ``--data`` changed.
+
+Usage:
+    python benchmarks/heldout_user_data.py OUT [--only text|forecast] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["write_text_lines", "write_bouncing_shapes", "main"]
+
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _fonts() -> list[tuple[str, object]]:
+    import captcha
+
+    paths = [Path(captcha.__file__).parent / "data" / "DroidSansMono.ttf"]
+    for extra in ("dejavu/DejaVuSerif.ttf", "liberation/LiberationSans-Regular.ttf", "dejavu/DejaVuSans-Bold.ttf"):
+        path = Path("/usr/share/fonts/truetype") / extra
+        if path.is_file():
+            paths.append(path)
+    fonts = [(p.stem, lambda size, p=p: ImageFont.truetype(str(p), size)) for p in paths]
+    fonts.append(("pillow-default", lambda size: ImageFont.load_default(size)))
+    return fonts
+
+
+def write_text_lines(out: Path, n_train: int = 3000, n_test: int = 500, seed: int = 0) -> Path:
+    """Text lines of variable length and font at height 32, in the ``text:DIR`` layout."""
+    rng = np.random.default_rng(seed)
+    fonts = _fonts()
+    for split, n in (("train", n_train), ("test", n_test)):
+        (out / split).mkdir(parents=True, exist_ok=True)
+        rows = ["image,text,font"]
+        for i in range(n):
+            text = "".join(rng.choice(list(CHARS), size=int(rng.integers(3, 9))))
+            name, make = fonts[int(rng.integers(len(fonts)))]
+            font = make(int(rng.integers(18, 25)))
+            left, top, right, bottom = font.getbbox(text)
+            width = right - left + int(rng.integers(4, 16))
+            ink, paper = int(rng.integers(0, 80)), int(rng.integers(180, 256))
+            image = Image.new("L", (width, 32), paper)
+            ImageDraw.Draw(image).text((int(rng.integers(2, 6)) - left, (32 - (bottom - top)) // 2 - top), text,
+                                       fill=ink, font=font)
+            pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 8, size=(32, width))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(out / split / f"{i:05d}.png")
+            rows.append(f"{split}/{i:05d}.png,{text},{name}")
+        (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out
+
+
+def _shape_mask(kind: int, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    c = size / 2
+    if kind == 0:  # disc
+        return (xx - c) ** 2 + (yy - c) ** 2 <= c**2
+    if kind == 1:  # square
+        return np.ones((size, size), dtype=bool)
+    return (yy >= size - 2 * np.abs(xx - c) - 0.5) & (yy <= size)  # triangle pointing up
+
+
+def write_bouncing_shapes(path: Path, n_train: int = 600, n_test: int = 100, steps: int = 15, canvas: int = 32,
+                          seed: int = 0) -> Path:
+    """Two shapes of random kind, size, brightness and velocity bouncing in a box: uint8 ``train``/``test``
+    arrays ``(N, steps, canvas, canvas)`` in one ``.npz``."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        frames = np.zeros((n, steps, canvas, canvas), dtype=np.uint8)
+        for k in range(n):
+            for _ in range(2):
+                size = int(rng.integers(6, 11))
+                mask = _shape_mask(int(rng.integers(3)), size)
+                value = int(rng.integers(120, 256))
+                room = canvas - size
+                pos = rng.uniform(0, room, size=2)
+                angle = rng.uniform(0, 2 * np.pi)
+                vel = rng.uniform(1.0, 2.5) * np.array([np.cos(angle), np.sin(angle)])
+                for t in range(steps):
+                    x, y = np.rint(pos).astype(int)
+                    patch = frames[k, t, y : y + size, x : x + size]
+                    patch[mask] = np.maximum(patch[mask], value)
+                    pos = pos + vel
+                    for d in range(2):  # reflect off the walls
+                        if pos[d] < 0 or pos[d] > room:
+                            pos[d] = -pos[d] if pos[d] < 0 else 2 * room - pos[d]
+                            vel[d] = -vel[d]
+        arrays[split] = frames
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def _fit(recipe: str, spec: str, run: Path, overrides: list[str]) -> dict:
+    from cnnlstm.cli import main as cli
+
+    args = ["fit", "--recipe", recipe, "--data", spec, "--out", str(run)]
+    if overrides:
+        args += ["--set", *overrides]
+    if cli(args) != 0:
+        raise SystemExit(f"fit {recipe} failed")
+    return json.loads((run / "metrics.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--only", choices=("text", "forecast"))
+    parser.add_argument("--set", nargs="+", default=[], dest="overrides")
+    args = parser.parse_args(argv)
+    results = {}
+    if args.only in (None, "text"):
+        data = args.out / "lines"
+        if not data.exists():
+            write_text_lines(data)
+        results["text_lines"] = _fit("text_lines", f"text:{data}", args.out / "run_text", args.overrides)
+    if args.only in (None, "forecast"):
+        data = args.out / "shapes.npz"
+        if not data.exists():
+            write_bouncing_shapes(data)
+        results["forecast"] = _fit("forecast", f"forecast:{data}", args.out / "run_forecast", args.overrides)
+    print(json.dumps({"cpu_threads": os.cpu_count(), **results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
