@@ -163,11 +163,11 @@ def write_png(image: torch.Tensor, path: Path) -> None:
 def split_images(dataset: Dataset, key: str, folder: Path, prefix: str) -> list[str]:
     """Write the images of a split as PNGs under ``folder/prefix/``; return each sample's relative path.
 
-    A :class:`FieldDataset` whose image field indexes a table (one image shared by several questions) writes
-    each table image once; any other dataset writes one image per sample.
+    A :class:`FieldDataset` (or a dataset exposing its ``fields``) whose image field indexes a table (one image
+    shared by several questions) writes each table image once; any other dataset writes one image per sample.
     """
     (folder / prefix).mkdir(parents=True)
-    field = dataset.fields.get(key) if isinstance(dataset, FieldDataset) else None
+    field = getattr(dataset, "fields", {}).get(key)
     if field is not None and field.index is not None:
         names = [f"{prefix}/{k:06d}.png" for k in range(len(field.data))]
         for name, image in zip(names, field.data, strict=True):
@@ -192,9 +192,7 @@ def write_vqa(bundle: DatasetBundle, folder: Path) -> None:
     """
     vocab, answers = bundle.info["vocab"], bundle.info["answers"]
     types = bundle.info.get("question_types")
-    words = Vocabulary(vocab)  # specials first, the rest sorted: the same ids as the bundle's own vocabulary
-    if words.itos != list(vocab):
-        raise ConfigError(f"{bundle.name}: its vocabulary is not in cnnlstm's order (specials, then sorted words)")
+    words = Vocabulary.from_itos(vocab)
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
         paths = split_images(dataset, "image", folder, split)
         buf = io.StringIO()

@@ -250,7 +250,7 @@ def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], p
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
     """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
     keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
-            "image_size", "data_range", "lengths")
+            "image_size", "data_range", "lengths", "max_caption_length")
     return {"name": bundle.name, "kind": bundle.kind, "task": task,
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 
