@@ -174,8 +174,8 @@ def read_image_array(path: Path, channels: int, size: tuple[int, int] | None, wh
         raise DataError(f"{where}: {path} is not a readable image ({exc})") from None
     if size is not None and image.size != (size[1], size[0]):  # resampling an image of the right size blurs it
         image = image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    array = np.array(image, dtype=np.uint8)  # a writable copy, so torch.from_numpy may share it
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))  # (C, H, W)
 
 
 @dataclass
