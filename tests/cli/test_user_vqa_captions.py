@@ -48,6 +48,11 @@ def test_vqa_folder_fits_tests_predicts_and_exports(tmp_path: Path, capsys) -> N
         assert label in ("blue", "no", "red", "yes")
         assert float(prob) == pytest.approx(max(map(float, probs)), abs=1e-6)
         assert sum(map(float, probs)) == pytest.approx(1.0, abs=1e-5)
+    onnx_out = tmp_path / "answers_onnx.csv"
+    assert main(["predict", "--run", str(run), "--onnx", str(run / "export" / "model.onnx"), str(questions),
+                 "--csv", str(onnx_out)]) == 0
+    labels = [line.split(",")[3] for line in lines[1:]]
+    assert [line.split(",")[3] for line in onnx_out.read_text().splitlines()[1:]] == labels
     assert main(["predict", "--run", str(run), str(questions), "--beam", "2"]) == 2  # beams are for captions
 
 

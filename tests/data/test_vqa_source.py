@@ -174,3 +174,18 @@ def test_docs_example_csv_loads(tmp_path: Path, source: str) -> None:
     draw(root / "img/001.png", "blue", left=False)
     bundle = load_dataset(f"{source}:{root}", test_fraction=0.5)
     assert len(bundle.train) + len(bundle.test) in (2, 3)
+
+
+def test_shape_captions_written_to_disk_loads_back(tmp_path: Path) -> None:
+    from cnnlstm.data import write_dataset
+
+    options = {"n_train": 12, "n_test": 4, "image_size": 32, "object_size": 6}
+    folder = write_dataset("builtin:shape_captions", tmp_path / "caps", seed=2, **options)
+    builtin, disk = load_dataset("builtin:shape_captions", seed=2, **options), load_dataset(f"captions:{folder}")
+    assert len(disk.train) == 12 and len(disk.test) == 4
+    vocab_a, vocab_b = builtin.info["vocab"], disk.info["vocab"]
+    for i in range(12):
+        a, b = builtin.train[i], disk.train[i]
+        assert torch.equal(a["images"], b["images"])  # PNGs are lossless
+        assert [vocab_a[j] for j in a["captions"]] == [vocab_b[j] for j in b["captions"]]
+    assert disk.test[0]["references"] == [" ".join(vocab_a[j] for j in builtin.test[0]["captions"][1:-1])]
