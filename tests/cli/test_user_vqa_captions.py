@@ -68,6 +68,10 @@ def test_captions_folder_fits_tests_predicts_and_exports(tmp_path: Path, capsys)
     assert all(set(line.split("\t")[1].split()) <= vocab for line in greedy)
     assert main(["predict", "--run", str(run), str(root / "img" / "000.png"), "--beam", "3"]) == 0
     assert capsys.readouterr().out.startswith(str(root / "img" / "000.png"))
+    (root / "list.txt").write_text("img/001.png\nimg/000.png\n")
+    assert main(["predict", "--run", str(run), str(root / "list.txt")]) == 0
+    listed = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[1] for line in listed] == [greedy[1].split("\t")[1], greedy[0].split("\t")[1]]
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@
 
 Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`` / ``x`` of (N, T, F) or
 (N, T), optional ``lengths``) and ``.ts`` files; image runs (``images``, ``text_image``, ``captions``) take
-image files (captions runs also folders of images); VQA runs take CSV files with a header ``image,question``
-(image paths relative to the CSV's folder); frame runs take a clip: a folder of frame images (sorted by name)
-or an ``.npz`` with one (T, C, H, W) array. Series get the run's normalisation; images are scaled to [0, 1] and
-resized to the run's image size.
+image files (captions runs also folders of images and ``.txt`` lists of image paths); VQA runs take CSV files
+with a header ``image,question`` (image paths relative to the CSV's folder); frame runs take a clip: a folder of
+frame images (sorted by name) or an ``.npz`` with one (T, C, H, W) array. Series get the run's normalisation;
+images are scaled to [0, 1] and resized to the run's image size.
 """
 
 from __future__ import annotations
@@ -202,6 +202,13 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             if not images:
                 raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out += [(str(p), {"images": read_image(p, channels, size)}) for p in images]
+        elif kind == "captions" and path.suffix == ".txt":  # a list of images, one path a line (relative to it)
+            if not path.is_file():
+                raise DataError(f"{path} does not exist; check the path")
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not names:
+                raise DataError(f"{path} lists no images; write one image path per line")
+            out += [(name, {"images": read_image(path.parent / name, channels, size)}) for name in names]
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
             out.append((str(path), {key: read_image(path, channels, size)}))
