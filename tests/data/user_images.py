@@ -21,6 +21,7 @@ def draw(path: Path, colour: str, left: bool) -> None:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """A CSV as a spreadsheet would save it (``\\r\\n`` line ends, quoting where needed)."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)

@@ -12,8 +12,6 @@ image, and BLEU-4 scores the generated caption against all of that image's capti
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits
+from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits, write_manifest
 from cnnlstm.data.vqa import split_images, tokenize
 from cnnlstm.errors import ConfigError
 
@@ -147,9 +145,5 @@ def write_captions(bundle: DatasetBundle, folder: Path) -> None:
     vocab = Vocabulary.from_itos(bundle.info["vocab"])
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
         paths = split_images(dataset, "images", folder, split)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for i, name in enumerate(paths):
-            writer.writerow([name, vocab.decode(dataset[i]["captions"])])
-        (folder / f"{split}.csv").write_text(buf.getvalue(), encoding="utf-8")
+        rows = [[name, vocab.decode(dataset[i]["captions"])] for i, name in enumerate(paths)]
+        write_manifest(folder / f"{split}.csv", COLUMNS, rows)

@@ -21,8 +21,8 @@ from torch import Tensor
 from cnnlstm.data.splits import grouped_split
 from cnnlstm.errors import ConfigError, DataError
 
-__all__ = ["ManifestRow", "read_manifest", "read_splits", "ImageTable", "load_image_table", "read_image_array",
-           "image_size_option"]
+__all__ = ["ManifestRow", "read_manifest", "write_manifest", "read_splits", "ImageTable", "load_image_table",
+           "read_image_array", "image_size_option"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,19 @@ def read_manifest(path: str | Path, required: Sequence[str], optional: Sequence[
     if not rows:
         raise DataError(f"{path} has a header but no rows; add one row per sample")
     return rows
+
+
+def write_manifest(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Write a UTF-8 CSV manifest (the layout :func:`read_manifest` reads) with ``\\n`` line ends.
+
+    Example:
+        >>> write_manifest(Path("DIR/train.csv"), ["image", "caption"], [["a.png", "a red square"]])  # doctest: +SKIP
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
 
 
 def read_splits(root: str | Path, required: Sequence[str], optional: Sequence[str] = (), *, seed: int,

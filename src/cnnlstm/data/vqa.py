@@ -14,8 +14,6 @@ predicted: it counts as wrong (target ``UNSEEN_ANSWER``) and a warning says how 
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import warnings
 from collections.abc import Sequence
@@ -31,7 +29,7 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits
+from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits, write_manifest
 from cnnlstm.errors import ConfigError, DataError
 
 __all__ = ["load_vqa", "write_vqa", "tokenize", "UNSEEN_ANSWER", "COLUMNS", "write_png", "split_images"]
@@ -194,13 +192,10 @@ def write_vqa(bundle: DatasetBundle, folder: Path) -> None:
     types = bundle.info.get("question_types")
     words = Vocabulary.from_itos(vocab)
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
-        paths = split_images(dataset, "image", folder, split)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([*COLUMNS, *(["type"] if types else [])])
-        for i, name in enumerate(paths):
+        rows = []
+        for i, name in enumerate(split_images(dataset, "image", folder, split)):
             sample = dataset[i]
             row = [name, words.decode(sample["sequence"]), answers[int(sample["y"])]]
-            writer.writerow(row + ([types[int(sample["qtype"])]] if types else []))
-        (folder / f"{split}.csv").write_text(buf.getvalue(), encoding="utf-8")
+            rows.append(row + ([types[int(sample["qtype"])]] if types else []))
+        write_manifest(folder / f"{split}.csv", [*COLUMNS, *(["type"] if types else [])], rows)
     (folder / "answers.txt").write_text("".join(f"{a}\n" for a in answers), encoding="utf-8")
