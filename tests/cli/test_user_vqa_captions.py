@@ -54,6 +54,11 @@ def test_vqa_folder_fits_tests_predicts_and_exports(tmp_path: Path, capsys) -> N
     labels = [line.split(",")[3] for line in lines[1:]]
     assert [line.split(",")[3] for line in onnx_out.read_text().splitlines()[1:]] == labels
     assert main(["predict", "--run", str(run), str(questions), "--beam", "2"]) == 2  # beams are for captions
+    other = make_vqa(tmp_path / "other", n_train=2, n_test=2)
+    (other / "train.csv").write_text((other / "train.csv").read_text().replace("square", "box"))
+    capsys.readouterr()
+    assert main(["test", "--run", str(run), "--data", f"vqa:{other}"]) == 2  # word ids would mean other words
+    assert "another word vocabulary" in capsys.readouterr().err
 
 
 @pytest.mark.slow

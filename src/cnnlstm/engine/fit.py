@@ -440,6 +440,19 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=history)
 
 
+def _check_same_vocabulary(run_dir: Path, bundle: DatasetBundle) -> None:
+    """Word ids are the model's input: data whose training split gives other words than the run's cannot be read."""
+    import json
+
+    saved = run_dir / "data_info.json"
+    if "vocab" not in bundle.info or not saved.is_file():
+        return
+    vocab = json.loads(saved.read_text()).get("vocab")
+    if vocab is not None and list(vocab) != list(bundle.info["vocab"]):
+        raise ConfigError(f"{bundle.name} has another word vocabulary than the run ({len(bundle.info['vocab'])} vs "
+                          f"{len(vocab)} words); evaluate on data with the run's training split, or use predict")
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
@@ -457,6 +470,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
     model = load_weights(weights_path(run_dir))
     bundle = load_bundle(config["data"], seed=config["seed"])
+    _check_same_vocabulary(run_dir, bundle)
     name = task_name(config, bundle)
     task = build_task(name, model, bundle.info, config["optim"])
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
