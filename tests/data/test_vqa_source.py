@@ -88,6 +88,9 @@ def test_vqa_unseen_test_answer_warns_once_and_counts_wrong(tmp_path: Path) -> N
     logits = torch.nn.functional.one_hot(y.clamp(min=0), 4).float()
     task.score(logits, {"y": y}, "test")
     assert float(task.metrics["test"]["acc"].compute()) == pytest.approx(6 / 8)
+    only_unseen = torch.full((2,), UNSEEN_ANSWER)
+    assert float(task.score(logits[:2], {"y": only_unseen}, "test")) == 0.0  # no answer to score: no loss, no NaN
+    assert float(task.metrics["test"]["acc"].compute()) == pytest.approx(6 / 10)
 
 
 def test_captions_group_references_by_image(tmp_path: Path) -> None:

@@ -104,7 +104,9 @@ class ClassificationTask(Task):
         y = batch["y"]  # (B,)
         # Smoothing regularises training; evaluation losses stay plain cross-entropy, comparable across recipes.
         smoothing = self.optim.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)  # skips y = -100
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)  # mean over targets other than -100
+        if stage != "train":  # an evaluation batch of only unseen answers (-100) has no loss term, not a NaN one
+            loss = torch.nan_to_num(loss, nan=0.0)
         preds = logits.detach().argmax(dim=-1)  # (B,)
         # A test answer training never gave (user VQA data) has target -100: no class can be right, so it is
         # scored as some other class than the prediction, which counts it wrong in accuracy and F1.
