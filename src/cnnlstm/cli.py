@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write predictions to this CSV file instead of printing them")
     p.add_argument("--onnx", metavar="MODEL", help="run this exported .onnx model on onnxruntime instead")
     p.add_argument("--out", help="forecast runs: a new folder for the predicted frames (.npz + .png per sequence)")
+    p.add_argument("--beam", type=int, default=1, metavar="K", help="captioning runs: beam search with K hypotheses")
 
     p = sub.add_parser("export", help="export a run's best model to ONNX or TorchScript, with a parity check")
     p.add_argument("--run", required=True, help="a run directory written by fit")
@@ -84,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
 
     sub.add_parser("models", help="list registered models")
-    sub.add_parser("datasets", help="list dataset sources and built-in datasets")
+    p = sub.add_parser("datasets", help="list dataset sources and built-in datasets; `datasets write` saves one")
+    p.add_argument("action", nargs="?", choices=("write",),
+                   help="write builtin:NAME to DIR in its user layout (e.g. vqa:DIR's CSV + PNGs)")
+    p.add_argument("spec", nargs="?", help="with write: the built-in dataset, e.g. builtin:sort_of_clevr")
+    p.add_argument("dir", nargs="?", help="with write: a new (or empty) folder")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="options",
+                   help="with write: dataset options, e.g. n_train=200 image_size=32")
+    p.add_argument("--seed", type=int, default=0, help="with write: seed of the generated data")
     sub.add_parser("recipes", help="list shipped recipes")
     return parser
 
@@ -140,6 +148,22 @@ def _export(args: argparse.Namespace) -> None:
         print(report.summary())
 
 
+def _write_dataset(args: argparse.Namespace) -> None:
+    from cnnlstm.data import write_dataset
+    from cnnlstm.errors import ConfigError
+
+    if not args.spec or not args.dir:
+        raise ConfigError("usage: cnnlstm datasets write builtin:NAME DIR [--set KEY=VALUE ...]")
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like KEY=VALUE, e.g. n_train=200")
+        options[key] = yaml.safe_load(value)
+    folder = write_dataset(args.spec, args.dir, seed=args.seed, **options)
+    print(f"wrote {args.spec} to {folder}")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "fit":
         from cnnlstm.engine import fit, resume
@@ -169,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
             check_output_file(args.csv, flag="--csv", inputs=[*args.inputs, *([args.onnx] if args.onnx else [])])
         if args.out:
             check_output_dir(args.out, flag="--out", inputs=args.inputs)
-        predictions = predict(args.run, args.inputs, onnx=args.onnx, out=args.out)
+        predictions = predict(args.run, args.inputs, onnx=args.onnx, out=args.out, beam_size=args.beam)
         if args.csv:
             predictions_csv(predictions, args.csv)
             print(f"wrote {len(predictions)} predictions to {args.csv}")
@@ -196,6 +220,8 @@ def _run(args: argparse.Namespace) -> int:
         for name in list_models():
             doc = (get_model_class(name).__doc__ or "").strip().splitlines()
             print(f"{name:24s} {doc[0] if doc else ''}")
+    elif args.command == "datasets" and args.action == "write":
+        _write_dataset(args)
     elif args.command == "datasets":
         from cnnlstm.data import list_datasets
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from cnnlstm.cli import main
-from cnnlstm.data.builtin.captcha import write_captcha
-from cnnlstm.data.builtin.moving_digits import write_moving_digits
+from cnnlstm.data import write_dataset
+from cnnlstm.data.builtin.moving_digits import FORECAST_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def _metrics(run: Path) -> dict[str, float]:
 
 
 def test_captcha_on_disk_trains_as_the_builtin_and_the_run_tests_predicts_exports(tmp_path: Path, capsys) -> None:
-    data = write_captcha(tmp_path / "lines", seed=0, **CAPTCHA)
+    data = write_dataset("builtin:captcha", tmp_path / "lines", seed=0, **CAPTCHA)
     builtin, ours = tmp_path / "builtin", tmp_path / "ours"
     assert main(["fit", "--recipe", "text_lines", "--data", "builtin:captcha", "--out", str(builtin), "--set",
                  *TINY_CRNN, f"data.options={_flow(CAPTCHA)}"]) == 0
@@ -45,7 +45,7 @@ def test_captcha_on_disk_trains_as_the_builtin_and_the_run_tests_predicts_export
     assert main(["test", "--run", str(ours)]) == 0
     assert f"test/cer={_metrics(ours)['test/cer']:.4f}" in capsys.readouterr().out
     # Other data with fewer characters is read with the run's charset (from the run dir), not its own.
-    other = write_captcha(tmp_path / "other", seed=1, n_train=10, n_test=4, charset="01")
+    other = write_dataset("builtin:captcha", tmp_path / "other", seed=1, n_train=10, n_test=4, charset="01")
     assert main(["test", "--run", str(ours), "--data", f"text:{other}"]) == 0
     assert "test/cer=" in capsys.readouterr().out
     assert main(["export", "--run", str(ours)]) == 0
@@ -64,7 +64,7 @@ def test_captcha_on_disk_trains_as_the_builtin_and_the_run_tests_predicts_export
 
 
 def test_moving_digits_on_disk_trains_as_the_builtin_and_the_run_predicts_frames(tmp_path: Path, capsys) -> None:
-    data = write_moving_digits(tmp_path / "digits.npz", seed=0, **DIGITS)
+    data = write_dataset("builtin:moving_digits", tmp_path / "digits", seed=0, **DIGITS) / FORECAST_FILE
     builtin, ours = tmp_path / "builtin", tmp_path / "ours"
     assert main(["fit", "--recipe", "forecast", "--data", "builtin:moving_digits", "--out", str(builtin), "--set",
                  *TINY_FORECAST, f"data.options={_flow(DIGITS)}"]) == 0

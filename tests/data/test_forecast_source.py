@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from cnnlstm.cli import main
-from cnnlstm.data import load_dataset
-from cnnlstm.data.builtin.moving_digits import write_moving_digits
+from cnnlstm.data import load_dataset, write_dataset
+from cnnlstm.data.builtin.moving_digits import FORECAST_FILE
 
 SMALL_DIGITS = dict(n_train=6, n_test=3, canvas_size=16, digit_size=8, input_frames=4, horizon=2, speed=1.0)
 
@@ -76,14 +76,14 @@ def test_a_folder_of_sequence_folders_reads_as_the_array(tmp_path: Path) -> None
 
 
 def test_moving_digits_written_as_npz_reads_back_sample_for_sample(tmp_path: Path) -> None:
-    path = write_moving_digits(tmp_path / "digits.npz", seed=2, **SMALL_DIGITS)
+    path = write_dataset("builtin:moving_digits", tmp_path / "digits", seed=2, **SMALL_DIGITS) / FORECAST_FILE
     builtin = load_dataset("builtin:moving_digits", seed=2, **SMALL_DIGITS)
     ours = load_dataset(f"forecast:{path}", context=4)
     for mine, theirs in ((ours.train, builtin.train), (ours.test, builtin.test)):
         for key in ("x", "y"):
             torch.testing.assert_close(_all(mine, key), _all(theirs, key), rtol=0, atol=0)
     with pytest.raises(Exception, match="already exists"):
-        write_moving_digits(path, **SMALL_DIGITS)
+        write_dataset("builtin:moving_digits", path.parent, **SMALL_DIGITS)
 
 
 # --- bad input: exit 2, one line naming the file -----------------------------------------------------------

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 
 from cnnlstm.cli import main
-from cnnlstm.data import load_dataset
-from cnnlstm.data.builtin.captcha import write_captcha
+from cnnlstm.data import load_dataset, write_dataset
 from cnnlstm.data.text_lines import pad_width_collate
 
 
@@ -83,7 +82,7 @@ def test_without_test_csv_the_test_split_is_seeded_and_disjoint(tmp_path: Path) 
 
 
 def test_captcha_written_in_the_text_layout_reads_back_sample_for_sample(tmp_path: Path) -> None:
-    out = write_captcha(tmp_path / "captcha", n_train=6, n_test=3, seed=4)
+    out = write_dataset("builtin:captcha", tmp_path / "captcha", n_train=6, n_test=3, seed=4)
     builtin = load_dataset("builtin:captcha", seed=4, n_train=6, n_test=3)
     ours = load_dataset(f"text:{out}")
     assert ours.info["charset"][0] == "<blank>"
@@ -93,7 +92,7 @@ def test_captcha_written_in_the_text_layout_reads_back_sample_for_sample(tmp_pat
             torch.testing.assert_close(mine[i]["x"], theirs[i]["x"], rtol=0, atol=0)
             assert mine[i]["text"] == "".join(builtin.info["charset"][k] for k in theirs[i]["targets"].tolist())
     with pytest.raises(Exception, match="not an empty folder"):
-        write_captcha(out, n_train=2, n_test=1)
+        write_dataset("builtin:captcha", out, n_train=2, n_test=1)
 
 
 # --- bad input: exit 2, one line naming the file and the line -----------------------------------------------

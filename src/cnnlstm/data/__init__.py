@@ -4,7 +4,15 @@ Load any of them with ``load_dataset("prefix:argument", seed=..., **options)``; 
 sources and built-in sets. Validation is carved from training with :func:`split_train_val`.
 """
 
-from cnnlstm.data._registry import DatasetBundle, list_datasets, load_dataset, register_dataset, register_source
+from cnnlstm.data._registry import (
+    DatasetBundle,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    register_source,
+    register_writer,
+    write_dataset,
+)
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import FramesDataset, sample_frame_indices
 from cnnlstm.data.series import bundled_ucr_names, read_ts
@@ -23,6 +31,8 @@ __all__ = [
     "read_ts",
     "register_dataset",
     "register_source",
+    "register_writer",
+    "write_dataset",
     "sample_frame_indices",
     "sliding_windows",
     "grouped_split",

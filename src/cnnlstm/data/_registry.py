@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -24,6 +25,8 @@ __all__ = [
     "register_dataset",
     "load_dataset",
     "list_datasets",
+    "register_writer",
+    "write_dataset",
     "DATASET_KINDS",
 ]
 
@@ -63,6 +66,7 @@ class _Entry:
 
 _SOURCES: dict[str, _Entry] = {}
 _BUILTINS: dict[str, _Entry] = {}
+_WRITERS: dict[str, Callable[[DatasetBundle, Path], None]] = {}
 
 
 def register_source(prefix: str, *, kind: str, description: str) -> Callable:
@@ -87,6 +91,48 @@ def register_dataset(name: str, *, kind: str, description: str) -> Callable:
         return fn
 
     return decorator
+
+
+def register_writer(name: str) -> Callable:
+    """Register ``writer(bundle, folder)`` that writes ``builtin:name`` to disk in a user data layout.
+
+    The writer gets the loaded bundle and a new, empty folder; it writes the files a user source reads
+    (``cnnlstm datasets write builtin:name DIR``), so every generated set doubles as an example of its layout.
+    """
+
+    def decorator(fn: Callable[[DatasetBundle, Path], None]) -> Callable[[DatasetBundle, Path], None]:
+        if name in _WRITERS:
+            raise ConfigError(f"a writer for built-in dataset {name!r} is already registered")
+        _WRITERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def write_dataset(spec: str, folder: str | Path, *, seed: int = 0, **options: Any) -> Path:
+    """Generate ``builtin:NAME`` and write it to ``folder`` in the layout of its user source.
+
+    Args:
+        spec: ``builtin:NAME`` of a dataset with a registered writer.
+        folder: where to write; must not exist or be empty (nothing is ever written over).
+        seed: seed of the generated data.
+        **options: the dataset's options (sizes, counts).
+
+    Example:
+        >>> write_dataset("builtin:sort_of_clevr", "clevr", n_train=200, n_test=50)  # doctest: +SKIP
+    """
+    _ensure_loaded()
+    name = spec.split(":", 1)[1] if spec.startswith("builtin:") else None
+    if name not in _WRITERS:
+        raise UnknownNameError(f"cannot write {spec!r}; datasets that can be written: "
+                               f"{', '.join(f'builtin:{n}' for n in sorted(_WRITERS))}")
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} already exists and is not an empty folder; give a new folder to write into")
+    bundle = load_dataset(spec, seed=seed, **options)
+    folder.mkdir(parents=True, exist_ok=True)
+    _WRITERS[name](bundle, folder)
+    return folder
 
 
 def _ensure_loaded() -> None:

@@ -303,7 +303,7 @@ def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], p
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
     """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
     keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
-            "image_size", "data_range", "lengths", "image_height", "context")
+            "image_size", "data_range", "lengths", "image_height", "context", "max_caption_length")
     return {"name": bundle.name, "kind": bundle.kind, "task": task,
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 
@@ -541,6 +541,19 @@ def _with_run_charset(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {**config, "data": {**config["data"], "options": {**options, "charset": "".join(charset[1:])}}}
 
 
+def _check_same_vocabulary(run_dir: Path, bundle: DatasetBundle) -> None:
+    """Word ids are the model's input: data whose training split gives other words than the run's cannot be read."""
+    import json
+
+    saved = run_dir / "data_info.json"
+    if "vocab" not in bundle.info or not saved.is_file():
+        return
+    vocab = json.loads(saved.read_text()).get("vocab")
+    if vocab is not None and list(vocab) != list(bundle.info["vocab"]):
+        raise ConfigError(f"{bundle.name} has another word vocabulary than the run ({len(bundle.info['vocab'])} vs "
+                          f"{len(vocab)} words); evaluate on data with the run's training split, or use predict")
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
@@ -559,6 +572,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     model = load_weights(weights_path(run_dir))
     config = _with_run_charset(config, run_dir)
     bundle = load_bundle(config["data"], seed=config["seed"])
+    _check_same_vocabulary(run_dir, bundle)
     name = task_name(config, bundle)
     task = build_task(name, model, bundle.info, config["optim"])
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],

@@ -2,10 +2,12 @@
 
 Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`` / ``x`` of (N, T, F) or
 (N, T), optional ``lengths``) and ``.ts`` files; image runs (``images``, ``text_image``, ``captions``) take
-image files; frame runs take a clip: a folder of frame images (sorted by name) or an ``.npz`` with one
-(T, C, H, W) array. Series get the run's normalisation; images are scaled to [0, 1] and resized to the
-run's image size; text lines (``text:`` runs) keep their aspect ratio at the run's height, and a folder reads
-every image in it. Forecast runs read sequences and write frames (:func:`predict_forecast`).
+image files (captions runs also folders of images and ``.txt`` lists of image paths); VQA runs take CSV files
+with a header ``image,question`` (image paths relative to the CSV's folder); frame runs take a clip: a folder of
+frame images (sorted by name) or an ``.npz`` with one (T, C, H, W) array. Series get the run's normalisation;
+images are scaled to [0, 1] and resized to the run's image size; text lines (``text:`` runs) keep their aspect
+ratio at the run's height, and a folder reads every image in it. Forecast runs read sequences and write frames
+(:func:`predict_forecast`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
 from cnnlstm.errors import ConfigError, DataError
-from cnnlstm.tasks import ClassificationTask, build_task
+from cnnlstm.tasks import CaptioningTask, ClassificationTask, build_task
 
 __all__ = ["predict", "predict_forecast", "Prediction", "read_series_file", "read_clip_file", "read_image",
            "predictions_csv"]
@@ -208,6 +210,20 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             for file in files:
                 line = read_text_line(file, int(info["image_height"]), channels)  # (C, H, W) uint8
                 out.append((str(file), {"x": line.float().div_(255.0)}))
+        elif kind == "vqa":
+            out += _vqa_samples(path, info, channels, size)
+        elif kind == "captions" and path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            out += [(str(p), {"images": read_image(p, channels, size)}) for p in images]
+        elif kind == "captions" and path.suffix == ".txt":  # a list of images, one path a line (relative to it)
+            if not path.is_file():
+                raise DataError(f"{path} does not exist; check the path")
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not names:
+                raise DataError(f"{path} lists no images; write one image path per line")
+            out += [(name, {"images": read_image(path.parent / name, channels, size)}) for name in names]
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
             out.append((str(path), {key: read_image(path, channels, size)}))
@@ -215,6 +231,26 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             raise ConfigError(f"predict does not read inputs for {kind!r} runs (yet); use cnnlstm test")
     if not out:
         raise DataError("no inputs to predict")
+    return out
+
+
+def _vqa_samples(path: Path, info: dict[str, Any], channels: int,
+                 size: tuple[int, ...] | None) -> list[tuple[str, dict[str, Any]]]:
+    """One sample per row of a CSV ``image,question``, the question encoded with the run's vocabulary."""
+    from cnnlstm.data.builtin._vocab import Vocabulary
+    from cnnlstm.data.manifest import read_image_array, read_manifest
+    from cnnlstm.data.vqa import tokenize
+
+    vocab = Vocabulary.from_itos(info["vocab"])
+    out = []
+    for row in read_manifest(path, ("image", "question")):
+        where = f"{path} row {row.line}"
+        image = read_image_array(path.parent / row.values["image"], channels, size, where)  # (C, H, W) uint8
+        words = tokenize(row.values["question"])
+        if not words:
+            raise DataError(f"{where}: the question has no words; write the question")
+        out.append((where, {"image": torch.from_numpy(image).float().div_(255.0), "sequence": vocab.encode(words),
+                            "image_path": row.values["image"], "question": row.values["question"]}))
     return out
 
 
@@ -243,7 +279,7 @@ class _OnnxModel(nn.Module):
 
 @torch.no_grad()
 def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
-            onnx: str | Path | None = None, out: str | Path | None = None) -> list[Prediction]:
+            onnx: str | Path | None = None, out: str | Path | None = None, beam_size: int = 1) -> list[Prediction]:
     """Predict labels (with probabilities) or strings for input files with a run's best model.
 
     Args:
@@ -253,6 +289,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
         onnx: an ``.onnx`` file exported from this run (``cnnlstm export``); it then runs on onnxruntime
             instead of PyTorch, with the same input reading, labels and decoding.
         out: forecast runs only: a new (or empty) folder for the predicted frames (see :func:`predict_forecast`).
+        beam_size: captioning runs: hypotheses kept per image (1: greedy).
 
     Returns:
         one dict per sample: ``input``, ``label`` and, for classifiers, ``probability`` and ``probabilities``
@@ -275,6 +312,10 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
         model = load_weights(weights_path(run_dir))
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()
+    if beam_size != 1 and not isinstance(task, CaptioningTask):
+        raise ConfigError(f"--beam decodes captions; this run's task is {info['task']}: leave --beam out")
+    if beam_size < 1:
+        raise ConfigError(f"--beam must be at least 1, got {beam_size}")
     channels = int(info.get("model_kwargs", {}).get("in_channels", 3))
     if info.get("kind") == "forecast":
         return predict_forecast(task, inputs, info, config, out, batch_size)
@@ -284,11 +325,13 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = collate([s for _, s in chunk])
-        out = task.predict_step(batch)
-        for (name, _), row in zip(chunk, out, strict=True):
+        rows = task.predict_step(batch, beam_size=beam_size) if beam_size != 1 else task.predict_step(batch)
+        for (name, sample), row in zip(chunk, rows, strict=True):
+            # String entries of a sample (a VQA row's image and question) are echoed beside its prediction.
+            echo = {k: v for k, v in sample.items() if isinstance(v, str)}
             if isinstance(task, ClassificationTask):
                 k = int(row.argmax())
-                results.append({"input": name, "label": task.class_names[k], "probability": float(row[k]),
+                results.append({"input": name, **echo, "label": task.class_names[k], "probability": float(row[k]),
                                 "probabilities": dict(zip(task.class_names, row.tolist(), strict=True))})
             else:
                 results.append({"input": name, "label": row if isinstance(row, str) else str(row.tolist())})
@@ -384,7 +427,8 @@ def predict_forecast(task: Any, inputs: list[str], info: dict[str, Any], config:
 
 
 def predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:
-    """Write predictions as CSV: input, label, probability, then one column per class.
+    """Write predictions as CSV: input, any echoed input columns (a VQA row's image and question), label,
+    probability, then one column per class.
 
     Example:
         >>> predictions_csv(predict("runs/x", ["a.npz"]), "out.csv")  # doctest: +SKIP
@@ -393,10 +437,13 @@ def predictions_csv(predictions: list[Prediction], path: str | Path) -> Path:
     import io
 
     classes = list(predictions[0].get("probabilities", {})) if predictions else []
+    echoed = [k for k in (predictions[0] if predictions else {})
+              if k not in ("input", "label", "probability", "probabilities")]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["input", "label", *(["probability"] if classes else []), *[f"p_{c}" for c in classes]])
+    writer.writerow(["input", *echoed, "label", *(["probability"] if classes else []), *[f"p_{c}" for c in classes]])
     for p in predictions:
         probs = [f"{p['probabilities'][c]:.6f}" for c in classes]
-        writer.writerow([p["input"], p["label"], *([f"{p['probability']:.6f}"] if classes else []), *probs])
+        writer.writerow([p["input"], *(p[k] for k in echoed), p["label"],
+                         *([f"{p['probability']:.6f}"] if classes else []), *probs])
     return atomic_write(path, buf.getvalue())

@@ -78,14 +78,23 @@ class CaptioningTask(Task):
         return " ".join(words)
 
     @torch.no_grad()
-    def generate(self, images: Tensor) -> list[list[int]]:
-        """Greedy captions as token ids (``<start>`` and padding may appear; :meth:`decode` skips them).
+    def generate(self, images: Tensor, beam_size: int = 1) -> list[list[int]]:
+        """Greedy (or beam search) captions as token ids (``<start>`` and padding may appear; :meth:`decode`
+        skips them).
+
+        Args:
+            images: the images to caption.
+            beam_size: hypotheses kept per image; above 1 the model needs its own ``generate``.
 
         Shape:
             - images: (B, C, H, W) -> B lists of at most ``max_length + 1`` ids.
         """
         if hasattr(self.model, "generate"):
-            return [list(map(int, ids)) for ids in self.model.generate(images, max_length=self.max_length)]
+            ids = self.model.generate(images, max_length=self.max_length, beam_size=beam_size)
+            return [list(map(int, row)) for row in ids]
+        if beam_size != 1:
+            raise ConfigError(f"beam search needs a model with its own generate(); "
+                              f"{getattr(self.model, 'model_name', type(self.model).__name__)} has none: use beam 1")
         B = images.shape[0]
         tokens = torch.full((B, 1), START, dtype=torch.long, device=images.device)  # (B, 1)
         done = torch.zeros(B, dtype=torch.bool, device=images.device)
@@ -110,11 +119,12 @@ class CaptioningTask(Task):
                                label_smoothing=self.optim.label_smoothing if stage == "train" else 0.0)
         if stage != "train":
             preds = [self.decode(ids) for ids in self.generate(batch["images"])]
-            refs = [[self.decode(row.tolist())] for row in captions]
+            # User data carries every caption of the image (several references, as in COCO); else the target.
+            refs = batch.get("references") or [[self.decode(row.tolist())] for row in captions]
             self.metrics[stage]["bleu4"].update(preds, refs)
         return loss
 
     @torch.no_grad()
-    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[str]:
-        """Greedy captions (strings) for a batch of images."""
-        return [self.decode(ids) for ids in self.generate(batch["images"])]
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0, beam_size: int = 1) -> list[str]:
+        """Greedy (``beam_size`` 1) or beam search captions (strings) for a batch of images."""
+        return [self.decode(ids) for ids in self.generate(batch["images"], beam_size=beam_size)]

@@ -104,11 +104,17 @@ class ClassificationTask(Task):
         y = batch["y"]  # (B,)
         # Smoothing regularises training; evaluation losses stay plain cross-entropy, comparable across recipes.
         smoothing = self.optim.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)  # mean over targets other than -100
+        if stage != "train":  # an evaluation batch of only unseen answers (-100) has no loss term, not a NaN one
+            loss = torch.nan_to_num(loss, nan=0.0)
         preds = logits.detach().argmax(dim=-1)  # (B,)
-        self.metrics[stage].update(preds, y)
+        # A test answer training never gave (user VQA data) has target -100: no class can be right, so it is
+        # scored as some other class than the prediction, which counts it wrong in accuracy and F1.
+        unseen = y < 0
+        scored = torch.where(unseen, (preds + 1) % self.num_classes, y)  # (B,)
+        self.metrics[stage].update(preds, scored)
         if stage == "test":
-            self.confusion_metric.update(preds, y)
+            self.confusion_metric.update(preds[~unseen], y[~unseen])
         if stage in self.type_accuracy and "qtype" in batch:
             correct = (preds == y).float()  # (B,)
             for q, metric in enumerate(self.type_accuracy[stage]):

@@ -33,6 +33,18 @@ class Vocabulary:
         self.itos: list[str] = [*SPECIALS, *sorted(set(words) - set(SPECIALS))]
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
 
+    @classmethod
+    def from_itos(cls, itos: Sequence[str]) -> Vocabulary:
+        """The vocabulary whose index -> word list is ``itos`` (as stored in ``info["vocab"]``).
+
+        Raises:
+            ValueError: ``itos`` is not in this class's order (specials, then the words sorted).
+        """
+        vocab = cls(itos)
+        if vocab.itos != list(itos):
+            raise ValueError("a vocabulary must list <pad> <start> <end> <unk> first, then its words sorted")
+        return vocab
+
     def __len__(self) -> int:
         return len(self.itos)
 

@@ -7,20 +7,19 @@ import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cnnlstm.data._registry import DatasetBundle, register_dataset
+from cnnlstm.data._registry import DatasetBundle, register_dataset, register_writer
 from cnnlstm.data.builtin._common import check_int, derive_seed, resolve_lengths, split_rngs, strict_options
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.text_lines import write_text_layout
 from cnnlstm.errors import ConfigError
 
-__all__ = ["captcha", "CaptchaDataset", "seeded_captcha_randomness", "write_captcha"]
+__all__ = ["captcha", "CaptchaDataset", "seeded_captcha_randomness"]
 
 BLANK = "<blank>"
 _PATCH_LOCK = threading.Lock()
@@ -218,18 +217,9 @@ def captcha(
     )
 
 
-def write_captcha(directory: str | Path, *, seed: int = 0, **options: Any) -> Path:
-    """Write ``builtin:captcha`` to disk in the ``text:DIR`` layout (PNG lines, ``train.csv``, ``test.csv``).
+def _write_text_folder(bundle: DatasetBundle, folder: Path) -> None:
+    # `cnnlstm datasets write builtin:captcha DIR`: text:DIR then reads the same images and strings in order.
+    write_text_layout(bundle, folder)
 
-    ``text:DIR`` then reads the same images and strings in the same order, so a recipe trained on the folder
-    gives the in-memory run's results.
 
-    Args:
-        directory: a new (or empty) folder.
-        seed: dataset seed.
-        **options: options of :func:`captcha` (``n_train``, ``length``, ...).
-
-    Example:
-        >>> write_captcha("captcha_lines", n_train=100, n_test=20)  # doctest: +SKIP
-    """
-    return write_text_layout(captcha(seed=seed, **options), directory)
+register_writer("captcha")(_write_text_folder)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cnnlstm.data._registry import DatasetBundle, register_dataset
+from cnnlstm.data._registry import DatasetBundle, register_dataset, register_writer
 from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_rngs, strict_options
 from cnnlstm.data.builtin._digit_source import check_test_fraction, digit_images, digit_partition
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.forecast import write_forecast_layout
 from cnnlstm.errors import ConfigError
 
-__all__ = ["moving_digits", "DIRECTION_NAMES", "write_moving_digits"]
+__all__ = ["moving_digits", "DIRECTION_NAMES", "FORECAST_FILE"]
 
 #: Class names of ``task="classify"`` (image coordinates: y grows downwards), by number of directions.
 DIRECTION_NAMES = {
@@ -198,21 +197,16 @@ def moving_digits(
     )
 
 
-def write_moving_digits(path: str | Path, *, seed: int = 0, **options: Any) -> Path:
-    """Write ``builtin:moving_digits`` (forecasting) as an ``.npz`` in the ``forecast:PATH`` layout.
+#: the file ``cnnlstm datasets write builtin:moving_digits DIR`` writes in DIR (the ``forecast:PATH`` layout)
+FORECAST_FILE = "sequences.npz"
 
-    The file holds uint8 ``train`` and ``test`` arrays ``(N, input_frames + horizon, H, W)``;
-    ``forecast:PATH`` with ``context=input_frames`` (the default split of 15 frames is 10 + 5, as here) reads
-    the same clips back in the same order.
 
-    Args:
-        path: a new ``.npz`` file.
-        seed: dataset seed.
-        **options: options of :func:`moving_digits` (``n_train``, ``horizon``, ...; ``task`` must stay forecast).
+def _write_forecast_file(bundle: DatasetBundle, folder: Path) -> None:
+    # uint8 `train` and `test` arrays (N, input_frames + horizon, H, W); forecast:DIR/sequences.npz with
+    # context=input_frames (10 by default, as in the `forecast` recipe) reads the same clips back in order.
+    if bundle.kind != "forecast":
+        raise ConfigError("builtin:moving_digits is written in the forecast layout; drop task=classify")
+    write_forecast_layout(bundle, folder / FORECAST_FILE)
 
-    Example:
-        >>> write_moving_digits("digits.npz", n_train=100, n_test=20)  # doctest: +SKIP
-    """
-    if options.get("task", "forecast") != "forecast":
-        raise ConfigError("builtin:moving_digits is written in the forecast layout; drop task='classify'")
-    return write_forecast_layout(moving_digits(seed=seed, **options), path)
+
+register_writer("moving_digits")(_write_forecast_file)

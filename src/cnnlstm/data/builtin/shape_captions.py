@@ -8,10 +8,11 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from cnnlstm.data._registry import DatasetBundle, register_dataset
+from cnnlstm.data._registry import DatasetBundle, register_dataset, register_writer
 from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_rngs, strict_options
 from cnnlstm.data.builtin._shapes import PALETTE, SHAPES, draw_shape, place_objects
 from cnnlstm.data.builtin._vocab import Vocabulary
+from cnnlstm.data.captions import write_captions
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.errors import ConfigError
 
@@ -166,3 +167,6 @@ def shape_captions(
         },
         collate_fn=pad_collate,
     )
+
+
+register_writer("shape_captions")(write_captions)  # `cnnlstm datasets write builtin:shape_captions DIR`

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from cnnlstm.data._registry import DatasetBundle, register_dataset
+from cnnlstm.data._registry import DatasetBundle, register_dataset, register_writer
 from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_rngs, strict_options
 from cnnlstm.data.builtin._shapes import PALETTE, draw_shape, place_objects
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.vqa import write_vqa
 
 __all__ = ["sort_of_clevr", "QUESTION_FAMILIES", "ANSWERS"]
 
@@ -167,3 +168,6 @@ def sort_of_clevr(
         },
         collate_fn=pad_collate,
     )
+
+
+register_writer("sort_of_clevr")(write_vqa)  # `cnnlstm datasets write builtin:sort_of_clevr DIR`: the vqa:DIR layout

@@ -1,0 +1,239 @@
+"""CSV manifests of images: ``DIR/train.csv`` (+ ``DIR/test.csv``) with a header and image paths relative to DIR.
+
+The ``vqa:`` and ``captions:`` sources read their files through here, so a bad file gets the same message
+whichever source reads it: the file and the row (the line number, the header being row 1) and what to change.
+Files are read as UTF-8 (a byte-order mark is accepted); columns the source does not use are ignored. Images
+are read once per distinct path, in the order the rows first name them, and kept as uint8 tensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cnnlstm.data.splits import grouped_split
+from cnnlstm.errors import ConfigError, DataError
+
+__all__ = ["ManifestRow", "read_manifest", "write_manifest", "read_splits", "ImageTable", "load_image_table",
+           "read_image_array", "image_size_option"]
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One data row of a manifest: its line number (header = 1) and ``{column: value}`` of the columns asked for."""
+
+    line: int
+    values: dict[str, str]
+
+
+def read_manifest(path: str | Path, required: Sequence[str], optional: Sequence[str] = ()) -> list[ManifestRow]:
+    """Read a UTF-8 CSV with a header; every ``required`` column must be present and non-blank in every row.
+
+    Args:
+        path: the CSV file.
+        required: columns that must exist and hold a value in each row (values are stripped of spaces).
+        optional: columns read when present (blank allowed); any other column is ignored.
+
+    Returns:
+        one :class:`ManifestRow` per data row, in file order.
+
+    Raises:
+        DataError: the file is missing, not UTF-8, empty or header-only, has duplicate or missing columns,
+            a row with fewer fields than the header, or a blank required value.
+
+    Example:
+        >>> rows = read_manifest("data/vqa/train.csv", ["image", "question", "answer"])  # doctest: +SKIP
+        >>> rows[0].line, rows[0].values["answer"]  # doctest: +SKIP
+        (2, 'yes')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{path} row {line} is not UTF-8 text (byte {raw[err.start]:#04x}); "
+                        "save the file as UTF-8") from None
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    header_at = next((i for i, row in enumerate(lines) if any(cell.strip() for cell in row)), None)
+    if header_at is None:
+        raise DataError(f"{path} is empty; it needs a header row ({','.join(required)}) and one row per sample")
+    header = [cell.strip() for cell in lines[header_at]]
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"{path} row {header_at + 1}: the header names column {name!r} twice; "
+                            "rename or drop one of them")
+        seen.add(name)
+    missing = [c for c in required if c not in seen]
+    if missing:
+        raise DataError(f"{path} row {header_at + 1}: missing column {', '.join(map(repr, missing))}; "
+                        f"the header must name {','.join(required)} (found {','.join(header)})")
+    wanted = {c: header.index(c) for c in (*required, *optional) if c in seen}
+    rows = []
+    for i, cells in enumerate(lines[header_at + 1:], start=header_at + 2):
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines (a trailing newline) are not samples
+        if len(cells) < len(header):
+            raise DataError(f"{path} row {i} has {len(cells)} fields but the header has {len(header)}; "
+                            "quote values that contain commas")
+        values = {c: cells[k].strip() for c, k in wanted.items()}
+        blank = [c for c in required if not values[c]]
+        if blank:
+            raise DataError(f"{path} row {i}: {blank[0]} is blank; give every row a {blank[0]} or remove the row")
+        rows.append(ManifestRow(i, values))
+    if not rows:
+        raise DataError(f"{path} has a header but no rows; add one row per sample")
+    return rows
+
+
+def write_manifest(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Write a UTF-8 CSV manifest (the layout :func:`read_manifest` reads) with ``\\n`` line ends.
+
+    Example:
+        >>> write_manifest(Path("DIR/train.csv"), ["image", "caption"], [["a.png", "a red square"]])  # doctest: +SKIP
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def read_splits(root: str | Path, required: Sequence[str], optional: Sequence[str] = (), *, seed: int,
+                test_fraction: float, source: str) -> tuple[list[ManifestRow], list[ManifestRow], Path, Path]:
+    """The train and test rows of ``root/train.csv`` and ``root/test.csv``; without ``test.csv``, a seeded
+    share of the training images (whole images: every row naming one goes the same way) becomes the test split.
+
+    Args:
+        root: the dataset folder.
+        required: columns every row must fill (the first one holds the image path).
+        optional: columns read when present.
+        seed: seed of the carved test split.
+        test_fraction: share of the images carved out when there is no ``test.csv``.
+        source: the source prefix, for messages.
+
+    Returns:
+        ``(train_rows, test_rows, train_csv, test_csv)``; both CSV paths are ``train.csv`` when carved.
+
+    Example:
+        >>> train, test, _, _ = read_splits("data/vqa", ["image", "question", "answer"], seed=0,
+        ...                                 test_fraction=0.2, source="vqa")  # doctest: +SKIP
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{source}:{root}: no such folder; it must hold train.csv (and optionally test.csv)")
+    train_csv, test_csv = root / "train.csv", root / "test.csv"
+    if not train_csv.is_file():
+        raise DataError(f"{source}:{root}: no train.csv in the folder; put the training rows in {train_csv}")
+    rows = read_manifest(train_csv, required, optional)
+    if test_csv.is_file():
+        return rows, read_manifest(test_csv, required, optional), train_csv, test_csv
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigError(f"{source}: option test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    groups = [row.values[required[0]] for row in rows]
+    try:
+        train_idx, test_idx = grouped_split(groups, float(test_fraction), seed)
+    except DataError:
+        raise DataError(f"{train_csv} names fewer than 2 images, too few to carve a test split; add images "
+                        "or a test.csv") from None
+    return [rows[i] for i in train_idx], [rows[i] for i in test_idx], train_csv, train_csv
+
+
+def image_size_option(value: int | Sequence[int] | None, source: str) -> tuple[int, int] | None:
+    """``image_size`` as (H, W): one int for square images, two for H and W, None for the first image's size.
+
+    Example:
+        >>> image_size_option(32, "vqa")
+        (32, 32)
+    """
+    if value is None:
+        return None
+    sizes = [value] if isinstance(value, int) else list(value)
+    if not 1 <= len(sizes) <= 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        raise ConfigError(f"{source}: option image_size must be a positive int or [H, W], got {value!r}")
+    return (sizes[0], sizes[-1])
+
+
+def read_image_array(path: Path, channels: int, size: tuple[int, int] | None, where: str) -> np.ndarray:
+    """An image file as a (C, H, W) uint8 array, resized to ``size`` (H, W) unless it already has that size.
+
+    Args:
+        path: the image file.
+        channels: 1 (grayscale) or 3 (RGB).
+        size: (H, W) or None to keep the image's own size.
+        where: the manifest row that names the image, for messages (``"DIR/train.csv row 5"``).
+
+    Raises:
+        DataError: the file is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DataError(f"{where}: image {path} does not exist; check the path (relative to the CSV's folder)")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{where}: {path} is not a readable image ({exc})") from None
+    if size is not None and image.size != (size[1], size[0]):  # resampling an image of the right size blurs it
+        image = image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    array = np.array(image, dtype=np.uint8)  # a writable copy, so torch.from_numpy may share it
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))  # (C, H, W)
+
+
+@dataclass
+class ImageTable:
+    """Distinct images of a manifest and, per row, which of them it names.
+
+    Args:
+        images: (S, C, H, W) uint8, in the order the rows first name them.
+        paths: the S paths as written in the manifest.
+        index: (N,) int64 image of each row.
+    """
+
+    images: Tensor
+    paths: list[str]
+    index: Tensor
+
+
+def load_image_table(rows: Sequence[ManifestRow], root: Path, csv_path: Path, *, column: str = "image",
+                     channels: int = 3, size: tuple[int, int] | None = None) -> ImageTable:
+    """Read every distinct image the rows name (paths relative to ``root``), all resized to one size.
+
+    Args:
+        rows: manifest rows.
+        root: the folder image paths are relative to.
+        csv_path: the manifest, for messages.
+        column: the column holding the image path.
+        channels: 1 or 3.
+        size: (H, W); None takes the size of the first image.
+
+    Shape:
+        - ``images``: (S, C, H, W) uint8; ``index``: (N,).
+
+    Example:
+        >>> table = load_image_table(rows, Path("data"), Path("data/train.csv"), size=(32, 32))  # doctest: +SKIP
+    """
+    slot: dict[str, int] = {}
+    arrays: list[np.ndarray] = []
+    index = []
+    for row in rows:
+        name = row.values[column]
+        if name not in slot:
+            where = f"{csv_path} row {row.line}"
+            array = read_image_array(root / name, channels, size, where)
+            size = size or (array.shape[1], array.shape[2])
+            slot[name] = len(arrays)
+            arrays.append(array)
+        index.append(slot[name])
+    return ImageTable(torch.from_numpy(np.stack(arrays)), list(slot), torch.tensor(index, dtype=torch.long))

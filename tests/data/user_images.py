@@ -1,0 +1,75 @@
+"""Tiny image + question and image + caption folders written to disk, as a user would lay them out."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+
+
+def draw(path: Path, colour: str, left: bool) -> None:
+    """A 32x32 white PNG with an 8x8 square of ``colour`` on the left or right half."""
+    image = np.full((32, 32, 3), 255, dtype=np.uint8)
+    x = 4 if left else 20
+    image[12:20, x : x + 8] = COLOURS[colour]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """A CSV as a spreadsheet would save it (``\\r\\n`` line ends, quoting where needed)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def scenes(n: int, offset: int = 0) -> list[tuple[str, str, bool]]:
+    """``(relative path, colour, left)`` of ``n`` scenes cycling through every colour and side."""
+    out = []
+    for i in range(n):
+        colour, left = list(COLOURS)[i % 2], (i // 2) % 2 == 0
+        out.append((f"img/{offset + i:03d}.png", colour, left))
+    return out
+
+
+def make_vqa(root: Path, n_train: int = 8, n_test: int = 4, test_csv: bool = True) -> Path:
+    """``root`` in the vqa:DIR layout: two questions per image (its colour; whether it is on the left)."""
+    def rows(items: list[tuple[str, str, bool]]) -> list[list[str]]:
+        out = []
+        for name, colour, left in items:
+            draw(root / name, colour, left)
+            out.append([name, "What colour is the square?", colour])
+            out.append([name, "Is the square on the left?", "yes" if left else "no"])
+        return out
+
+    root.mkdir(parents=True, exist_ok=True)
+    train = rows(scenes(n_train))
+    test = rows(scenes(n_test, offset=n_train))
+    if test_csv:
+        write_csv(root / "train.csv", ["image", "question", "answer"], train)
+        write_csv(root / "test.csv", ["image", "question", "answer"], test)
+    else:
+        write_csv(root / "train.csv", ["image", "question", "answer"], train + test)
+    return root
+
+
+def make_captions(root: Path, n_train: int = 8, n_test: int = 4) -> Path:
+    """``root`` in the captions:DIR layout: two reference captions per image."""
+    def rows(items: list[tuple[str, str, bool]]) -> list[list[str]]:
+        out = []
+        for name, colour, left in items:
+            draw(root / name, colour, left)
+            side = "left" if left else "right"
+            out.append([name, f"a {colour} square on the {side}"])
+            out.append([name, f"a {colour} square at the {side}"])
+        return out
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_csv(root / "train.csv", ["image", "caption"], rows(scenes(n_train)))
+    write_csv(root / "test.csv", ["image", "caption"], rows(scenes(n_test, offset=n_train)))
+    return root
