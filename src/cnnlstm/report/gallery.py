@@ -1,0 +1,234 @@
+"""Drawing test examples for a report, one drawer per dataset kind.
+
+Every drawer takes a raw test sample (the dict the dataset returns, before collation), its
+:data:`~cnnlstm.report.per_sample.SampleScore` and the dataset's ``info``, and returns a :class:`GalleryItem`:
+pictures as PNG data URIs (nothing to fetch: a report is one self-contained file) and labelled text fields.
+
+============  =====================================================================
+kind          drawn as
+============  =====================================================================
+series        one small plot per channel
+frames        the clip's frames as a strip
+images        the image
+text_image    the line image, true and predicted text, character error rate
+vqa           the image, the question, true and predicted answer
+captions      the image, the generated caption, the reference captions
+forecast      context frames | true future frames | predicted frames
+============  =====================================================================
+
+A new kind registers its drawer with :func:`register_drawer`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+__all__ = ["GalleryItem", "DRAWERS", "register_drawer", "draw_sample", "png_data_uri", "image_uri", "strip_uri"]
+
+#: at most this many frames of a clip, channels of a series are drawn
+MAX_FRAMES = 10
+MAX_CHANNELS = 6
+#: images smaller than this (pixels, the longer side) are enlarged, pixel for pixel, so they can be seen
+MIN_SIDE = 96
+
+
+@dataclass
+class GalleryItem:
+    """One drawn test example.
+
+    Attributes:
+        index: the sample's position in the test split.
+        loss: its per-sample test loss.
+        figures: ``(label, data URI)`` pictures.
+        fields: ``(label, text)`` pairs (true / predicted label, question, CER, ...).
+        correct: whether the prediction equals the truth (``None`` where there is no such thing, forecasts).
+    """
+
+    index: int
+    loss: float
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    correct: bool | None = None
+
+
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI for an ``<img src>``.
+
+    Example:
+        >>> png_data_uri(b"\\x89PNG")
+        'data:image/png;base64,iVBORw=='
+    """
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) floats, any range, to (H, W) or (H, W, 3) bytes; each image scaled to its own min..max."""
+    image = image[:3] if image.shape[0] >= 3 else image[:1]
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+    pixels = np.clip(np.nan_to_num(scaled) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+
+
+def _encode(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    side = max(image.size)
+    if side < MIN_SIDE:
+        factor = -(-MIN_SIDE // side)
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return png_data_uri(buf.getvalue())
+
+
+def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+
+
+def image_uri(image: Tensor | np.ndarray) -> str:
+    """One (C, H, W) image as a PNG data URI (scaled to its own range; small images enlarged)."""
+    return _encode(_to_uint8(_numpy(image)))
+
+
+def strip_uri(frames: Tensor | np.ndarray, limit: int = MAX_FRAMES) -> str:
+    """Frames (T, C, H, W) side by side, a white gap between them, as one PNG data URI (at most ``limit``).
+
+    All frames share one scale, so brightness compares across the strip.
+    """
+    frames = _numpy(frames)[:limit]  # (T', C, H, W)
+    T, _, H, _ = frames.shape
+    pixels = [_to_uint8(np.concatenate(list(frames), axis=2))]  # one scale: (C, H, T*W) scaled together
+    width = frames.shape[-1]
+    gap = np.full((H, 2) + pixels[0].shape[2:], 255, dtype=np.uint8)
+    parts = []
+    for t in range(T):
+        parts += [pixels[0][:, t * width : (t + 1) * width], gap]
+    return _encode(np.concatenate(parts[:-1], axis=1))
+
+
+def _series_uri(x: Tensor | np.ndarray) -> str:
+    from cnnlstm.report.plots import plt, png_bytes
+
+    series = _numpy(x)
+    series = series[:, None] if series.ndim == 1 else series  # (T,) -> (T, 1)
+    channels = min(series.shape[1], MAX_CHANNELS)
+    fig, axes = plt.subplots(channels, 1, figsize=(3.6, 0.75 * channels + 0.35), sharex=True, squeeze=False)
+    for c in range(channels):
+        ax = axes[c, 0]
+        ax.plot(series[:, c], lw=1.2, color=f"C{c}")
+        ax.set_ylabel(f"ch {c}", fontsize=7, rotation=0, ha="right", va="center")
+        ax.tick_params(labelsize=6)
+        ax.margins(x=0)
+    axes[-1, 0].set_xlabel("step", fontsize=7)
+    fig.subplots_adjust(hspace=0.15)
+    return png_data_uri(png_bytes(fig, dpi=90))
+
+
+def _words(ids: Sequence[int] | Tensor, vocab: Sequence[str] | None) -> str:
+    ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+    if not vocab:
+        return " ".join(str(i) for i in ids if i != 0)
+    specials = {"<pad>", "<start>", "<end>"}
+    return " ".join(vocab[i] for i in ids if 0 <= i < len(vocab) and vocab[i] not in specials)
+
+
+def _class_fields(score: dict[str, Any]) -> list[tuple[str, str]]:
+    fields = [("true", str(score["true"])), ("predicted", str(score["pred"]))]
+    if "probability" in score:
+        fields.append(("p(predicted)", f"{score['probability']:.3f}"))
+    return fields
+
+
+def _draw_series(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    return _item(score, [("series", _series_uri(sample["x"]))], _class_fields(score))
+
+
+def _draw_frames(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    return _item(score, [(f"frames (first {min(len(sample['x']), MAX_FRAMES)} of {len(sample['x'])})",
+                          strip_uri(sample["x"]))], _class_fields(score))
+
+
+def _draw_images(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    return _item(score, [("image", image_uri(sample["x"]))], _class_fields(score))
+
+
+def _draw_text_image(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    fields = [("true", score["true"]), ("predicted", score["pred"]), ("CER", f"{score['cer']:.3f}")]
+    return _item(score, [("text line", image_uri(sample["x"]))], fields)
+
+
+def _draw_vqa(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    question = _words(sample["sequence"], info.get("vocab"))
+    fields = [("question", question), ("true answer", str(score["true"])), ("predicted", str(score["pred"]))]
+    return _item(score, [("image", image_uri(sample["image"]))], fields)
+
+
+def _draw_captions(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    references = info.get("references")
+    refs = references[score["index"]] if references and score["index"] < len(references) else [score["true"]]
+    fields = [("generated", score["pred"]), *[(f"reference {i + 1}", r) for i, r in enumerate(refs)]]
+    return _item(score, [("image", image_uri(sample["images"]))], fields)
+
+
+def _draw_forecast(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    truth, forecast = sample["y"], score["forecast"]  # (K, C, H, W) each
+    figures = [("context", strip_uri(sample["x"])), ("truth", strip_uri(truth)),
+               ("prediction", strip_uri(forecast))]
+    return _item(score, figures, [("MSE", f"{score['loss']:.4g}")])
+
+
+def _item(score: dict[str, Any], figures: list[tuple[str, str]], fields: list[tuple[str, str]]) -> GalleryItem:
+    correct = score["true"] == score["pred"] if score.get("true") != "" else None
+    return GalleryItem(index=int(score["index"]), loss=float(score["loss"]), figures=figures, fields=fields,
+                       correct=correct)
+
+
+Drawer = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], GalleryItem]
+
+#: dataset kind -> drawer
+DRAWERS: dict[str, Drawer] = {
+    "series": _draw_series, "frames": _draw_frames, "images": _draw_images, "text_image": _draw_text_image,
+    "vqa": _draw_vqa, "captions": _draw_captions, "forecast": _draw_forecast,
+}
+
+
+def register_drawer(kind: str) -> Callable[[Drawer], Drawer]:
+    """Register the gallery drawer of a dataset kind (replacing the one it had).
+
+    Example:
+        >>> @register_drawer("audio")  # doctest: +SKIP
+        ... def draw_audio(sample, score, info): ...
+    """
+
+    def decorator(fn: Drawer) -> Drawer:
+        DRAWERS[kind] = fn
+        return fn
+
+    return decorator
+
+
+def draw_sample(kind: str, sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+    """Draw one test sample for its dataset ``kind``; a kind without a drawer gets its text fields only.
+
+    Args:
+        kind: the dataset kind (``series``, ``frames``, ...).
+        sample: the raw sample from the test split.
+        score: its :data:`~cnnlstm.report.per_sample.SampleScore` (``index``, ``loss``, ``true``, ``pred``).
+        info: the dataset's ``info`` (``vocab``, ``references``, ...).
+
+    Example:
+        >>> item = draw_sample("series", test_set[3], score, bundle.info)  # doctest: +SKIP
+    """
+    drawer = DRAWERS.get(kind)
+    if drawer is None:
+        return _item(score, [], _class_fields(score))
+    return drawer(sample, score, info)
