@@ -32,7 +32,7 @@ class Page(HTMLParser):
         self.tags.append(tag)
         if "data-metric" in a and "data-value" in a:
             self.metrics.setdefault(a["data-metric"], a["data-value"])
-        if a.get("class") == "example":
+        if "example" in (a.get("class") or "").split():
             self.examples.append((int(a["data-index"]), float(a["data-loss"])))
         if "data-class" in a:
             self.per_class.append(a["data-class"])

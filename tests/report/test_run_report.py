@@ -25,7 +25,7 @@ KINDS = {
                         "data.options.object_size=8", "model.hidden_size=8", "model.encoder_kwargs.widths=[4,8]"],
                        ["generated", "reference 1"]),
     "moving_digits": (["data.options.n_train=8", "data.options.n_test=5", "model.hidden_size=4"],
-                      ["context", "truth", "prediction"]),
+                      ["rows: context", "· truth · prediction", "MSE"]),
 }
 
 
@@ -93,5 +93,6 @@ def test_every_kind_gets_its_gallery(recipe: str, tmp_path: Path) -> None:
     check_run_page(run, run / "report.html", k=8)  # fit's own page: all 5 test samples, worst first
     assert main(["report", str(run), "--out", str(tmp_path / "worst3.html"), "--worst", "3"]) == 0
     page = check_run_page(run, tmp_path / "worst3.html", k=3)
+    text = " ".join(page.text)
     for label in labels:
-        assert label in page.text, label
+        assert label in text, label

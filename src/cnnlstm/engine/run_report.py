@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from torch import nn
 
@@ -112,8 +113,13 @@ def _cost_rows(model: nn.Module, bundle: DatasetBundle) -> tuple[list[tuple[str,
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rows = [("parameters", f"{total:,}"), ("trainable", f"{trainable:,}")]
     sample = bundle.test[0]  # type: ignore[index]
-    key = next((k for k in ("x", "sequence", "captions") if k in sample and bundle.kind != "text_image"), None)
+    key = next((k for k in ("x", "sequence", "captions") if k in sample), None)
     seq_len = int(len(sample[key])) if key else None
+    if bundle.kind == "text_image":  # T of a line image is the model's output columns
+        was_training = model.training
+        with torch.no_grad():
+            seq_len = int(model.eval()(x=sample["x"][None].to(next(model.parameters()).device)).shape[1])
+        model.train(was_training)
     image = next((sample[k] for k in ("image", "images", "x") if k in sample and sample[k].dim() >= 3), None)
     frame = tuple(int(v) for v in image.shape[-2:]) if image is not None else None
     try:

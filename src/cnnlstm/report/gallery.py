@@ -35,8 +35,9 @@ __all__ = ["GalleryItem", "DRAWERS", "register_drawer", "draw_sample", "png_data
 #: at most this many frames of a clip, channels of a series are drawn
 MAX_FRAMES = 10
 MAX_CHANNELS = 6
-#: images smaller than this (pixels, the longer side) are enlarged, pixel for pixel, so they can be seen
+#: a frame (or image) whose shorter side is below this many pixels is enlarged, pixel for pixel, to be seen
 MIN_SIDE = 96
+MIN_FRAME_SIDE = 48
 
 
 @dataclass
@@ -49,6 +50,7 @@ class GalleryItem:
         figures: ``(label, data URI)`` pictures.
         fields: ``(label, text)`` pairs (true / predicted label, question, CER, ...).
         correct: whether the prediction equals the truth (``None`` where there is no such thing, forecasts).
+        wide: drawn across two gallery columns (strips of frames).
     """
 
     index: int
@@ -56,6 +58,7 @@ class GalleryItem:
     figures: list[tuple[str, str]] = field(default_factory=list)
     fields: list[tuple[str, str]] = field(default_factory=list)
     correct: bool | None = None
+    wide: bool = False
 
 
 def png_data_uri(png: bytes) -> str:
@@ -68,22 +71,29 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) floats, any range, to (H, W) or (H, W, 3) bytes; each image scaled to its own min..max."""
+def _value_range(*arrays: np.ndarray) -> tuple[float, float]:
+    """Pixels already in [0, 1] are shown as they are; anything else (normalised inputs) from its min to max."""
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi)
+
+
+def _to_uint8(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """(C, H, W) floats to (H, W) or (H, W, 3) bytes, ``value_range`` (default :func:`_value_range`) to 0..255."""
     image = image[:3] if image.shape[0] >= 3 else image[:1]
-    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    lo, hi = value_range or _value_range(image)
     scaled = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
     pixels = np.clip(np.nan_to_num(scaled) * 255 + 0.5, 0, 255).astype(np.uint8)
     return pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
 
 
-def _encode(pixels: np.ndarray) -> str:
+def _encode(pixels: np.ndarray, side: int, target: int = MIN_SIDE) -> str:
+    """PNG data URI of ``pixels``, enlarged by a whole factor until ``side`` (a frame's side) reaches ``target``."""
     from PIL import Image
 
     image = Image.fromarray(pixels)
-    side = max(image.size)
-    if side < MIN_SIDE:
-        factor = -(-MIN_SIDE // side)
+    if side < target:
+        factor = -(-target // side)
         image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -95,24 +105,28 @@ def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
 
 
 def image_uri(image: Tensor | np.ndarray) -> str:
-    """One (C, H, W) image as a PNG data URI (scaled to its own range; small images enlarged)."""
-    return _encode(_to_uint8(_numpy(image)))
+    """One (C, H, W) image as a PNG data URI (pixels in [0, 1] as they are, others scaled; small ones enlarged)."""
+    pixels = _to_uint8(_numpy(image))
+    return _encode(pixels, min(pixels.shape[:2]))
 
 
-def strip_uri(frames: Tensor | np.ndarray, limit: int = MAX_FRAMES) -> str:
-    """Frames (T, C, H, W) side by side, a white gap between them, as one PNG data URI (at most ``limit``).
+def strip_uri(*rows: Tensor | np.ndarray, limit: int = MAX_FRAMES) -> str:
+    """Rows of frames (each (T, C, H, W), at most ``limit`` per row), frames side by side, as one PNG data URI.
 
-    All frames share one scale, so brightness compares across the strip.
+    All rows share one value range, so brightness compares across frames and rows (context, truth, forecast).
     """
-    frames = _numpy(frames)[:limit]  # (T', C, H, W)
-    T, _, H, _ = frames.shape
-    pixels = [_to_uint8(np.concatenate(list(frames), axis=2))]  # one scale: (C, H, T*W) scaled together
-    width = frames.shape[-1]
-    gap = np.full((H, 2) + pixels[0].shape[2:], 255, dtype=np.uint8)
-    parts = []
-    for t in range(T):
-        parts += [pixels[0][:, t * width : (t + 1) * width], gap]
-    return _encode(np.concatenate(parts[:-1], axis=1))
+    arrays = [_numpy(r)[:limit] for r in rows]  # each (T', C, H, W)
+    value_range = _value_range(*arrays)
+    H, W = arrays[0].shape[-2:]
+    columns = max(len(a) for a in arrays)
+    gap = 2
+    sample = _to_uint8(arrays[0][0], value_range)
+    canvas = np.full(((H + gap) * len(arrays) - gap, (W + gap) * columns - gap, *sample.shape[2:]), 255, np.uint8)
+    for r, frames in enumerate(arrays):
+        for t, frame in enumerate(frames):
+            y, x = r * (H + gap), t * (W + gap)
+            canvas[y : y + H, x : x + W] = _to_uint8(frame, value_range)
+    return _encode(canvas, min(H, W), MIN_FRAME_SIDE)
 
 
 def _series_uri(x: Tensor | np.ndarray) -> str:
@@ -153,8 +167,10 @@ def _draw_series(sample: dict[str, Any], score: dict[str, Any], info: dict[str, 
 
 
 def _draw_frames(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    return _item(score, [(f"frames (first {min(len(sample['x']), MAX_FRAMES)} of {len(sample['x'])})",
+    item = _item(score, [(f"frames (first {min(len(sample['x']), MAX_FRAMES)} of {len(sample['x'])})",
                           strip_uri(sample["x"]))], _class_fields(score))
+    item.wide = len(sample["x"]) > 4
+    return item
 
 
 def _draw_images(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
@@ -162,7 +178,7 @@ def _draw_images(sample: dict[str, Any], score: dict[str, Any], info: dict[str, 
 
 
 def _draw_text_image(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    fields = [("true", score["true"]), ("predicted", score["pred"]), ("CER", f"{score['cer']:.3f}")]
+    fields = [("true", score["true"]), ("predicted", score["pred"] or "(nothing)"), ("CER", f"{score['cer']:.3f}")]
     return _item(score, [("text line", image_uri(sample["x"]))], fields)
 
 
@@ -175,15 +191,17 @@ def _draw_vqa(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any
 def _draw_captions(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
     references = info.get("references")
     refs = references[score["index"]] if references and score["index"] < len(references) else [score["true"]]
-    fields = [("generated", score["pred"]), *[(f"reference {i + 1}", r) for i, r in enumerate(refs)]]
+    fields = [("generated", score["pred"] or "(nothing)"), *[(f"reference {i + 1}", r) for i, r in enumerate(refs)]]
     return _item(score, [("image", image_uri(sample["images"]))], fields)
 
 
 def _draw_forecast(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    truth, forecast = sample["y"], score["forecast"]  # (K, C, H, W) each
-    figures = [("context", strip_uri(sample["x"])), ("truth", strip_uri(truth)),
-               ("prediction", strip_uri(forecast))]
-    return _item(score, figures, [("MSE", f"{score['loss']:.4g}")])
+    context, truth, forecast = sample["x"], sample["y"], score["forecast"]  # (T, ...), (K, ...), (K, C, H, W)
+    label = (f"rows: context ({min(len(context), MAX_FRAMES)} of {len(context)} frames) · truth · "
+             f"prediction ({len(truth)} frames)")
+    item = _item(score, [(label, strip_uri(context[-MAX_FRAMES:], truth, forecast))], [("MSE", f"{score['loss']:.4g}")])
+    item.wide = True
+    return item
 
 
 def _item(score: dict[str, Any], figures: list[tuple[str, str]], fields: list[tuple[str, str]]) -> GalleryItem:

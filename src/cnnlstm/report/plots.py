@@ -37,6 +37,14 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     return atomic_write(path, png_bytes(fig))
 
 
+def _epoch_ticks(ax: plt.Axes, epochs: Sequence[int]) -> None:
+    """Whole epochs on the x axis: each epoch for a short run, a few integers for a long one."""
+    if len(epochs) <= 12:
+        ax.set_xticks(list(epochs))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_learning_curves(history: Sequence[dict[str, float]], path: str | Path, metric: str | None = None) -> Path:
     """Train and validation loss per epoch (left) and a validation metric per epoch (right).
 
@@ -66,7 +74,7 @@ def learning_curves_figure(history: Sequence[dict[str, float]], metric: str | No
         values = [h.get(f"{stage}/loss", np.nan) for h in history]
         ax.plot(epochs, values, marker="o", ms=3, label=stage)
     ax.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_ticks(ax, epochs)
     ax.legend()
     if metric:
         ax = axes[0, 1]
@@ -75,7 +83,7 @@ def learning_curves_figure(history: Sequence[dict[str, float]], metric: str | No
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, marker="o", ms=3, label=stage)
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_ticks(ax, epochs)
         ax.legend()
     fig.tight_layout()
     return fig
