@@ -116,7 +116,8 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str],
     ax.imshow(matrix, cmap="Blues")
     ax.set(xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true", title=title)
     labels = [str(n)[:12] for n in class_names]
-    ax.set_xticklabels(labels, rotation=90 if k > 6 else 0)
+    rotation = 90 if k > 6 else 30 if max(map(len, labels), default=0) > 6 else 0  # long names would overlap
+    ax.set_xticklabels(labels, rotation=rotation, ha="right" if rotation == 30 else "center")
     ax.set_yticklabels(labels)
     if k <= 30:
         threshold = matrix.max() / 2 if matrix.size else 0
