@@ -138,6 +138,13 @@ def _cost_rows(model: nn.Module, bundle: DatasetBundle) -> tuple[list[tuple[str,
     return rows, note
 
 
+def _png_file(path: Path) -> str | None:
+    """A PNG the run already holds, as a data URI (``None`` when it has none)."""
+    from cnnlstm.report.gallery import png_data_uri
+
+    return png_data_uri(path.read_bytes()) if path.is_file() else None
+
+
 def _monitor_metric(history: list[dict[str, float]]) -> str | None:
     names = [k.split("/", 1)[1] for h in history[:1] for k in h if k.startswith("val/") and k != "val/loss"]
     return names[0] if names else None
@@ -188,14 +195,15 @@ def build_run_page(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any
     scores = _score_test_split(task, bundle, int(config["data"]["batch_size"]))
     gallery = [draw_sample(bundle.kind, bundle.test[s["index"]], s, bundle.info)  # type: ignore[index]
                for s in worst_samples(scores, k)]
-    curves = None
-    if history:
+    curves = _png_file(run_dir / "learning_curves.png")  # drawn by fit from the same history
+    if history and curves is None:
         metric = task.monitor.split("/", 1)[1] if task.monitor != "val/loss" else _monitor_metric(history)
         curves = png_data_uri(png_bytes(learning_curves_figure(history, metric)))
     confusion, per_class = None, []
     if isinstance(task, ClassificationTask):
         matrix, per_class = _per_class(scores, task.class_names)
-        confusion = png_data_uri(png_bytes(confusion_matrix_figure(matrix, task.class_names)))
+        confusion = _png_file(run_dir / "confusion_matrix.png") or png_data_uri(
+            png_bytes(confusion_matrix_figure(matrix, task.class_names)))
     gaps = [(key[4:], metrics.get(f"best/train/{key[4:]}"), metrics.get(f"val/{key[4:]}"), metrics[key])
             for key in sorted(metrics) if key.startswith("gap/")]
     cost, cost_note = _cost_rows(model, bundle)

@@ -129,22 +129,38 @@ def strip_uri(*rows: Tensor | np.ndarray, limit: int = MAX_FRAMES) -> str:
     return _encode(canvas, min(H, W), MIN_FRAME_SIDE)
 
 
-def _series_uri(x: Tensor | np.ndarray) -> str:
-    from cnnlstm.report.plots import plt, png_bytes
+#: line colours of a series' channels (matplotlib's tab10, so they match the learning curves' style)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _series_uri(x: Tensor | np.ndarray, width: int = 320, height: int = 46) -> str:
+    """A series (T, F) as one small panel per channel (at most :data:`MAX_CHANNELS`), each on its own scale.
+
+    Drawn with PIL, not matplotlib: a report draws many of them, and a matplotlib figure costs about a second.
+    """
+    from PIL import Image, ImageDraw
 
     series = _numpy(x)
     series = series[:, None] if series.ndim == 1 else series  # (T,) -> (T, 1)
     channels = min(series.shape[1], MAX_CHANNELS)
-    fig, axes = plt.subplots(channels, 1, figsize=(3.6, 0.75 * channels + 0.35), sharex=True, squeeze=False)
+    label_w, pad = 30, 4
+    image = Image.new("RGB", (width, channels * height), "white")
+    draw = ImageDraw.Draw(image)
+    plot_w = width - label_w - pad
+    steps = len(series)
     for c in range(channels):
-        ax = axes[c, 0]
-        ax.plot(series[:, c], lw=1.2, color=f"C{c}")
-        ax.set_ylabel(f"ch {c}", fontsize=7, rotation=0, ha="right", va="center")
-        ax.tick_params(labelsize=6)
-        ax.margins(x=0)
-    axes[-1, 0].set_xlabel("step", fontsize=7)
-    fig.subplots_adjust(hspace=0.15)
-    return png_data_uri(png_bytes(fig, dpi=90))
+        top = c * height
+        values = np.nan_to_num(series[:, c])
+        lo, hi = float(values.min()), float(values.max())
+        span = hi - lo if hi > lo else 1.0
+        draw.rectangle([label_w, top + 2, width - pad, top + height - 3], outline="#d0d5dd")
+        draw.text((2, top + height // 2 - 6), f"ch {c}", fill="#616e7c")
+        xs = label_w + 1 + np.arange(steps) * (plot_w - 2) / max(steps - 1, 1)
+        ys = top + height - 5 - (values - lo) / span * (height - 9)
+        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=PALETTE[c % len(PALETTE)], width=1)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return png_data_uri(buf.getvalue())
 
 
 def _words(ids: Sequence[int] | Tensor, vocab: Sequence[str] | None) -> str:
