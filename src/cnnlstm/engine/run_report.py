@@ -193,7 +193,10 @@ def build_run_page(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any
     from cnnlstm.report.plots import confusion_matrix_figure, learning_curves_figure, png_bytes
 
     scores = _score_test_split(task, bundle, int(config["data"]["batch_size"]))
-    gallery = [draw_sample(bundle.kind, bundle.test[s["index"]], s, bundle.info)  # type: ignore[index]
+    info = dict(bundle.info)
+    if len(info.get("references") or []) != len(scores):  # reference captions must be one list per test image
+        info.pop("references", None)
+    gallery = [draw_sample(bundle.kind, bundle.test[s["index"]], s, info)  # type: ignore[index]
                for s in worst_samples(scores, k)]
     curves = _png_file(run_dir / "learning_curves.png")  # drawn by fit from the same history
     if history and curves is None:

@@ -199,9 +199,10 @@ def _draw_text_image(sample: dict[str, Any], score: dict[str, Any], info: dict[s
 
 
 def _draw_vqa(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    question = _words(sample["sequence"], info.get("vocab"))
+    question = _words(sample["sequence"], info.get("vocab")) if "sequence" in sample else ""
     fields = [("question", question), ("true answer", str(score["true"])), ("predicted", str(score["pred"]))]
-    return _item(score, [("image", image_uri(sample["image"]))], fields)
+    image = next((sample[k] for k in ("image", "images", "x") if k in sample), None)
+    return _item(score, [("image", image_uri(image))] if image is not None else [], fields)
 
 
 def _draw_captions(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
