@@ -1,4 +1,4 @@
-"""The ``cnnlstm`` command: fit (and resume), test, predict, tune, export, summary, bench and listings.
+"""The ``cnnlstm`` command: fit (and resume), test, predict, report, tune, export, summary, bench and listings.
 
 Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`, :mod:`cnnlstm.tune`,
 :mod:`cnnlstm.export`, :mod:`cnnlstm.report.cost` and :mod:`cnnlstm.bench`. Every error a user can cause (a
@@ -13,6 +13,8 @@ Example:
     $ cnnlstm predict --run runs/basic_motions-20250101-120000 --onnx runs/.../export/model.onnx walk.npz
     $ cnnlstm summary --recipe moving_digits --seq-len 8 16 32 --frame-size 32x32 64x64
     $ cnnlstm tune --recipe basic_motions --trials 20
+    $ cnnlstm report runs/basic_motions-20250101-120000                # rewrites RUN/report.html
+    $ cnnlstm report runs/a runs/b runs/tune-study --out compare.html
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame sizes for image/frame models, e.g. 32x32 64x64 (default: the data's)")
     p.add_argument("--batch-size", type=int, default=1, help="batch the memory is measured for")
     p.add_argument("--plot", help="also draw the cost curves to this .png (.png is added when it has no suffix)")
+
+    p = sub.add_parser("report", help="an HTML report of a run (RUN/report.html), or of several runs side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or cnnlstm tune study folders")
+    p.add_argument("--out", help="the .html file to write (default RUN/report.html for one run; required for several)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--worst", type=int, default=8, metavar="K", help="test examples with the highest loss to draw")
 
     p = sub.add_parser("tune", help="search hyperparameters and architecture with Optuna (see cnnlstm tune -h)")
     from cnnlstm.tune.cli import add_arguments
@@ -141,6 +149,21 @@ def _summary(args: argparse.Namespace) -> None:
         print(f"wrote {table.plot(plot)}")
 
 
+def _report(args: argparse.Namespace) -> None:
+    from cnnlstm.engine.run_report import compare_runs, run_report
+    from cnnlstm.errors import ConfigError
+
+    if args.worst < 0:
+        raise ConfigError(f"--worst must be >= 0, got {args.worst}")
+    single = len(args.runs) == 1 and (Path(args.runs[0]) / "config.yaml").is_file()
+    if single:
+        print(f"wrote {run_report(args.runs[0], out=args.out, overwrite=args.overwrite, k=args.worst)}")
+        return
+    if not args.out:
+        raise ConfigError("several runs (or a tune study) go into one page: name it with --out compare.html")
+    print(f"wrote {compare_runs(args.runs, args.out, overwrite=args.overwrite)}")
+
+
 def _export(args: argparse.Namespace) -> None:
     from cnnlstm.export import export_run
 
@@ -205,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         _export(args)
     elif args.command == "summary":
         _summary(args)
+    elif args.command == "report":
+        _report(args)
     elif args.command == "tune":
         from cnnlstm.tune.cli import run
 

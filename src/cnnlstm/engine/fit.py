@@ -50,7 +50,7 @@ from cnnlstm.errors import ConfigError, PeerLostError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
 __all__ = ["RunResult", "RunInterrupted", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run",
-           "task_name", "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS"]
+           "task_name", "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS", "rebuild_run"]
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,19 @@ def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], p
         plot_confusion_matrix(task.confusion.numpy(), task.class_names, run_dir / f"{prefix}confusion_matrix.png")
 
 
+def _write_html_report(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any],
+                       history: list[dict[str, float]], bundle: DatasetBundle, name: str, model: nn.Module) -> None:
+    """``RUN/report.html``; a report that fails is logged, never the end of a run whose weights are saved."""
+    from cnnlstm.engine.run_report import write_run_report
+
+    try:
+        task = build_task(name, model, bundle.info, config["optim"])
+        write_run_report(run_dir, config, metrics, history, bundle, name, task, model)
+    except Exception as exc:  # noqa: BLE001 - the run's results are written; `cnnlstm report RUN` can retry
+        log.warning("report.html was not written (%s: %s); run `cnnlstm report %s` to retry", type(exc).__name__,
+                    exc, run_dir)
+
+
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
     """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
     keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
@@ -517,6 +530,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
         write_json(run_dir / "data_info.json", _data_info(bundle, name))
         _write_reports(run_dir, task, history)
         write_json(run_dir / "metrics.json", metrics)
+        if test:
+            _write_html_report(run_dir, config, metrics, history, bundle, name, model)
         if verbose:
             from cnnlstm.report import format_summary
 
@@ -554,6 +569,30 @@ def _check_same_vocabulary(run_dir: Path, bundle: DatasetBundle) -> None:
                           f"{len(vocab)} words); evaluate on data with the run's training split, or use predict")
 
 
+def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[str, Any], DatasetBundle, str, Task]:
+    """A finished run rebuilt from its directory alone: its recipe, its data, its task around the best weights.
+
+    Args:
+        run_dir: a directory written by :func:`fit`.
+        data: another dataset spec replacing the recipe's (same classes and input layout).
+
+    Returns:
+        ``(config, bundle, task_name, task)``; the task holds the model of ``checkpoints/best.safetensors``.
+
+    Example:
+        >>> config, bundle, name, task = rebuild_run("runs/demo")  # doctest: +SKIP
+    """
+    config = read_config(run_dir)
+    if data is not None:
+        config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
+    model = load_weights(weights_path(run_dir))
+    config = _with_run_charset(config, Path(run_dir))
+    bundle = load_bundle(config["data"], seed=config["seed"])
+    _check_same_vocabulary(Path(run_dir), bundle)
+    name = task_name(config, bundle)
+    return config, bundle, name, build_task(name, model, bundle.info, config["optim"])
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
@@ -566,15 +605,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
         >>> evaluate_run("runs/demo").metrics["test/acc"]  # doctest: +SKIP
     """
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if data is not None:
-        config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
-    model = load_weights(weights_path(run_dir))
-    config = _with_run_charset(config, run_dir)
-    bundle = load_bundle(config["data"], seed=config["seed"])
-    _check_same_vocabulary(run_dir, bundle)
-    name = task_name(config, bundle)
-    task = build_task(name, model, bundle.info, config["optim"])
+    config, bundle, name, task = rebuild_run(run_dir, data=data)
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
                              batch_size=config["data"]["batch_size"], num_workers=config["data"]["num_workers"],
                              seed=config["seed"], stratify=name == "classification",

@@ -44,7 +44,7 @@ _TRAINER = {
     "accumulate_grad_batches": int, "deterministic": (bool, str), "limit_train_batches": _NUM,
     "limit_val_batches": _NUM, "limit_test_batches": _NUM, "log_every_n_steps": int, "enable_progress_bar": bool,
     "channels_last": bool, "compile": bool, "checkpoint_every_n_steps": (int, type(None)),
-    "tbptt_steps": (int, type(None)), "ddp_timeout": _NUM,
+    "tbptt_steps": (int, type(None)), "ddp_timeout": _NUM, "logger": (str, list, type(None)),
 }
 _EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "min_delta": float, "enabled": bool}
 

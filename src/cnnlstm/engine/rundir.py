@@ -9,8 +9,9 @@ Layout::
                                  what ``cnnlstm test`` / ``predict`` load: tensors only, no unpickling of code
     RUN/metrics.json             flat metrics (test/acc, val/acc, best_epoch, fit_seconds, params, ...)
     RUN/history.json             per-epoch train/val metrics (the learning curves' data)
-    RUN/logs/metrics.csv         Lightning's CSV log
+    RUN/logs/metrics.csv         Lightning's CSV log (trainer.logger adds logs/tensorboard/ and mlflow.db)
     RUN/*.png                    learning curves, confusion matrix
+    RUN/report.html              the run's page: metrics, curves, per-class scores, cost, worst test examples
 """
 
 from __future__ import annotations

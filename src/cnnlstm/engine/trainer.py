@@ -1,4 +1,9 @@
-"""The Lightning Trainer of a recipe: passthrough settings, checkpoints, early stopping, SWA and the CSV log.
+"""The Lightning Trainer of a recipe: passthrough settings, checkpoints, early stopping, SWA and the loggers.
+
+Loggers (``trainer.logger``: one name or a list): ``csv`` (default, ``RUN/logs/metrics.csv``), ``tensorboard``
+(``RUN/logs/tensorboard``, read with TensorBoard) and ``mlflow`` (a local MLflow store, ``RUN/mlflow.db``, unless
+``MLFLOW_TRACKING_URI`` names another); the last two need ``pip install 'cnnlstm[report]'``. Every logger
+receives the same per-epoch ``train/``, ``val/`` and ``test/`` values as ``history.json`` and ``metrics.json``.
 
 Checkpoints (``RUN/checkpoints``): ``best.ckpt`` is the epoch that scores best on the validation monitor;
 ``last.ckpt`` is written at the end of every training epoch (after the epoch's metrics are recorded) and, with
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import datetime
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,16 +24,17 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
-from cnnlstm.errors import ConfigError
+from cnnlstm.errors import ConfigError, did_you_mean
 from cnnlstm.tasks import Task
 
-__all__ = ["make_trainer", "resolve_clip", "swa_callback", "PASSTHROUGH", "AppendingCSVLogger"]
+__all__ = ["make_trainer", "resolve_clip", "swa_callback", "make_loggers", "PASSTHROUGH", "LOGGERS",
+           "AppendingCSVLogger"]
 
 
 class _DropAdverts(logging.Filter):
@@ -75,6 +82,54 @@ class AppendingCSVLogger(CSVLogger):
         if self._experiment is None:
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+#: ``trainer.logger`` names -> the package each needs (``None``: always there)
+LOGGERS = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow"}
+
+
+def make_loggers(spec: str | list[str] | None, run_dir: Path) -> list[Logger]:
+    """The Lightning loggers of a recipe's ``trainer.logger``: ``csv``, ``tensorboard``, ``mlflow`` or a list.
+
+    Args:
+        spec: one name, a list of names, or ``None`` (the CSV log).
+        run_dir: the run directory; every log is written inside it (MLflow: ``RUN/mlflow.db`` unless the
+            ``MLFLOW_TRACKING_URI`` environment variable names another store).
+
+    Raises:
+        ConfigError: an unknown name, or a logger whose package is not installed.
+
+    Example:
+        >>> [type(x).__name__ for x in make_loggers(["csv", "tensorboard"], Path("runs/x"))]  # doctest: +SKIP
+        ['AppendingCSVLogger', 'TensorBoardLogger']
+    """
+    names = [spec] if isinstance(spec, str) else list(spec or ["csv"])
+    loggers: list[Logger] = []
+    for name in dict.fromkeys(names):
+        if name not in LOGGERS:
+            raise ConfigError(f"trainer.logger: unknown logger {name!r}{did_you_mean(str(name), LOGGERS)}; "
+                              f"choose from {', '.join(LOGGERS)} (or a list of them)")
+        package = LOGGERS[name]
+        if package is not None:
+            import importlib.util
+
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(f"trainer.logger: {name} needs the {package} package; pip install "
+                                  "'cnnlstm[report]' (or drop it from trainer.logger)")
+        if name == "csv":
+            loggers.append(AppendingCSVLogger(save_dir=str(run_dir), name="logs", version=""))
+        elif name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
+                                             default_hp_metric=False))
+        else:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            # MLflow's own variable wins; otherwise a local SQLite store inside the run (its file store is frozen).
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+            loggers.append(MLFlowLogger(experiment_name="cnnlstm", run_name=Path(run_dir).name, tracking_uri=uri))
+    return loggers
+
 
 def resolve_clip(value: Any, model: nn.Module) -> float | None:
     """``gradient_clip_val``: ``"auto"`` clips at 1.0 when the model has a recurrent layer, else not at all.
@@ -124,7 +179,7 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
         section: the recipe's ``trainer`` section (passthrough keys in :data:`PASSTHROUGH`).
         early: the recipe's ``early_stopping`` section.
         task: the task to train (its model decides the automatic gradient clipping).
-        run_dir: where checkpoints and the CSV log go; ``None`` writes nothing (evaluation only).
+        run_dir: where checkpoints and the logs (``trainer.logger``) go; ``None`` writes nothing (evaluation only).
         checkpoints: keep best/last checkpoints.
         callbacks: extra Lightning callbacks (they run before the checkpoint callbacks, as Lightning orders them).
 
@@ -166,7 +221,7 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
     if not task.automatic_optimization:  # a TBPTT task clips and steps per chunk itself; Lightning refuses both
         kwargs["accumulate_grad_batches"] = 1
         clip = None
-    logger = AppendingCSVLogger(save_dir=str(run_dir), name="logs", version="") if run_dir is not None else False
+    logger = make_loggers(section.get("logger"), run_dir) if run_dir is not None else False
     try:
         trainer = pl.Trainer(
             **kwargs,
