@@ -264,3 +264,20 @@ def test_unwritable_csv_names_the_file_not_a_temp_file(tmp_path: Path) -> None:
     assert info.value.filename == "/sys/p.csv"
 
 
+
+
+def test_a_write_failing_after_the_checks_names_the_file(tiny_run: Path, tiny_npz: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """A disk that fills up between the early check and the write: one line naming the file, exit 2."""
+    import errno
+
+    import cnnlstm.engine.predict as predict_module
+
+    csv = tmp_path / "p.csv"
+
+    def disk_full(predictions, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(predict_module, "predictions_csv", disk_full)
+    result = run_cli(["predict", "--run", str(tiny_run), str(tiny_npz), "--csv", str(csv)])
+    assert_usage_error(result, f"cannot use {csv}", os.strerror(errno.ENOSPC))
