@@ -158,10 +158,12 @@ def test_fit_into_a_finished_run_is_refused_and_changes_nothing(tiny_run: Path, 
     assert tree_hashes(tiny_run, tiny_npz) == before
 
 
-def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, tiny_npz: Path) -> None:
+def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, tiny_run: Path, tiny_npz: Path) -> None:
+    import shutil
+
     out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)  # a finished run of the same command
     argv = ["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT, "--out", str(out)]
-    assert run_cli(argv).code == 0
     (out / "notes.txt").write_text("mine")
     (out / "checkpoints" / "stale.ckpt").write_bytes(b"old")
     assert run_cli([*argv, "--set", "seed=1"]).code == 2
