@@ -176,11 +176,13 @@ def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, ti
 
 def test_a_second_fit_into_a_locked_run_is_refused(tmp_path: Path, tiny_npz: Path) -> None:
     out = tmp_path / "run"
+    argv = ["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT, "--out", str(out)]
     with run_lock(out):  # what a running fit holds
-        result = run_cli(["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT,
-                          "--out", str(out)])
-        assert_usage_error(result, "being written by another cnnlstm process", "choose another --out")
+        assert_usage_error(run_cli(argv), "being written by another cnnlstm process", "choose another --out")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+        (out / "config.yaml").write_text("name: x\n")  # the running fit got as far as starting its run
+        assert_usage_error(run_cli(argv), "being written by another cnnlstm process")
+        assert_usage_error(run_cli(["fit", "--resume", str(out)]), "--resume", "being written by another")
 
 
 def test_predict_output_paths(tiny_run: Path, tiny_npz: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from cnnlstm.data import DatasetBundle
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
-from cnnlstm.engine.outputs import check_new_run, clear_run, run_lock
+from cnnlstm.engine.outputs import check_new_run, clear_run, refuse_if_locked, run_lock
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
 from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
@@ -359,6 +359,7 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
     run_dir = resolve_run_dir(out, config.get("name", "run")).resolve()
     if not _is_rank_zero():  # DDP workers write into the directory rank 0 checked, locked and created
         return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)
+    refuse_if_locked(run_dir)  # a run being written now is reported as such, not as one to --resume
     check_new_run(run_dir, overwrite=overwrite)
     with run_lock(run_dir):
         check_new_run(run_dir, overwrite=overwrite)  # again under the lock: another fit may have just finished
@@ -395,6 +396,8 @@ def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Call
         >>> resume("runs/basic_motions-20250101-120000").metrics["test/acc"]  # doctest: +SKIP
     """
     run_dir = Path(run_dir).resolve()
+    if _is_rank_zero():
+        refuse_if_locked(run_dir, flag="--resume")
     config = read_config(run_dir)
     if not last_checkpoint(run_dir).is_file() and not (run_dir / "pretrain").is_dir():
         log.warning("%s has no last checkpoint yet: training starts from epoch 1", run_dir)
