@@ -158,10 +158,12 @@ def test_fit_into_a_finished_run_is_refused_and_changes_nothing(tiny_run: Path, 
     assert tree_hashes(tiny_run, tiny_npz) == before
 
 
-def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, tiny_npz: Path) -> None:
+def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, tiny_run: Path, tiny_npz: Path) -> None:
+    import shutil
+
     out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)  # a finished run of the same command
     argv = ["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT, "--out", str(out)]
-    assert run_cli(argv).code == 0
     (out / "notes.txt").write_text("mine")
     (out / "checkpoints" / "stale.ckpt").write_bytes(b"old")
     assert run_cli([*argv, "--set", "seed=1"]).code == 2
@@ -174,11 +176,13 @@ def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, ti
 
 def test_a_second_fit_into_a_locked_run_is_refused(tmp_path: Path, tiny_npz: Path) -> None:
     out = tmp_path / "run"
+    argv = ["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT, "--out", str(out)]
     with run_lock(out):  # what a running fit holds
-        result = run_cli(["fit", "--recipe", "basic_motions", "--data", f"npz:{tiny_npz}", *TINY_FIT,
-                          "--out", str(out)])
-        assert_usage_error(result, "being written by another cnnlstm process", "choose another --out")
+        assert_usage_error(run_cli(argv), "being written by another cnnlstm process", "choose another --out")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+        (out / "config.yaml").write_text("name: x\n")  # the running fit got as far as starting its run
+        assert_usage_error(run_cli(argv), "being written by another cnnlstm process")
+        assert_usage_error(run_cli(["fit", "--resume", str(out)]), "--resume", "being written by another")
 
 
 def test_predict_output_paths(tiny_run: Path, tiny_npz: Path, tmp_path: Path) -> None:
@@ -264,3 +268,20 @@ def test_unwritable_csv_names_the_file_not_a_temp_file(tmp_path: Path) -> None:
     assert info.value.filename == "/sys/p.csv"
 
 
+
+
+def test_a_write_failing_after_the_checks_names_the_file(tiny_run: Path, tiny_npz: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """A disk that fills up between the early check and the write: one line naming the file, exit 2."""
+    import errno
+
+    import cnnlstm.engine.predict as predict_module
+
+    csv = tmp_path / "p.csv"
+
+    def disk_full(predictions, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(predict_module, "predictions_csv", disk_full)
+    result = run_cli(["predict", "--run", str(tiny_run), str(tiny_npz), "--csv", str(csv)])
+    assert_usage_error(result, f"cannot use {csv}", os.strerror(errno.ENOSPC))

@@ -49,9 +49,14 @@ def test_a_model_too_large_to_allocate(tiny_npz: Path, tmp_path: Path) -> None:
     assert_usage_error(result, "too large to build", "model.hidden_size=100000000")
 
 
-def test_max_epochs_zero_is_refused_before_lightning(tiny_npz: Path, tmp_path: Path) -> None:
-    result = run_cli(_fit(f"npz:{tiny_npz}", tmp_path / "run", "trainer.max_epochs=0"))
-    assert_usage_error(result, "trainer.max_epochs must be >= 1", "got 0")
+@pytest.mark.parametrize(("setting", "fragments"), [
+    ("trainer.max_epochs=0", ["trainer.max_epochs must be >= 1", "got 0"]),
+    ("trainer.devices=0", ["rejected by Lightning", "devices=0"]),  # refused by Lightning, before the run exists
+])
+def test_trainer_settings_refused_before_training_leave_no_run(tiny_npz: Path, tmp_path: Path, setting: str,
+                                                               fragments: list[str]) -> None:
+    result = run_cli(_fit(f"npz:{tiny_npz}", tmp_path / "run", setting))
+    assert_usage_error(result, *fragments)
     assert not (tmp_path / "run").exists()
 
 

@@ -20,6 +20,7 @@ import pickle
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from cnnlstm.data import DatasetBundle
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
-from cnnlstm.engine.outputs import check_new_run, clear_run, run_lock
+from cnnlstm.engine.outputs import check_new_run, clear_run, refuse_if_locked, run_lock
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
 from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
@@ -220,8 +221,12 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: DatasetBundle, task: Task,
                     run_dir: Path, seed: int, *, callbacks: list[pl.Callback] | None = None, test: bool = True,
-                    resume: bool = False) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
-    """Train ``task`` on ``bundle`` (validation carved from train), then test the best checkpoint once."""
+                    resume: bool = False, on_ready: Callable[[], None] | None = None,
+                    ) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
+    """Train ``task`` on ``bundle`` (validation carved from train), then test the best checkpoint once.
+
+    ``on_ready`` runs once the trainer accepted its settings, just before training starts (it creates the run).
+    """
     data_cfg = section["data"]
     data = RecipeData(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
                       num_workers=data_cfg["num_workers"], seed=seed,
@@ -233,6 +238,8 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
                                  callbacks=[reproducible, *(callbacks or [])])
     last = last_checkpoint(run_dir)
     ckpt_path = str(last) if resume and last.is_file() else None
+    if on_ready is not None:
+        on_ready()
     start = time.perf_counter()
     # Tensors and plain values only: a crafted last.ckpt can never run code (AtomicCheckpointIO enforces it too).
     try:
@@ -321,7 +328,8 @@ def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 
 
-def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
+              on_ready: Callable[[], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Stage one of a two-stage recipe: train encoder + linear head on single images, save the encoder.
 
     A resumed run reuses a finished stage (``pretrain/encoder.safetensors`` and its metrics) and continues an
@@ -347,7 +355,7 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tu
     model = _EncoderClassifier(encoder, int(model_kwargs["num_classes"]))
     task = ClassificationTask(model, class_names=bundle.info.get("class_names"), optim=section["optim"])
     metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"],
-                                                resume=resume)
+                                                resume=resume, on_ready=on_ready)
     metrics.pop("warning", None)  # stage one's own report holds it
     if trainer.is_global_zero:
         save_encoder(encoder, path)
@@ -390,6 +398,7 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
     run_dir = resolve_run_dir(out, config.get("name", "run")).resolve()
     if not _is_rank_zero():  # DDP workers write into the directory rank 0 checked, locked and created
         return _fit(config, run_dir, verbose=verbose, callbacks=callbacks, test=test, resume=False)
+    refuse_if_locked(run_dir)  # a run being written now is reported as such, not as one to --resume
     check_new_run(run_dir, overwrite=overwrite)
     with run_lock(run_dir):
         check_new_run(run_dir, overwrite=overwrite)  # again under the lock: another fit may have just finished
@@ -426,6 +435,8 @@ def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Call
         >>> resume("runs/basic_motions-20250101-120000").metrics["test/acc"]  # doctest: +SKIP
     """
     run_dir = Path(run_dir).resolve()
+    if _is_rank_zero():
+        refuse_if_locked(run_dir, flag="--resume")
     config = read_config(run_dir)
     if not last_checkpoint(run_dir).is_file() and not (run_dir / "pretrain").is_dir():
         log.warning("%s has no last checkpoint yet: training starts from epoch 1", run_dir)
@@ -497,7 +508,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     seed = config["seed"]
     pl.seed_everything(seed, workers=True, verbose=False)
 
-    def start_run() -> None:  # config.yaml marks a run; written once the data was read and the model built
+    def start_run() -> None:  # config.yaml marks a run: written once data, model and trainer settings passed
         if _is_rank_zero() and not resume and not (run_dir / "config.yaml").is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
             write_yaml(run_dir / "config.yaml", config)
@@ -505,8 +516,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     metrics: dict[str, Any] = {}
     model_section = dict(config["model"])
     if config.get("pretrain"):
-        start_run()
-        encoder_path, metrics = _pretrain(config, run_dir, resume=resume)
+        encoder_path, metrics = _pretrain(config, run_dir, resume=resume, on_ready=start_run)
         model_section["pretrained"] = str(encoder_path)
         model_section.setdefault("freeze", "all")
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -521,9 +531,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
                       clip_val=resolve_clip(trainer_cfg.get("gradient_clip_val", "auto"), train_model))
     task.set_augmentation(augmentation, key)
-    start_run()
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
-                                              callbacks=callbacks, test=test, resume=resume)
+                                              callbacks=callbacks, test=test, resume=resume, on_ready=start_run)
     metrics = {**stage, **metrics}
     if trainer.is_global_zero:
         save_weights(model, weights_path(run_dir))  # the full model, also when features were cached

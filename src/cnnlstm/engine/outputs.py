@@ -9,7 +9,8 @@ folder's writability with a temporary file they remove at once); they create not
 * :func:`check_output_file`: a file a command writes (``predict --csv``, ``summary --plot``, a SQLite study).
 * :func:`check_output_dir`: a folder a command fills with files of its own (``export --out``, ``bench --out``).
 * :func:`check_new_run` / :func:`clear_run`: the run directory of a ``fit``.
-* :func:`run_lock`: one writer per run directory at a time (released when the process ends, even by SIGKILL).
+* :func:`run_lock` / :func:`refuse_if_locked`: one writer per run directory at a time (released when the process
+  ends, even by SIGKILL).
 
 Data sources and predict paths call these with their own flag names, e.g.
 ``check_output_file(args.csv, flag="--csv", inputs=args.inputs)``.
@@ -31,7 +32,7 @@ from pathlib import Path
 from cnnlstm.errors import ConfigError
 
 __all__ = ["LOCK_NAME", "RUN_ENTRIES", "is_run_dir", "enclosing_run", "check_output_file", "check_output_dir",
-           "check_new_run", "clear_run", "run_lock"]
+           "check_new_run", "clear_run", "refuse_if_locked", "run_lock"]
 
 #: the lock file a process writing a run directory holds (``fcntl.flock``; the kernel drops it when the process dies)
 LOCK_NAME = ".cnnlstm.lock"
@@ -211,6 +212,41 @@ def clear_run(run_dir: str | Path) -> None:
             entry.unlink()
 
 
+def _flock() -> object | None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock is taken
+        return None
+    return fcntl
+
+
+def refuse_if_locked(run_dir: str | Path, *, flag: str = "--out") -> None:
+    """Raise when a process holds ``run_dir``'s lock; checked first, so a run being written is reported as such.
+
+    Looks without creating anything; within the process holding the lock it refuses too (``flock`` locks
+    belong to an open file, not a process), so call it before :func:`run_lock`, not inside.
+
+    Raises:
+        ConfigError: the lock is held.
+
+    Example:
+        >>> refuse_if_locked("/tmp/cnnlstm-no-such-run")
+    """
+    fcntl = _flock()
+    run_dir = Path(run_dir)
+    lock = run_dir / LOCK_NAME
+    if fcntl is None or not lock.is_file():
+        return
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = handle.read().strip() or "?"
+            raise ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); wait "
+                              f"for it to finish or choose another {flag}") from None
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
     """Hold ``RUN/.cnnlstm.lock`` while writing a run directory: a second writer is refused, not interleaved.
@@ -235,10 +271,7 @@ def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
     created = [folder for folder in [run_dir, *run_dir.parents] if not folder.exists()]  # deepest first
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        fcntl = None
+    fcntl = _flock()
     handle = open(lock, "a+")  # noqa: SIM115 - held for the whole with-block
     try:
         if fcntl is not None:
