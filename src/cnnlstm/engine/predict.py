@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
+from cnnlstm.engine.ensemble import load_run_model
+from cnnlstm.engine.rundir import atomic_write, read_config
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import ClassificationTask, build_task
 
@@ -251,7 +252,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
         eager = {"num_classes": info.get("model_kwargs", {}).get("num_classes")}
         model: nn.Module = _OnnxModel(onnx, eager)
     else:
-        model = load_weights(weights_path(run_dir))
+        model = load_run_model(run_dir, config)  # an ensemble run: its averaged members
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()
     channels = int(info.get("model_kwargs", {}).get("in_channels", 3))
