@@ -54,7 +54,7 @@ def test_fit_trains_members_and_test_scores_their_average(tmp_path: Path) -> Non
     members = [load_weights(weights_path(tmp_path / "run" / "members" / str(k))) for k in range(2)]
     first, second = (dict(m.named_parameters()) for m in members)
     assert any(not torch.equal(first[n], second[n]) for n in first)  # different seeds, different members
-    assert {"member0/val/acc", "member1/val/acc", "members/val/acc", "test/acc"} <= set(result.metrics)
+    assert {"member0/val/acc", "member1/val/acc", "members/val/acc", "val/acc", "test/acc"} <= set(result.metrics)
 
     # Reference: each member's softmax on the test split, averaged by hand.
     bundle = load_dataset("toy:a", n_train=30, n_test=8)

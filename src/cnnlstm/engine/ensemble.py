@@ -126,8 +126,8 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
         test: evaluate the ensemble on the test split (``False`` for model selection).
 
     Returns:
-        A :class:`~cnnlstm.engine.fit.RunResult`: the ensemble's ``test/*`` metrics, each member's validation
-        metrics as ``member<k>/val/*`` and their mean as ``members/val/*``.
+        A :class:`~cnnlstm.engine.fit.RunResult`: the ensemble's ``val/*`` and ``test/*`` metrics, each
+        member's validation metrics as ``member<k>/val/*`` and their mean as ``members/val/*``.
 
     Raises:
         ConfigError: a recipe with ``pretrain`` or ``trainer.tbptt_steps`` (not combined with ensembles yet).
@@ -164,6 +164,8 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     info = _data_info(bundle, task_name(config, bundle))
     write_json(run_dir / "data_info.json", info)
     model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
+    # The ensemble on the members' common validation split: what model selection (tune) reads.
+    metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
     if test:
         metrics.update(evaluate_run(run_dir, accelerator="cpu").metrics)
     write_json(run_dir / "metrics.json", metrics)

@@ -453,7 +453,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=history)
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
+def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu",
+                 split: str = "test") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
 
     An ensemble run (``trainer.ensemble``) is rebuilt from its members and scored on their averaged probabilities.
@@ -462,10 +463,13 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
         run_dir: a directory written by :func:`fit`.
         data: another dataset spec with the same classes and input layout.
         accelerator: Lightning accelerator for the evaluation.
+        split: ``"test"``, or ``"val"`` for the validation split the run carved from its training data.
 
     Example:
         >>> evaluate_run("runs/demo").metrics["test/acc"]  # doctest: +SKIP
     """
+    if split not in ("test", "val"):
+        raise ConfigError(f"evaluate_run scores the 'test' or the 'val' split, got {split!r}")
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if data is not None:
@@ -483,7 +487,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
                          enable_model_summary=False, enable_progress_bar=False,
                          precision=config["trainer"].get("precision", "32-true"))
     try:
-        results = trainer.test(task, datamodule=data_module, verbose=False)[0]
+        evaluate = trainer.test if split == "test" else trainer.validate
+        results = evaluate(task, datamodule=data_module, verbose=False)[0]
     except RuntimeError as exc:
         raise ConfigError(f"the run's model cannot read {bundle.name}: {str(exc).splitlines()[0]}") from None
     metrics = {k: float(v) for k, v in sorted(results.items())}
