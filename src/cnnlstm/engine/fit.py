@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from cnnlstm.data import DatasetBundle
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
+from cnnlstm.engine.ensemble import ensemble_size, fit_ensemble, load_run_model
 from cnnlstm.engine.outputs import check_new_run, clear_run, refuse_if_locked, run_lock
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
 from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
     RUN_DIR_ENV,
-    load_weights,
     read_config,
     resolve_run_dir,
     save_weights,
@@ -221,10 +221,11 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: DatasetBundle, task: Task,
                     run_dir: Path, seed: int, *, callbacks: list[pl.Callback] | None = None, test: bool = True,
-                    resume: bool = False, on_ready: Callable[[], None] | None = None,
+                    resume: bool = False, on_ready: Callable[[], None] | None = None, train_seed: int | None = None,
                     ) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
     """Train ``task`` on ``bundle`` (validation carved from train), then test the best checkpoint once.
 
+    ``seed`` fixes the split; ``train_seed`` (default ``seed``) the per-epoch random state of training.
     ``on_ready`` runs once the trainer accepted its settings, just before training starts (it creates the run).
     """
     data_cfg = section["data"]
@@ -233,7 +234,8 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
                       stratify=task_name(config, bundle) == "classification",
                       pin_memory=data_cfg.get("pin_memory", False),
                       persistent_workers=data_cfg.get("persistent_workers", True))
-    reproducible = ReproducibleTraining(seed, data.train_sampler, data_cfg["batch_size"])
+    reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
+                                        data_cfg["batch_size"])
     trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir,
                                  callbacks=[reproducible, *(callbacks or [])])
     last = last_checkpoint(run_dir)
@@ -503,7 +505,13 @@ def apply_speed_settings(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
 
 
 def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: list[pl.Callback] | None, test: bool,
-         resume: bool) -> RunResult:
+         resume: bool, train_seed: int | None = None) -> RunResult:
+    """Train one run; ``train_seed`` (an ensemble member's) reseeds the model's initialisation and training."""
+    if ensemble_size(config) > 1:
+        if resume:
+            raise ConfigError(f"{run_dir} is an ensemble (trainer.ensemble); resuming one is not supported, "
+                              "fit it again")
+        return fit_ensemble(config, run_dir, verbose=verbose, test=test)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers are started later from this process's environment
     seed = config["seed"]
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -522,6 +530,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
         pl.seed_everything(seed, workers=True, verbose=False)
 
     bundle = load_bundle(config["data"], seed=seed)
+    if train_seed is not None:
+        pl.seed_everything(train_seed, workers=True, verbose=False)  # after the data: same data, other weights
     model = build_model(model_section, bundle.info.get("model_kwargs", {}))
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
@@ -532,7 +542,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
                       clip_val=resolve_clip(trainer_cfg.get("gradient_clip_val", "auto"), train_model))
     task.set_augmentation(augmentation, key)
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
-                                              callbacks=callbacks, test=test, resume=resume, on_ready=start_run)
+                                              callbacks=callbacks, test=test, resume=resume, on_ready=start_run,
+                                              train_seed=train_seed)
     metrics = {**stage, **metrics}
     if trainer.is_global_zero:
         save_weights(model, weights_path(run_dir))  # the full model, also when features were cached
@@ -594,7 +605,7 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
     config = read_config(run_dir)
     if data is not None:
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
-    model = load_weights(weights_path(run_dir))
+    model = load_run_model(run_dir, config)  # a single model, or an ensemble of the run's members
     config = _with_run_charset(config, Path(run_dir))
     bundle = load_bundle(config["data"], seed=config["seed"])
     _check_same_vocabulary(Path(run_dir), bundle)
@@ -602,17 +613,23 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
     return config, bundle, name, build_task(name, model, bundle.info, config["optim"])
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu") -> RunResult:
+def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: str = "cpu",
+                 split: str = "test") -> RunResult:
     """Rebuild a run from its directory alone and evaluate it on the test split (or on ``data``'s test split).
+
+    An ensemble run (``trainer.ensemble``) is rebuilt from its members and scored on their averaged probabilities.
 
     Args:
         run_dir: a directory written by :func:`fit`.
         data: another dataset spec with the same classes and input layout.
         accelerator: Lightning accelerator for the evaluation.
+        split: ``"test"``, or ``"val"`` for the validation split the run carved from its training data.
 
     Example:
         >>> evaluate_run("runs/demo").metrics["test/acc"]  # doctest: +SKIP
     """
+    if split not in ("test", "val"):
+        raise ConfigError(f"evaluate_run scores the 'test' or the 'val' split, got {split!r}")
     run_dir = Path(run_dir)
     config, bundle, name, task = rebuild_run(run_dir, data=data)
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
@@ -624,7 +641,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
                          enable_model_summary=False, enable_progress_bar=False,
                          precision=config["trainer"].get("precision", "32-true"))
     try:
-        results = trainer.test(task, datamodule=data_module, verbose=False)[0]
+        evaluate = trainer.test if split == "test" else trainer.validate
+        results = evaluate(task, datamodule=data_module, verbose=False)[0]
     except RuntimeError as exc:
         raise ConfigError(f"the run's model cannot read {bundle.name}: {str(exc).splitlines()[0]}") from None
     metrics = {k: float(v) for k, v in sorted(results.items())}

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
-from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
+from cnnlstm.engine.ensemble import load_run_model
+from cnnlstm.engine.rundir import atomic_write, read_config
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import CaptioningTask, ClassificationTask, build_task
 
@@ -309,7 +310,7 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
         eager = {"num_classes": info.get("model_kwargs", {}).get("num_classes")}
         model: nn.Module = _OnnxModel(onnx, eager)
     else:
-        model = load_weights(weights_path(run_dir))
+        model = load_run_model(run_dir, config)  # an ensemble run: its averaged members
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()
     if beam_size != 1 and not isinstance(task, CaptioningTask):

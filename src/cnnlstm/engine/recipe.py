@@ -45,6 +45,7 @@ _TRAINER = {
     "limit_val_batches": _NUM, "limit_test_batches": _NUM, "log_every_n_steps": int, "enable_progress_bar": bool,
     "channels_last": bool, "compile": bool, "checkpoint_every_n_steps": (int, type(None)),
     "tbptt_steps": (int, type(None)), "ddp_timeout": _NUM, "logger": (str, list, type(None)),
+    "ensemble": (int, type(None)),
 }
 _EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "min_delta": float, "enabled": bool}
 
@@ -77,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {"max_epochs": 20, "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1,
                 "precision": "32-true", "gradient_clip_val": "auto", "accumulate_grad_batches": 1,
                 "deterministic": False, "log_every_n_steps": 1, "channels_last": False, "compile": False,
-                "checkpoint_every_n_steps": None, "tbptt_steps": None,
+                "checkpoint_every_n_steps": None, "tbptt_steps": None, "ensemble": None,
                 "ddp_timeout": 1800},
     "early_stopping": {"monitor": None, "mode": None, "patience": 10, "min_delta": 0.0, "enabled": True},
 }

@@ -51,7 +51,10 @@ def export_run(
     if unknown or not formats:
         raise ConfigError(f"unknown export format(s) {unknown}; use one or more of {FORMATS}")
     run_dir = Path(run_dir)
-    read_config(run_dir)  # a clear error when this is not a run directory
+    config = read_config(run_dir)  # a clear error when this is not a run directory
+    if (config.get("trainer", {}).get("ensemble") or 1) > 1:
+        raise ConfigError(f"{run_dir} is an ensemble (trainer.ensemble); exporting one is not supported yet: "
+                          f"export a member, e.g. {run_dir / 'members' / '0'}")
     out = check_output_dir(out if out is not None else run_dir / "export", flag="--out", allowed_in=run_dir / "export")
     model = load_weights(weights_path(run_dir))
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,178 @@
+"""Seed ensembles: ``trainer.ensemble: N`` trains N members and averages their class probabilities.
+
+Every member trains on the same data and the same train/validation split (the recipe's ``seed``); member
+``k`` starts from its own initialisation and per-epoch random state (seed ``seed + k``), so members differ in
+weights, dropout masks and augmentation draws. Each keeps its own best-on-validation checkpoint. The run
+directory holds the members under ``members/<k>/`` (each a complete run directory of its own) and, at the
+top, the recipe, ``data_info.json`` and the ensemble's ``metrics.json``; :func:`load_run_model` rebuilds the
+ensemble from it, so ``cnnlstm test --run`` and ``predict`` score the averaged model.
+
+The ensemble is a classifier: :class:`EnsembleClassifier` returns the log of the averaged probabilities as its
+logits, so softmax gives back the average exactly and cross-entropy is the ensemble's own log loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlstm.engine.rundir import load_weights, weights_path, write_json
+from cnnlstm.errors import ConfigError, WeightsError
+
+__all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble"]
+
+
+class EnsembleClassifier(nn.Module):
+    """Average the class probabilities of classifiers that read the same inputs.
+
+    Args:
+        members: registered models with ``output_kind == "logits"``, the same ``input_names`` and classes.
+
+    Shape:
+        - inputs: those of the members; output: ``(B, K)``, ``log(mean_k softmax(member_k(inputs)))``.
+
+    Example:
+        >>> from cnnlstm import create_model
+        >>> members = [create_model("lstm_fcn", num_classes=3, in_channels=2, hidden_size=4) for _ in range(2)]
+        >>> ensemble = EnsembleClassifier(members).eval()
+        >>> probs = ensemble(x=torch.randn(4, 9, 2)).exp()  # the members' mean probabilities
+        >>> probs.shape, bool(torch.allclose(probs.sum(dim=1), torch.ones(4)))
+        (torch.Size([4, 3]), True)
+    """
+
+    output_kind = "logits"
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("an ensemble needs at least one member")
+        first = members[0]
+        for member in members:
+            if getattr(member, "output_kind", None) != "logits":
+                raise ConfigError(f"trainer.ensemble averages class probabilities; {type(member).__name__} outputs "
+                                  f"{getattr(member, 'output_kind', '?')}: drop trainer.ensemble for this task")
+            if member.input_names != first.input_names or member.num_classes != first.num_classes:
+                raise ConfigError("ensemble members must read the same inputs and predict the same classes")
+        self.members = nn.ModuleList(members)
+        self.input_names = tuple(first.input_names)
+        self.num_classes = int(first.num_classes)
+        self.supports_lengths = bool(getattr(first, "supports_lengths", False))
+        self.model_name = f"ensemble of {len(members)} {getattr(first, 'model_name', type(first).__name__)}"
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        log_probs = torch.stack([m(**inputs).float().log_softmax(dim=-1) for m in self.members])  # (N, B, K)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))  # (B, K): log of the mean
+
+
+def ensemble_size(config: dict[str, Any]) -> int:
+    """Members a recipe asks for: ``trainer.ensemble``, 1 when unset.
+
+    Raises:
+        ConfigError: a value below 1.
+
+    Example:
+        >>> ensemble_size({"trainer": {"ensemble": 3}})
+        3
+    """
+    size = config.get("trainer", {}).get("ensemble")
+    if size is None:
+        return 1
+    if size < 1:
+        raise ConfigError(f"trainer.ensemble must be >= 1 (members to train), got {size}")
+    return int(size)
+
+
+def member_dirs(run_dir: str | Path, size: int) -> list[Path]:
+    """The members' run directories inside an ensemble run."""
+    return [Path(run_dir) / "members" / str(k) for k in range(size)]
+
+
+def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
+    """The model a run directory holds: its best weights, or the averaged members of an ensemble run.
+
+    Args:
+        run_dir: a directory written by ``fit``.
+        config: its ``config.yaml``.
+
+    Raises:
+        WeightsError: a member's (or the run's) weights are missing or do not load.
+
+    Example:
+        >>> model = load_run_model("runs/ucr-ens", read_config("runs/ucr-ens"))  # doctest: +SKIP
+    """
+    size = ensemble_size(config)
+    if size == 1:
+        return load_weights(weights_path(run_dir))
+    paths = [weights_path(d) for d in member_dirs(run_dir, size)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise WeightsError(f"{run_dir} is an ensemble of {size} but lacks member weights {', '.join(missing)}; "
+                           "was its fit finished?")
+    return EnsembleClassifier([load_weights(p) for p in paths]).eval()
+
+
+def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: bool) -> Any:
+    """Train the members of ``config`` one after the other, then score the ensemble on the test split.
+
+    Args:
+        config: a validated recipe with ``trainer.ensemble >= 2``.
+        run_dir: the ensemble's run directory (created).
+        verbose: print the end-of-run summary.
+        test: evaluate the ensemble on the test split (``False`` for model selection).
+
+    Returns:
+        A :class:`~cnnlstm.engine.fit.RunResult`: the ensemble's ``val/*`` and ``test/*`` metrics, each
+        member's validation metrics as ``member<k>/val/*`` and their mean as ``members/val/*``.
+
+    Raises:
+        ConfigError: a recipe with ``pretrain`` or ``trainer.tbptt_steps`` (not combined with ensembles yet).
+
+    Example:
+        >>> fit("gunpoint", overrides=["trainer.ensemble=3"]).metrics["test/acc"]  # doctest: +SKIP
+    """
+    from cnnlstm.engine.data import load_bundle
+    from cnnlstm.engine.fit import RunResult, _data_info, _fit, evaluate_run, task_name
+    from cnnlstm.engine.rundir import write_yaml
+
+    size = ensemble_size(config)
+    for key in ("pretrain",):
+        if config.get(key):
+            raise ConfigError(f"trainer.ensemble with a {key} stage is not supported; drop one of them")
+    if config["trainer"].get("tbptt_steps") is not None:
+        raise ConfigError("trainer.ensemble with trainer.tbptt_steps is not supported; drop one of them")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", config)
+    member_config = copy.deepcopy(config)
+    member_config["trainer"]["ensemble"] = None
+    metrics: dict[str, Any] = {"ensemble": size}
+    histories = []
+    for k, member_dir in enumerate(member_dirs(run_dir, size)):
+        result = _fit(member_config, member_dir, verbose=False, callbacks=None, test=False, resume=False,
+                      train_seed=config["seed"] + k)
+        histories.append(result.history)
+        metrics.update({f"member{k}/{key}": v for key, v in result.metrics.items() if key.startswith("val/")})
+        metrics["fit_seconds"] = round(metrics.get("fit_seconds", 0.0) + result.metrics.get("fit_seconds", 0.0), 3)
+    for key in sorted({key.split("/", 1)[1] for key in metrics if key.startswith("member0/")}):
+        values = [metrics[f"member{k}/{key}"] for k in range(size)]
+        metrics[f"members/{key}"] = sum(values) / size
+    bundle = load_bundle(config["data"], seed=config["seed"])
+    info = _data_info(bundle, task_name(config, bundle))
+    write_json(run_dir / "data_info.json", info)
+    model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
+    # The ensemble on the members' common validation split: what model selection (tune) reads.
+    metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
+    if test:
+        metrics.update(evaluate_run(run_dir, accelerator="cpu").metrics)
+    write_json(run_dir / "metrics.json", metrics)
+    if verbose:
+        from cnnlstm.report import format_summary
+
+        title = f"{config.get('name', 'run')}: {model.model_name} on {bundle.name}"
+        means = "  ".join(f"{k.split('/')[-1]}={metrics[k]:.4f}" for k in sorted(metrics) if k.startswith("members/"))
+        print(format_summary(metrics, run_dir, title) + f"\nmembers val   mean {means}", flush=True)
+    return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=histories[0] if histories else [])

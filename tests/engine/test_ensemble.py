@@ -1,0 +1,68 @@
+"""trainer.ensemble: members with their own seeds, probabilities averaged, scored again from the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnnlstm.data import load_dataset
+from cnnlstm.engine import evaluate_run, fit, load_weights
+from cnnlstm.engine.ensemble import EnsembleClassifier, ensemble_size
+from cnnlstm.engine.recipe import DEFAULTS, _merge
+from cnnlstm.engine.rundir import weights_path
+from cnnlstm.errors import ConfigError
+
+RECIPE = {"name": "toy_ensemble", "seed": 0,
+          "data": {"spec": "toy:a", "batch_size": 8, "options": {"n_train": 30, "n_test": 8}},
+          "model": {"name": "toy_lstm", "hidden_size": 4}, "optim": {"lr": 0.05, "scheduler": "none"},
+          "trainer": {"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False, "ensemble": 2},
+          "early_stopping": {"enabled": False}}
+
+
+class _Fixed(nn.Module):
+    input_names = ("x",)
+    output_kind = "logits"
+    num_classes = 2
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits
+
+
+def test_ensemble_averages_probabilities() -> None:
+    a, b = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 3.0], [1.0, 1.0]])
+    out = EnsembleClassifier([_Fixed(a), _Fixed(b)])(x=torch.zeros(2, 1))
+    mean = (a.softmax(1) + b.softmax(1)) / 2  # by hand: [[.44, .56], [.37, .63]]
+    torch.testing.assert_close(out.softmax(1), mean)
+    y = torch.tensor([0, 1])
+    assert float(F.cross_entropy(out, y)) == pytest.approx(float(-mean[[0, 1], y].log().mean()), rel=1e-6)
+    with pytest.raises(ConfigError, match="trainer.ensemble"):
+        EnsembleClassifier([type("Frames", (_Fixed,), {"output_kind": "frames"})(a)])
+    with pytest.raises(ConfigError, match=">= 1"):
+        ensemble_size({"trainer": {"ensemble": 0}})
+
+
+def test_fit_trains_members_and_test_scores_their_average(tmp_path: Path) -> None:
+    result = fit(_merge(DEFAULTS, RECIPE), out=tmp_path / "run", verbose=False)
+    members = [load_weights(weights_path(tmp_path / "run" / "members" / str(k))) for k in range(2)]
+    first, second = (dict(m.named_parameters()) for m in members)
+    assert any(not torch.equal(first[n], second[n]) for n in first)  # different seeds, different members
+    assert {"member0/val/acc", "member1/val/acc", "members/val/acc", "val/acc", "test/acc"} <= set(result.metrics)
+
+    # Reference: each member's softmax on the test split, averaged by hand.
+    bundle = load_dataset("toy:a", n_train=30, n_test=8)
+    batch = bundle.collate_fn([bundle.test[i] for i in range(len(bundle.test))])
+    with torch.no_grad():
+        probs = torch.stack([m(x=batch["x"], lengths=batch.get("lengths")).softmax(-1) for m in members]).mean(0)
+    assert result.metrics["test/acc"] == pytest.approx(float((probs.argmax(1) == batch["y"]).float().mean()))
+    assert result.metrics["test/loss"] == pytest.approx(float(F.nll_loss(probs.log(), batch["y"])), rel=1e-5)
+    again = evaluate_run(tmp_path / "run").metrics  # `cnnlstm test --run` rebuilds the ensemble from its members
+    assert again["test/acc"] == result.metrics["test/acc"]
+    assert again["test/loss"] == pytest.approx(result.metrics["test/loss"], rel=1e-6)
