@@ -116,6 +116,20 @@ def _fit(recipe: str, spec: str, run: Path, overrides: list[str]) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+def copy_last_ssim(spec: str, seed: int = 0) -> float:
+    """SSIM of the copy-last-frame forecast on the test split, with the forecasting task's SSIM settings."""
+    import torch
+    from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+    from cnnlstm.data import load_dataset
+
+    test = load_dataset(spec, seed=seed).test
+    x = torch.stack([test[i]["x"] for i in range(len(test))])  # (N, T, C, H, W)
+    y = torch.stack([test[i]["y"] for i in range(len(test))])  # (N, K, C, H, W)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sigma=1.5)
+    return float(ssim(x[:, -1:].expand_as(y).flatten(0, 1), y.flatten(0, 1)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if not data.exists():
             write_bouncing_shapes(data)
         results["forecast"] = _fit("forecast", f"forecast:{data}", args.out / "run_forecast", args.overrides)
+        results["forecast"]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
     print(json.dumps({"cpu_threads": os.cpu_count(), **results}, indent=1))
     return 0
 

@@ -71,6 +71,18 @@ def test_ctc_loss_and_decoded_metrics() -> None:
     assert values["cer"] == pytest.approx(1 / 3)  # one substitution over three reference characters
 
 
+def test_ctc_scores_against_the_data_text_so_an_unknown_character_counts_as_wrong() -> None:
+    # Both samples decode to "ab"; the second's true text "abz" holds a character the charset lacks, so its
+    # targets are [a, b] (CTC needs known ids) but it must still count as wrong, with one deletion in CER.
+    path = torch.tensor([[1, 0, 2, 0], [1, 0, 2, 0]])
+    task = CTCTask(Fixed(F.one_hot(path, 3).float() * 5, "sequence_logits"), charset=["-", "a", "b"])
+    batch = {"x": torch.zeros(2, 1, 8, 16), "targets": torch.tensor([[1, 2], [1, 2]]),
+             "target_lengths": torch.tensor([2, 2]), "text": ["ab", "abz"], "lengths": torch.tensor([16, 12])}
+    values = _epoch(task, batch)
+    assert values["acc"] == 0.5
+    assert values["cer"] == pytest.approx(1 / 5)  # one missing character over 2 + 3 reference characters
+
+
 def test_forecasting_metrics_and_copy_last_baseline() -> None:
     x = torch.zeros(2, 3, 1, 4, 4)
     x[:, -1] = 0.5
