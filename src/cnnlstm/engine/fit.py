@@ -14,6 +14,7 @@ validation loss rises for :data:`~cnnlstm.report.generalisation.OVERFIT_EPOCHS` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -29,6 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from cnnlstm.data import DatasetBundle
+from cnnlstm.data.preprocess import apply_encoder_preprocessing, recorded_normalization
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
@@ -261,7 +263,6 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tu
     A resumed run reuses a finished stage (``pretrain/encoder.safetensors`` and its metrics) and continues an
     unfinished one from its own ``last.ckpt``.
     """
-    import json
 
     from cnnlstm.encoders import build_encoder, save_encoder
 
@@ -374,7 +375,7 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
     data = config["data"]
     identity = {"spec": data["spec"], "options": data.get("options") or {}, "seed": config["seed"]}
     return use_feature_cache(bundle, model, mode=mode, identity=identity, batch_size=data["batch_size"],
-                             num_workers=data["num_workers"])
+                             num_workers=data["num_workers"], dtype=data.get("feature_cache_dtype", "float32"))
 
 
 def apply_speed_settings(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
@@ -415,6 +416,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
 
     bundle = load_bundle(config["data"], seed=seed)
     model = build_model(model_section, bundle.info.get("model_kwargs", {}))
+    bundle = apply_encoder_preprocessing(bundle, model)  # a pretrained encoder's mean/std, recorded in data_info
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
     augmentation, key = _augmentation(config, bundle, seed)
@@ -456,7 +458,10 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     if data is not None:
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
     model = load_weights(weights_path(run_dir))
-    bundle = load_bundle(config["data"], seed=config["seed"])
+    # The rebuilt model's encoder is not "pretrained" (its weights come from the run): the run's record decides.
+    info_path = run_dir / "data_info.json"
+    recorded = recorded_normalization(json.loads(info_path.read_text())) if info_path.is_file() else None
+    bundle = apply_encoder_preprocessing(load_bundle(config["data"], seed=config["seed"]), wanted=recorded)
     name = task_name(config, bundle)
     task = build_task(name, model, bundle.info, config["optim"])
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],

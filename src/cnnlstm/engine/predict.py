@@ -4,7 +4,8 @@ Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`
 (N, T), optional ``lengths``) and ``.ts`` files; image runs (``images``, ``text_image``, ``captions``) take
 image files; frame runs take a clip: a folder of frame images (sorted by name) or an ``.npz`` with one
 (T, C, H, W) array. Series get the run's normalisation; images are scaled to [0, 1] and resized to the
-run's image size.
+run's image size, and frames and images then get the run's per-channel mean/std (``data_info.json``: a
+pretrained encoder's own, or the data options').
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.engine.rundir import atomic_write, load_weights, read_config, weights_path
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import ClassificationTask, build_task
@@ -166,6 +168,15 @@ def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     return series
 
 
+def _normalise_pixels(x: Tensor, kind: str, info: dict[str, Any]) -> Tensor:
+    """The run's per-channel mean/std (a pretrained encoder's, or the data options'), as training applied it."""
+    norm = info.get("normalization") or {}
+    if kind not in IMAGE_KEYS or (norm.get("mean") is None and norm.get("std") is None):
+        return x
+    channels = x.shape[-3]
+    return normalize_images(x, norm.get("mean") or [0.0] * channels, norm.get("std") or [1.0] * channels)
+
+
 def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tuple[str, dict[str, Tensor]]]:
     kind = info.get("kind", "series")
     size = info.get("image_size")
@@ -193,10 +204,10 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                     clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
             else:
                 raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
-            out.append((str(path), {"x": clip.float()}))
+            out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
-            out.append((str(path), {key: read_image(path, channels, size)}))
+            out.append((str(path), {key: _normalise_pixels(read_image(path, channels, size), kind, info)}))
         else:
             raise ConfigError(f"predict does not read inputs for {kind!r} runs (yet); use cnnlstm test")
     if not out:
