@@ -10,9 +10,9 @@ one ``<field>.npy`` per other sample key (``y``) and sharded ``feats-00000.npy``
 ``(rows, D)`` (the valid frames of consecutive samples, no padding stored), float32 or, with
 ``dtype="float16"``, half precision: half the disk and page cache, read back as float32. A frame's features are
 one flat row whatever the model makes of them: a pooled vector, or a grid flattened channel-major
-(``frame_lstm``'s grid modes), so grids grow the cache by ``h * w`` times the stage's channels per frame. Shards are opened with
-``np.load(mmap_mode="r")`` on first use, so a dataset never holds its features in RAM and DataLoader
-workers page in only the rows they read.
+(``frame_lstm``'s grid modes), so grids grow the cache by ``h * w`` times the stage's channels per frame.
+Shards are opened with ``np.load(mmap_mode="r")`` on first use, so a dataset never holds its features in RAM
+and DataLoader workers page in only the rows they read.
 
 The key is a digest of everything the features depend on: the encoder's name and build config, a digest of
 its weights (every state_dict tensor's bytes), the data pipeline (frame size, channels, normalisation, frame
@@ -483,7 +483,8 @@ class FeatureCache:
             for batch in loader:
                 x = batch["x"].to(target)  # (B, T, C, H, W)
                 lengths = batch.get("lengths")
-                feats = model.forward_sequence_features(x, lengths).float().cpu().numpy().astype(self.dtype)  # (B, T, D)
+                feats = model.forward_sequence_features(x, lengths).float().cpu().numpy()  # (B, T, D)
+                feats = feats.astype(self.dtype, copy=False)
                 valid = lengths.tolist() if lengths is not None else [feats.shape[1]] * len(feats)
                 for b, length in enumerate(valid):
                     writer.add(feats[b, :length])  # (T_b, D): padding is not stored

@@ -39,7 +39,7 @@ _DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": i
          "feature_cache_dtype": str}
 _SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
 _OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
-          "swa": _SWA}
+          "swa": _SWA, "encoder_lr": (float, type(None))}
 _TRAINER = {
     "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
     "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),

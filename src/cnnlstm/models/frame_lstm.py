@@ -14,13 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
-from cnnlstm.errors import ConfigError, ShapeError
-import torch.nn.functional as F
-
 from cnnlstm.encoders.base import FrameEncoder
+from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
 from cnnlstm.layers.grid_recurrent import ConvLSTMPool, GridLayerNorm, append_differences
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
