@@ -284,6 +284,12 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False) -> tu
     metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"],
                                                 resume=resume)
     metrics.pop("warning", None)  # stage one's own report holds it
+    # The encoder learnt on the pretraining images as they were read: record that as its input normalisation, so
+    # stage two (which loads it as pretrained) reads frames the same way instead of the class default.
+    norm = bundle.info.get("normalization") or {}
+    channels = encoder.in_channels
+    encoder.pretrained_config = {**encoder.pretrained_config, "mean": tuple(norm.get("mean") or (0.0,) * channels),
+                                 "std": tuple(norm.get("std") or (1.0,) * channels)}
     if trainer.is_global_zero:
         save_encoder(encoder, path)
         _write_reports(stage_dir, task, history)
