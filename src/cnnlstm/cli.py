@@ -7,6 +7,7 @@ bad recipe, an unknown name, unreadable data) is printed as one line on stderr w
 Example:
     $ cnnlstm fit --recipe basic_motions
     $ cnnlstm fit --resume runs/basic_motions-20250101-120000      # after a crash or a kill
+    $ cnnlstm fit --data frames:clips/train --set data.options.test_dir=clips/test   # recipe "clips"
     $ cnnlstm test --run runs/basic_motions-20250101-120000
     $ cnnlstm predict --run runs/basic_motions-20250101-120000 walk.npz --csv predictions.csv
     $ cnnlstm export --run runs/basic_motions-20250101-120000 --format onnx
@@ -28,7 +29,10 @@ import yaml
 
 from cnnlstm.errors import CnnLstmError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "DEFAULT_RECIPES"]
+
+#: the recipe ``cnnlstm fit --data SOURCE:...`` uses when no ``--recipe`` is given, by data source
+DEFAULT_RECIPES = {"frames": "clips"}
 
 EXIT_USAGE = 2
 
@@ -39,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fit", help="train a recipe, then evaluate the best checkpoint once on test")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--recipe", help="a shipped recipe name (`cnnlstm recipes`) or a .yaml path")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--recipe", help="a shipped recipe name (`cnnlstm recipes`) or a .yaml path; "
+                        f"default {DEFAULT_RECIPES['frames']!r} for --data frames:DIR")
     source.add_argument("--resume", metavar="RUN",
                         help="continue a stopped run from RUN/checkpoints/last.ckpt with its own config.yaml")
     p.add_argument("--data", help="dataset spec replacing the recipe's data.spec, e.g. ucr:GunPoint")
@@ -187,6 +192,19 @@ def _write_dataset(args: argparse.Namespace) -> None:
     print(f"wrote {args.spec} to {folder}")
 
 
+def _recipe_for(recipe: str | None, data: str | None) -> str:
+    """The recipe to fit: the one given, else the default of the data's source (``frames:DIR`` -> ``clips``)."""
+    if recipe:
+        return recipe
+    source = (data or "").split(":", 1)[0]
+    if source in DEFAULT_RECIPES and ":" in (data or ""):
+        return DEFAULT_RECIPES[source]
+    from cnnlstm.errors import ConfigError
+
+    sources = "|".join(f"{k}:DIR" for k in DEFAULT_RECIPES)
+    raise ConfigError(f"fit needs --recipe (or --resume RUN); only --data {sources} has a default recipe")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "fit":
         from cnnlstm.engine import fit, resume
@@ -199,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
                                   "RUN/config.yaml")
             result = resume(args.resume)
         else:
-            result = fit(args.recipe, data=args.data, overrides=args.overrides, out=args.out,
+            result = fit(_recipe_for(args.recipe, args.data), data=args.data, overrides=args.overrides, out=args.out,
                          overwrite=args.overwrite)
         if "test/acc" in result.metrics and _is_rank_zero():
             print(f"test accuracy: {result.metrics['test/acc']:.4f}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cnnlstm.cli import main
 from cnnlstm.models import list_models
@@ -50,6 +51,9 @@ def test_recipe_fits_and_test_reproduces(recipe: str, tmp_path: Path, capsys) ->
     metrics = json.loads((out / "metrics.json").read_text())
     assert any(k.startswith("test/") for k in metrics)
     assert (out / "checkpoints" / "best.safetensors").is_file() and (out / "config.yaml").is_file()
+    if recipe == "digit_sequences":  # stage two reads frames as stage one trained the encoder: unnormalised
+        normalization = json.loads((out / "data_info.json").read_text())["normalization"]
+        assert (normalization["mean"], normalization["std"]) == ([0.0], [1.0])
     capsys.readouterr()
     assert main(["test", "--run", str(out)]) == 0
     printed = dict(item.split("=") for item in capsys.readouterr().out.split())
@@ -152,3 +156,27 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     single = evaluate_run(out).metrics
     assert single["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)  # 13 samples over 2 ranks, none twice
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+
+
+def test_fit_on_a_frames_folder_without_a_recipe_uses_clips(tmp_path: Path, capsys, monkeypatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("CNNLSTM_CACHE_DIR", str(tmp_path / "cache"))  # the frozen encoder's features go here
+    rng = np.random.default_rng(0)
+    for label in ("left", "right"):
+        for c in range(4):
+            clip = tmp_path / "clips" / label / f"c{c}"
+            clip.mkdir(parents=True)
+            for f in range(2):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", f"frames:{tmp_path / 'clips'}", "--out", str(out), "--set", *FAST,
+                 "data.options={num_frames: 2, size: 32}", "data.val_fraction=0.5", "model.hidden_size=4"]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["frame_features"] == "conv_lstm"
+    assert config["model"]["encoder"] == "timm:tf_efficientnet_lite0"
+    normalization = json.loads((out / "data_info.json").read_text())["normalization"]
+    assert normalization["mean"] == [0.5] * 3 and "tf_efficientnet_lite0" in normalization["source"]
+    capsys.readouterr()
+    assert main(["fit", "--data", "ucr:GunPoint"]) == 2
+    assert "needs --recipe" in capsys.readouterr().err

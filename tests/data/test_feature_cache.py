@@ -210,3 +210,26 @@ def test_prune_keeps_only_the_named_caches(digits, tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()  # not a cache: left alone
     assert cache.prune(keep=[new.path.name]) == [old.path]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.path.name, "notes"])
+
+
+def test_grid_features_cache_as_flat_rows_and_float16_halves_the_bytes(digits, tmp_path: Path) -> None:
+    model = create_model("frame_lstm", num_classes=4, in_channels=1, encoder_kwargs={"widths": (8, 16)},
+                         hidden_size=8, freeze="all", frame_features="conv_lstm", feature_stage=0, grid_size=4,
+                         frame_difference=True).eval()
+    frames = pad_collate([digits.train[i] for i in range(6)])
+    expected = model(frames["x"], frames["lengths"])
+    stored = {}
+    for dtype in ("float32", "float16"):
+        bundle, fast = use_feature_cache(digits, model, mode=True, identity=IDENTITY, root=tmp_path, dtype=dtype)
+        cached = pad_collate([bundle.train[i] for i in range(6)])
+        assert cached["x"].dtype == torch.float32 and cached["x"].shape[2] == model.frame_dim == 8 * 4 * 4
+        atol = 1e-5 if dtype == "float32" else 2e-2  # half precision rounds each feature (~1e-3 relative)
+        torch.testing.assert_close(fast(cached["x"], cached["lengths"]), expected, atol=atol, rtol=0)
+        manifest = bundle.train.manifest
+        assert manifest["dtype"] == dtype and bundle.train.shards[0].dtype == np.dtype(dtype)
+        stored[dtype] = (bundle.train.path, manifest["bytes_per_sample"])
+    assert stored["float32"][0] != stored["float16"][0]  # the storage dtype is part of the key
+    assert stored["float16"][1] == pytest.approx(stored["float32"][1] / 2, abs=0.1)  # rounded to 0.1 byte
+    # One frame's row holds the whole 4x4 grid: a sample's bytes are its frames x D x itemsize.
+    lengths = frames["lengths"].float().mean().item()
+    assert stored["float32"][1] == pytest.approx(lengths * model.frame_dim * 4, abs=0.1)

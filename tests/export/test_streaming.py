@@ -77,3 +77,11 @@ def test_wrong_step_shapes_and_empty_streams_raise_shape_errors() -> None:
         session.output()
     with pytest.raises(ShapeError, match=r"\(B, F\)"):
         session.step(torch.randn(1, 3, 2))
+
+
+@pytest.mark.parametrize(("mode", "pooling", "difference"), [("grid", "last", True), ("conv_lstm", "mean", False),
+                                                             ("conv_lstm", "max", True)])
+def test_frame_lstm_grid_modes_stream_frames(mode: str, pooling: str, difference: bool) -> None:
+    model = build("frame_lstm", frame_features=mode, feature_stage=0, grid_size=4, pooling=pooling, num_layers=2,
+                  frame_difference=difference)
+    _assert_streams_exactly(model, torch.rand(2, 4, 3, 32, 32))

@@ -183,3 +183,16 @@ def test_bad_arguments_raise_config_errors() -> None:
 def test_track_peak_memory_counts_views_once() -> None:
     x = torch.zeros(100)
     assert track_peak_memory(lambda: x.view(10, 10).t().contiguous(), resident=[x]) == 800
+
+
+def test_cached_feature_bytes_per_clip_for_pooled_and_grid_frame_models() -> None:
+    kwargs = dict(num_classes=2, hidden_size=4, encoder_kwargs={"widths": (4, 8)})
+    pooled = cost_report("frame_lstm", seq_lens=(2,), frame_sizes=(8, 12), optimizer=None, **kwargs)
+    # T float32 rows of D = 8 (the pooled vector), whatever the frame size.
+    assert [r.cached_feature_bytes for r in pooled.rows] == [2 * 8 * 4] * 2
+    grid = cost_report("frame_lstm", seq_lens=(3,), frame_sizes=(8,), optimizer=None, frame_features="conv_lstm",
+                       feature_stage=0, grid_size=2, **kwargs)
+    assert grid.rows[0].cached_feature_bytes == 3 * (4 * 2 * 2) * 4  # stage 0: 4 channels on a 2x2 grid
+    assert "cached features/clip" in str(grid)
+    series = cost_report("lstm_fcn", in_channels=2, num_classes=2, hidden_size=4, seq_lens=(4,), optimizer=None)
+    assert series.rows[0].cached_feature_bytes is None

@@ -7,9 +7,12 @@ each split once, stores the features on disk and returns a bundle whose samples 
 
 Storage: ``root/<key>/`` holds ``manifest.json``, ``index.npy`` (per sample: shard, first row, length),
 one ``<field>.npy`` per other sample key (``y``) and sharded ``feats-00000.npy`` files of shape
-``(rows, D)`` float32 (the valid frames of consecutive samples, no padding stored). Shards are opened with
-``np.load(mmap_mode="r")`` on first use, so a dataset never holds its features in RAM and DataLoader
-workers page in only the rows they read.
+``(rows, D)`` (the valid frames of consecutive samples, no padding stored), float32 or, with
+``dtype="float16"``, half precision: half the disk and page cache, read back as float32. A frame's features are
+one flat row whatever the model makes of them: a pooled vector, or a grid flattened channel-major
+(``frame_lstm``'s grid modes), so grids grow the cache by ``h * w`` times the stage's channels per frame.
+Shards are opened with ``np.load(mmap_mode="r")`` on first use, so a dataset never holds its features in RAM
+and DataLoader workers page in only the rows they read.
 
 The key is a digest of everything the features depend on: the encoder's name and build config, a digest of
 its weights (every state_dict tensor's bytes), the data pipeline (frame size, channels, normalisation, frame
@@ -50,6 +53,7 @@ from cnnlstm.errors import ConfigError, DataError
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CACHE_DIR_ENV",
+    "DTYPES",
     "CachedFeaturesDataset",
     "CachedFeaturesModel",
     "FeatureCache",
@@ -70,6 +74,8 @@ _MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600.0  # a temp dir older than this belongs to a writer that died
 _MODES = ("auto", True, False)
+#: storage dtypes of the feature shards
+DTYPES = ("float32", "float16")
 
 
 # ----------------------------------------------------------------------------------------------- digests
@@ -302,7 +308,8 @@ class CachedFeaturesDataset(Dataset):
         arrays = self._open()
         shard, start, length = (int(v) for v in arrays["index"][i])
         rows = arrays[self.manifest["shards"][shard]["file"]][start : start + length]  # (T_i, D) view on disk
-        sample = {"x": torch.from_numpy(np.array(rows))}  # copy: memmaps are read-only, torch wants writable
+        # A copy (memmaps are read-only, torch wants writable) in float32, whatever the storage dtype.
+        sample = {"x": torch.from_numpy(np.array(rows, dtype=np.float32))}
         for field in self.manifest["fields"]:
             sample[field] = torch.from_numpy(np.array(arrays[field][i]))
         return sample
@@ -349,17 +356,23 @@ class FeatureCache:
     Args:
         root: where caches live; default :func:`default_cache_dir`.
         shard_bytes: target size of one feature shard file.
+        dtype: storage dtype of the features, ``"float32"`` or ``"float16"`` (half the bytes; features read back
+            as float32 differ from the encoder's by float16 rounding, about 1e-3 relative).
 
     Example:
         >>> cache = FeatureCache("/tmp/features")
         >>> train = cache.get_or_build(model, bundle.train, identity={"spec": "frames:clips"})  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, *, shard_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, *, shard_bytes: int = 256 * 2**20,
+                 dtype: str = "float32") -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         if shard_bytes < 1:
             raise ConfigError(f"shard_bytes must be positive, got {shard_bytes}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"data.feature_cache_dtype must be one of {DTYPES}, got {dtype!r}")
         self.shard_bytes = shard_bytes
+        self.dtype = dtype
 
     def key_parts(self, model: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> dict[str, Any]:
         """Everything the cached features depend on (hashed into the key; stored in the manifest).
@@ -373,9 +386,10 @@ class FeatureCache:
         if encoder is None:
             raise ConfigError(cache_problem(model) or "model has no encoder")
         base, indices = _unwrap(dataset)
-        return {
+        parts = {
             "format": CACHE_FORMAT_VERSION,
             "encoder": encoder_fingerprint(encoder),
+
             "pipeline": _pipeline(base),
             "data": {
                 "identity": dict(identity),
@@ -385,6 +399,13 @@ class FeatureCache:
                 "first_sample": _sample_digest(dataset[0]) if len(dataset) else None,  # type: ignore[arg-type]
             },
         }
+        # Pooled float32 caches keep the keys they had before grids and dtypes existed.
+        if getattr(model, "frame_features", "pooled") != "pooled":  # a stage's grid, not the pooled vector
+            parts["frame_features"] = {k: getattr(model, k, None) for k in ("frame_features", "frame_dim")}
+            parts["grid"] = {k: getattr(model._per_frame, k, None) for k in ("stage", "grid_size")}
+        if self.dtype != "float32":
+            parts["dtype"] = self.dtype
+        return parts
 
     def key(self, model: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> str:
         """The cache key (32 hex digits) of :meth:`key_parts`."""
@@ -463,6 +484,7 @@ class FeatureCache:
                 x = batch["x"].to(target)  # (B, T, C, H, W)
                 lengths = batch.get("lengths")
                 feats = model.forward_sequence_features(x, lengths).float().cpu().numpy()  # (B, T, D)
+                feats = feats.astype(self.dtype, copy=False)
                 valid = lengths.tolist() if lengths is not None else [feats.shape[1]] * len(feats)
                 for b, length in enumerate(valid):
                     writer.add(feats[b, :length])  # (T_b, D): padding is not stored
@@ -480,7 +502,9 @@ class FeatureCache:
                 "key": key,
                 "num_samples": len(writer.index),
                 "feature_dim": int(feats.shape[2]),
-                "dtype": "float32",
+                "dtype": self.dtype,
+                "bytes_per_sample": round(sum(n for _, _, n in writer.index) * feats.shape[2] * feats.itemsize
+                                          / len(writer.index), 1),
                 "fields": sorted(fields),
                 "shards": writer.shards,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -584,7 +608,7 @@ class CachedFeaturesModel(nn.Module):
             - x: ``(B, k, D)`` features; lengths: ``(B,)`` valid steps in this chunk (0..k), optional.
             - output: ``(B, k, H)`` and ``(h, c)``, each ``(num_layers, B, H)``.
         """
-        return self.model.rnn.forward_chunk(x, state, lengths)
+        return self.model.recurrent_chunk(x, state, lengths)
 
 
 def use_feature_cache(
@@ -597,6 +621,7 @@ def use_feature_cache(
     batch_size: int = 32,
     num_workers: int = 0,
     device: str | torch.device | None = None,
+    dtype: str = "float32",
 ) -> tuple[DatasetBundle, nn.Module]:
     """Swap a frames bundle and model for cached features and the recurrent part, when that is valid.
 
@@ -611,6 +636,7 @@ def use_feature_cache(
         batch_size: clips per encoder forward while building.
         num_workers: DataLoader workers while building.
         device: where to encode (default CUDA when available).
+        dtype: storage dtype, ``"float32"`` or ``"float16"`` (see :class:`FeatureCache`).
 
     Returns:
         ``(bundle, model)`` to train with: the cached bundle and a :class:`CachedFeaturesModel`, or the inputs
@@ -634,10 +660,11 @@ def use_feature_cache(
             raise ConfigError(f"data.feature_cache: true, but {problem} (or set data.feature_cache: false)")
         log.info("feature cache off: %s", problem)
         return bundle, model
-    cache = FeatureCache(root)
+    cache = FeatureCache(root, dtype=dtype)
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "collate_fn": bundle.collate_fn, "device": device}
     train = cache.get_or_build(model, bundle.train, identity={**identity, "split": "train"}, **kwargs)
     test = cache.get_or_build(model, bundle.test, identity={**identity, "split": "test"}, **kwargs)
-    info = {**bundle.info, "feature_cache": {"train": str(train.path), "test": str(test.path)}}
+    info = {**bundle.info, "feature_cache": {"train": str(train.path), "test": str(test.path), "dtype": dtype,
+                                             "bytes_per_sample": train.manifest.get("bytes_per_sample")}}
     cached = dataclasses.replace(bundle, train=train, test=test, info=info, collate_fn=pad_collate)
     return cached, CachedFeaturesModel(model)

@@ -2,8 +2,9 @@
 
 Every encoder (the built-in CNN, the timm wrapper) is a :class:`FrameEncoder`. Models that embed one
 (frame_lstm, multi_input, captioner) rely only on this class: ``out_features``/``forward`` for a pooled vector,
-``grid_features``/``forward_grid`` for the last stage's map, ``pretrained_config`` for input normalisation and
-``freeze`` for transfer learning.
+``grid_features``/``forward_grid`` for the last stage's map, ``forward_stage``/``stage_channels`` for the map of
+an earlier stage (finer, more positional), ``pretrained_config`` for input normalisation and ``freeze`` for
+transfer learning.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FrameEncoder(nn.Module):
         frozen: the current freeze setting (``"none"``, ``"all"`` or an int).
         build_config: ``build_encoder``'s name and options (``None`` when built directly).
         load_report: the :class:`LoadReport` of a weights file given as ``pretrained``, else ``None``.
+        pretrained: True when the weights came from a published or given file (``build_encoder(pretrained=...)``),
+            so inputs must be normalised as ``pretrained_config`` says.
     """
 
     name: str
@@ -56,6 +59,7 @@ class FrameEncoder(nn.Module):
         self._frozen_modules: tuple[str, ...] = ()  # names, not modules: keeps the module tree clean
         self.build_config: dict[str, Any] | None = None  # set by build_encoder; lets save_encoder rebuild it
         self.load_report: LoadReport | None = None  # what loading a weights file did, if one was loaded
+        self.pretrained = False  # set by build_encoder when weights were loaded
 
     # ----------------------------------------------------------------- to implement
     def stage_modules(self) -> list[list[nn.Module]]:
@@ -73,7 +77,54 @@ class FrameEncoder(nn.Module):
         """(N, C, H, W) -> (N, grid_features, h, w), input already checked."""
         raise NotImplementedError
 
+    def _feature_channels(self) -> list[int]:
+        """Channels of each feature stage's map, in forward order (see :meth:`forward_stage`)."""
+        raise NotImplementedError
+
+    def _forward_stage(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """(N, C, H, W) -> the map of feature stage ``index`` (non-negative), input already checked."""
+        raise NotImplementedError
+
     # ----------------------------------------------------------------- public
+    @property
+    def num_feature_stages(self) -> int:
+        """How many feature stages :meth:`forward_stage` can return (timm's ``feature_info``)."""
+        return len(self._feature_channels())
+
+    def feature_stage_index(self, index: int) -> int:
+        """``index`` (negative counts from the end) as a non-negative stage index; ``ConfigError`` if out of range."""
+        n = self.num_feature_stages
+        if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
+            raise ConfigError(f"encoder {self.name!r} has feature stages 0..{n - 1} (or -{n}..-1); got {index!r}")
+        return index % n
+
+    def stage_channels(self, index: int = -1) -> int:
+        """Channels of the map :meth:`forward_stage` returns for ``index``."""
+        return self._feature_channels()[self.feature_stage_index(index)]
+
+    def forward_stage(self, x: torch.Tensor, index: int = -1) -> torch.Tensor:
+        """The feature map of one encoder stage, computing no later stage.
+
+        Earlier stages keep more of where things are (stride 8 or 16 instead of 32): at 64x64 the last stage of an
+        ImageNet network is a 2x2 map, the third an 8x8 one.
+
+        Args:
+            x: a batch of images.
+            index: feature stage (timm ``feature_info`` order, one per resolution drop); negative counts from
+                the end, ``-1`` is the last.
+
+        Shape:
+            x: (N, C, H, W) with C = ``in_channels``.
+            returns: (N, ``stage_channels(index)``, h, w), h and w the input size divided by that stage's stride.
+
+        Example:
+            >>> enc = build_encoder("cnn", widths=(8, 16, 32))  # doctest: +SKIP
+            >>> enc.forward_stage(torch.rand(2, 3, 32, 32), 1).shape  # doctest: +SKIP
+            torch.Size([2, 16, 8, 8])
+        """
+        self.check_input(x)
+        return self._forward_stage(x, self.feature_stage_index(index))
+
     @property
     def num_stages(self) -> int:
         """How many stages ``freeze=N`` counts from the end."""

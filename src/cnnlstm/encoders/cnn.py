@@ -105,5 +105,11 @@ class SmallCNN(FrameEncoder):
     def _forward_grid(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)  # (N, D, h, w)
 
+    def _feature_channels(self) -> list[int]:
+        return [stage.conv.out_channels for stage in self.stages]
+
+    def _forward_stage(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.stages[: index + 1](x)  # (N, widths[index], H / 2**(index+1), W / 2**(index+1))
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x).mean(dim=(2, 3))  # (N, D)

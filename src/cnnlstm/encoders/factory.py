@@ -85,6 +85,7 @@ def build_encoder(
     if isinstance(pretrained, (str, os.PathLike)):
         enc.load_report = load_pretrained_file(enc, pretrained)
     enc.build_config = {"name": name, "in_channels": in_channels, **kwargs}
+    enc.pretrained = pretrained is not False
     return enc.freeze(freeze)
 
 

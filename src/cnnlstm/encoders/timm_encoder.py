@@ -88,6 +88,20 @@ class TimmEncoder(FrameEncoder):
             y = y.permute(0, 3, 1, 2)  # (N, D, h, w)
         return y
 
+    def _feature_channels(self) -> list[int]:
+        info = getattr(self.model, "feature_info", None) or []
+        return [int(i["num_chs"]) for i in info] or [self.grid_features]
+
+    def _forward_stage(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if not hasattr(self.model, "forward_intermediates"):
+            if index == self.num_feature_stages - 1:
+                return self._forward_grid(x)
+            raise ConfigError(f"encoder {self.name!r} cannot return intermediate feature maps; use stage -1")
+        # stop_early: the stages after `index` are never run (and never cost time).
+        maps = self.model.forward_intermediates(x, indices=[index], output_fmt="NCHW", intermediates_only=True,
+                                                stop_early=True)
+        return maps[-1]  # (N, D_index, h, w)
+
     def _grid_from_intermediates(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.model, "forward_intermediates"):
             raise ConfigError(f"encoder {self.name!r} has no spatial feature map; use forward() for pooled vectors")

@@ -14,6 +14,7 @@ validation loss rises for :data:`~cnnlstm.report.generalisation.OVERFIT_EPOCHS` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -31,6 +32,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from cnnlstm.data import DatasetBundle
+from cnnlstm.data.preprocess import apply_encoder_preprocessing, recorded_normalization
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
 from cnnlstm.engine.ensemble import ensemble_size, fit_ensemble, load_run_model
@@ -337,7 +339,6 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
     A resumed run reuses a finished stage (``pretrain/encoder.safetensors`` and its metrics) and continues an
     unfinished one from its own ``last.ckpt``.
     """
-    import json
 
     from cnnlstm.encoders import build_encoder, save_encoder
 
@@ -359,6 +360,12 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
     metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"],
                                                 resume=resume, on_ready=on_ready)
     metrics.pop("warning", None)  # stage one's own report holds it
+    # The encoder learnt on the pretraining images as they were read: record that as its input normalisation, so
+    # stage two (which loads it as pretrained) reads frames the same way instead of the class default.
+    norm = bundle.info.get("normalization") or {}
+    channels = encoder.in_channels
+    encoder.pretrained_config = {**encoder.pretrained_config, "mean": tuple(norm.get("mean") or (0.0,) * channels),
+                                 "std": tuple(norm.get("std") or (1.0,) * channels)}
     if trainer.is_global_zero:
         save_encoder(encoder, path)
         _write_reports(stage_dir, task, history)
@@ -482,7 +489,7 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
     data = config["data"]
     identity = {"spec": data["spec"], "options": data.get("options") or {}, "seed": config["seed"]}
     return use_feature_cache(bundle, model, mode=mode, identity=identity, batch_size=data["batch_size"],
-                             num_workers=data["num_workers"])
+                             num_workers=data["num_workers"], dtype=data.get("feature_cache_dtype", "float32"))
 
 
 def apply_speed_settings(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
@@ -533,6 +540,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     if train_seed is not None:
         pl.seed_everything(train_seed, workers=True, verbose=False)  # after the data: same data, other weights
     model = build_model(model_section, bundle.info.get("model_kwargs", {}))
+    bundle = apply_encoder_preprocessing(bundle, model)  # a pretrained encoder's mean/std, recorded in data_info
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
     augmentation, key = _augmentation(config, bundle, seed)
@@ -607,7 +615,10 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
         config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
     model = load_run_model(run_dir, config)  # a single model, or an ensemble of the run's members
     config = _with_run_charset(config, Path(run_dir))
-    bundle = load_bundle(config["data"], seed=config["seed"])
+    # The rebuilt model's encoder is not "pretrained" (its weights come from the run): the run's record decides.
+    info_path = Path(run_dir) / "data_info.json"
+    recorded = recorded_normalization(json.loads(info_path.read_text())) if info_path.is_file() else None
+    bundle = apply_encoder_preprocessing(load_bundle(config["data"], seed=config["seed"]), wanted=recorded)
     _check_same_vocabulary(Path(run_dir), bundle)
     name = task_name(config, bundle)
     return config, bundle, name, build_task(name, model, bundle.info, config["optim"])

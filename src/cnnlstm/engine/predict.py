@@ -5,9 +5,10 @@ Inputs by data kind: series runs take ``.npz`` files (an array ``X`` / ``X_test`
 image files (captions runs also folders of images and ``.txt`` lists of image paths); VQA runs take CSV files
 with a header ``image,question`` (image paths relative to the CSV's folder); frame runs take a clip: a folder of
 frame images (sorted by name) or an ``.npz`` with one (T, C, H, W) array. Series get the run's normalisation;
-images are scaled to [0, 1] and resized to the run's image size; text lines (``text:`` runs) keep their aspect
-ratio at the run's height, and a folder reads every image in it. Forecast runs read sequences and write frames
-(:func:`predict_forecast`).
+images are scaled to [0, 1] and resized to the run's image size, and frames and images then get the run's
+per-channel mean/std (``data_info.json``: a pretrained encoder's own, or the data options'); text lines
+(``text:`` runs) keep their aspect ratio at the run's height, and a folder reads every image in it. Forecast
+runs read sequences and write frames (:func:`predict_forecast`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.ensemble import load_run_model
 from cnnlstm.engine.rundir import atomic_write, read_config
@@ -176,6 +178,15 @@ def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     return series
 
 
+def _normalise_pixels(x: Tensor, kind: str, info: dict[str, Any]) -> Tensor:
+    """The run's per-channel mean/std (a pretrained encoder's, or the data options'), as training applied it."""
+    norm = info.get("normalization") or {}
+    if kind not in IMAGE_KEYS or (norm.get("mean") is None and norm.get("std") is None):
+        return x
+    channels = x.shape[-3]
+    return normalize_images(x, norm.get("mean") or [0.0] * channels, norm.get("std") or [1.0] * channels)
+
+
 def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tuple[str, dict[str, Tensor]]]:
     kind = info.get("kind", "series")
     size = info.get("image_size")
@@ -203,7 +214,7 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                     clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
             else:
                 raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
-            out.append((str(path), {"x": clip.float()}))
+            out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
             if not files:
@@ -227,7 +238,7 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             out += [(name, {"images": read_image(path.parent / name, channels, size)}) for name in names]
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
-            out.append((str(path), {key: read_image(path, channels, size)}))
+            out.append((str(path), {key: _normalise_pixels(read_image(path, channels, size), kind, info)}))
         else:
             raise ConfigError(f"predict does not read inputs for {kind!r} runs (yet); use cnnlstm test")
     if not out:

@@ -11,7 +11,8 @@ and ``cnnlstm tune`` check those.
 Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
 ``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
 ``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.accumulate_grad_batches``,
-``data.num_workers`` / ``pin_memory`` / ``persistent_workers`` and ``data.feature_cache``. Long sequences:
+``data.num_workers`` / ``pin_memory`` / ``persistent_workers``, ``data.feature_cache`` and
+``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's bytes). Long sequences:
 ``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
 """
 
@@ -34,10 +35,11 @@ _NUM = (int, float)
 _OPT_STR = (str, type(None))
 
 _DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": int, "pin_memory": bool,
-         "persistent_workers": bool, "options": FREE, "augment": FREE, "feature_cache": (bool, str)}
+         "persistent_workers": bool, "options": FREE, "augment": FREE, "feature_cache": (bool, str),
+         "feature_cache_dtype": str}
 _SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
 _OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
-          "swa": _SWA, "loss": _OPT_STR}
+          "swa": _SWA, "loss": _OPT_STR, "encoder_lr": (float, type(None))}
 _TRAINER = {
     "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
     "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),

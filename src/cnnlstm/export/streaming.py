@@ -5,8 +5,8 @@ After ``t`` steps, :meth:`StreamingSession.output` equals the model run on the f
 
 Which models stream exactly, and how:
 
-- ``frame_lstm`` (unidirectional, pooling ``last``/``mean``/``max``): encode the new frame, one LSTM step,
-  running mean or max of the outputs.
+- ``frame_lstm`` (unidirectional, pooling ``last``/``mean``/``max``): encode the new frame (its pooled vector
+  or its grid), one LSTM (or ConvLSTM) step, running mean or max of the outputs.
 - ``deep_conv_lstm`` and ``lstm_fcn`` (unidirectional): their "same" convolutions look ``r`` steps ahead, so
   the features of the last ``r`` steps change until ``r`` more steps arrive. Features become *final* once
   they cannot change; the LSTM state (DeepConvLSTM) or the running sum for global pooling (LSTM-FCN's FCN
@@ -62,13 +62,18 @@ class _LSTMState:
 class _FrameLSTM:
     def __init__(self, model: nn.Module) -> None:
         rnn = model.rnn
-        _unidirectional(rnn.lstm, "frame_lstm")
+        self.conv = getattr(model, "frame_features", "pooled") == "conv_lstm"  # ConvLSTM over frame grids
+        if not self.conv:
+            _unidirectional(rnn.lstm, "frame_lstm")
         if rnn.pooling not in ("last", "mean", "max"):
             raise ConfigError(
                 f"frame_lstm with pooling={rnn.pooling!r} does not stream: attention re-weights every past step "
                 "with each new one; use pooling 'last', 'mean' or 'max'"
             )
-        self.model, self.lstm, self.pooling = model, _LSTMState(rnn.lstm), rnn.pooling
+        self.model, self.pooling = model, rnn.pooling
+        self.lstm = None if self.conv else _LSTMState(rnn.lstm)
+        self.conv_state: list | None = None
+        self.previous: Tensor | None = None  # the last frame's features (for frame differences)
         self.pooled: Tensor | None = None
         self.t = 0
 
@@ -77,9 +82,14 @@ class _FrameLSTM:
             raise ShapeError(
                 f"frame_lstm streams frames (B, C, H, W) with C={self.model.in_channels}, got {tuple(frame.shape)}"
             )
-        feat = self.model.encoder(frame)  # (B, D_enc)
-        out, self.lstm.state = self.lstm.advance(feat.unsqueeze(1))  # (B, 1, H)
-        out = out[:, 0]  # (B, H)
+        feat = self.model.encode_frame(frame)  # (B, D_frame): pooled vector or flattened grid
+        step = self.model.recurrent_input(feat.unsqueeze(1), self.previous)[:, 0]  # (B, F): normalised, differences
+        self.previous = feat
+        if self.conv:
+            out, self.conv_state = self.model.rnn.step(step, self.conv_state)  # (B, 2 C_h)
+        else:
+            out, self.lstm.state = self.lstm.advance(step.unsqueeze(1))  # (B, 1, H)
+            out = out[:, 0]  # (B, H)
         self.t += 1
         if self.pooling == "last" or self.pooled is None:
             self.pooled = out if self.pooling != "mean" else out.clone()

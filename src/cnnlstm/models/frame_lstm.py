@@ -1,6 +1,12 @@
 """LRCN (Donahue et al. 2015): a CNN encodes each frame, an LSTM models the sequence of frame features.
 
 Pattern 1 of cnnlstm: the CNN is a feature extractor (often pretrained and frozen), the LSTM adds order.
+
+What a frame contributes (``frame_features``): ``"pooled"`` is the encoder's globally pooled vector (what an
+ImageNet classifier sees; it keeps *what* is in the frame but not *where*); ``"grid"`` is the map of one encoder
+stage average-pooled to a small ``grid_size`` grid and flattened, so the LSTM sees each position apart;
+``"conv_lstm"`` keeps the same grid as a map and runs a ConvLSTM over the frames' maps (Shi et al. 2015), pooled
+over space only afterwards. Direction of motion, swipes and trajectories need one of the grid modes.
 """
 
 from __future__ import annotations
@@ -8,17 +14,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlstm.encoders import build_encoder
+from cnnlstm.encoders.base import FrameEncoder
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.layers.checks import check_input, require_dropout, require_positive, weights_dtype
+from cnnlstm.layers.grid_recurrent import ConvLSTMPool, GridLayerNorm, append_differences
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
 from cnnlstm.layers.recurrent import LSTMState, SequenceLSTM
 from cnnlstm.layers.temporal import TimeDistributed
 from cnnlstm.models._registry import register_model
 
-__all__ = ["FrameLSTM", "example_lengths", "as_image_size"]
+__all__ = ["FrameLSTM", "StageGrid", "FRAME_FEATURES", "example_lengths", "as_image_size"]
+
+#: what each frame contributes to the recurrence (see the module docstring)
+FRAME_FEATURES = ("pooled", "grid", "conv_lstm")
 
 
 def as_image_size(image_size: int | tuple[int, int] | list[int], owner: str = "model") -> tuple[int, int]:
@@ -53,6 +65,48 @@ def example_lengths(batch_size: int, max_len: int) -> Tensor:
     return torch.tensor([max_len - i % max_len for i in range(batch_size)], dtype=torch.int64)
 
 
+class StageGrid(nn.Module):
+    """One encoder stage's map, average-pooled to a fixed grid and flattened channel-major: a frame's grid features.
+
+    The encoder is held without being registered (it belongs to the model that owns this module), so its
+    weights appear once in the model's ``state_dict``.
+
+    Args:
+        encoder: the frame encoder.
+        stage: feature stage of :meth:`FrameEncoder.forward_stage` (negative counts from the end).
+        grid_size: ``(h, w)`` of the pooled grid; a map of that size already passes unchanged.
+
+    Shape:
+        - x: ``(N, C, H, W)``.
+        - output: ``(N, D * h * w)`` with ``D = encoder.stage_channels(stage)``.
+
+    Example:
+        >>> from cnnlstm.encoders import build_encoder
+        >>> StageGrid(build_encoder("cnn", widths=(4, 8)), 0, (2, 2))(torch.rand(3, 3, 16, 16)).shape
+        torch.Size([3, 16])
+    """
+
+    def __init__(self, encoder: FrameEncoder, stage: int, grid_size: tuple[int, int]) -> None:
+        super().__init__()
+        object.__setattr__(self, "encoder", encoder)
+        self.stage = encoder.feature_stage_index(stage)
+        self.grid_size = grid_size
+        self.channels = encoder.stage_channels(self.stage)
+        self.out_features = self.channels * grid_size[0] * grid_size[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = self.encoder.forward_stage(x, self.stage)  # (N, D, h', w')
+        # Python ints: the pooling kernel is a constant of an exported graph (frame size is fixed there).
+        (h, w), (gh, gw) = (int(maps.shape[-2]), int(maps.shape[-1])), self.grid_size
+        if (h, w) != (gh, gw):
+            if h % gh == 0 and w % gw == 0:
+                # Plain block averaging: the same numbers as adaptive pooling here, and it exports to ONNX.
+                maps = F.avg_pool2d(maps, (h // gh, w // gw))  # (N, D, gh, gw)
+            else:
+                maps = F.adaptive_avg_pool2d(maps, self.grid_size)  # (N, D, gh, gw)
+        return maps.flatten(1)  # (N, D*gh*gw)
+
+
 @register_model("frame_lstm")
 class FrameLSTM(nn.Module):
     """Clip classifier: per-frame CNN -> LSTM -> temporal pooling -> dropout -> linear head.
@@ -75,6 +129,13 @@ class FrameLSTM(nn.Module):
         pooling: ``"last"``, ``"mean"``, ``"max"`` or ``"attention"`` over the LSTM outputs.
         chunk_size: encode at most this many frames at once (bounds memory for long clips).
         image_size: frame size ``H`` or ``(H, W)`` used by :meth:`example_input`.
+        frame_features: ``"pooled"`` (the encoder's pooled vector), ``"grid"`` (a stage's map pooled to
+            ``grid_size`` and flattened into the LSTM) or ``"conv_lstm"`` (a ConvLSTM with ``hidden_size``
+            channels over the stage's maps, then spatial mean and max; features ``2 H``).
+        feature_stage: encoder feature stage of the grid modes (timm ``feature_info`` order; ``-1`` the last).
+        grid_size: ``h`` or ``(h, w)`` of the grid the stage's map is average-pooled to (grid modes).
+        frame_difference: grid modes also read, per position, each frame's change from the previous frame
+            (:func:`~cnnlstm.layers.grid_recurrent.append_differences`): what motion tasks need.
 
     Shape:
         - x: ``(B, T, C, H, W)`` frames; lengths: ``(B,)`` int64 valid frames per clip, optional.
@@ -106,6 +167,10 @@ class FrameLSTM(nn.Module):
         pooling: str = "last",
         chunk_size: int | None = None,
         image_size: int | tuple[int, int] = 32,
+        frame_features: str = "pooled",
+        feature_stage: int = -1,
+        grid_size: int | tuple[int, int] = 4,
+        frame_difference: bool = False,
     ) -> None:
         super().__init__()
         require_positive(
@@ -115,19 +180,43 @@ class FrameLSTM(nn.Module):
         require_positive("frame_lstm", allow_none=True, chunk_size=chunk_size)
         require_dropout("frame_lstm", dropout=dropout)
         self.image_size = as_image_size(image_size, "frame_lstm")
+        if frame_features not in FRAME_FEATURES:
+            raise ConfigError(f"frame_lstm: frame_features must be one of {FRAME_FEATURES}, got {frame_features!r}")
+        self.frame_features = frame_features
         self.encoder = build_encoder(
             encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
         )
-        # Not registered as a submodule: it only wraps self.encoder, whose weights must appear once in state_dict.
-        object.__setattr__(self, "_frames", TimeDistributed(self.encoder, chunk_size=chunk_size))
-        self.rnn = SequenceLSTM(
-            self.encoder.out_features,
-            hidden_size,
-            num_layers,
-            bidirectional=bidirectional,
-            dropout=dropout,
-            pooling=pooling,
-        )
+        per_frame: nn.Module = self.encoder
+        if frame_features != "pooled":
+            per_frame = StageGrid(self.encoder, feature_stage, as_image_size(grid_size, "frame_lstm grid_size"))
+        # Not registered as submodules: they only wrap self.encoder, whose weights must appear once in state_dict.
+        object.__setattr__(self, "_per_frame", per_frame)
+        object.__setattr__(self, "_frames", TimeDistributed(per_frame, chunk_size=chunk_size))
+        #: D of one frame's features (what the recurrence reads and the feature cache stores per frame)
+        self.frame_dim = per_frame.out_features
+        # Grid features come from inside the encoder, unnormalised: normalise each position before the recurrence.
+        self.frame_norm: nn.Module = nn.Identity()
+        if frame_features != "pooled":
+            self.frame_norm = GridLayerNorm(per_frame.channels, per_frame.grid_size)
+        if frame_difference and frame_features == "pooled":
+            raise ConfigError("frame_lstm: frame_difference needs frame_features 'grid' or 'conv_lstm'")
+        self.frame_difference = bool(frame_difference)
+        steps = 2 if self.frame_difference else 1  # grid channels the recurrence reads per position
+        if frame_features == "conv_lstm":
+            if bidirectional:
+                raise ConfigError("frame_lstm: frame_features='conv_lstm' runs forward in time only; set "
+                                  "bidirectional: false")
+            self.rnn: nn.Module = ConvLSTMPool(steps * per_frame.channels, per_frame.grid_size, hidden_size,
+                                               num_layers, dropout=dropout, pooling=pooling)
+        else:
+            self.rnn = SequenceLSTM(
+                steps * self.frame_dim,
+                hidden_size,
+                num_layers,
+                bidirectional=bidirectional,
+                dropout=dropout,
+                pooling=pooling,
+            )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.rnn.out_features, num_classes))
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -144,33 +233,55 @@ class FrameLSTM(nn.Module):
 
         Shape:
             - x: ``(B, T, C, H, W)``; lengths: ``(B,)``, optional.
-            - output: ``(B, T, D_enc)`` with ``D_enc = encoder.out_features``.
+            - output: ``(B, T, D_frame)`` with ``D_frame = frame_dim`` (``encoder.out_features`` when pooled,
+              ``D_stage * h * w`` for the grid modes).
         """
         self._check_frames(x)
         lengths = check_lengths(lengths, x.shape[0], x.shape[1], owner="frame_lstm")
         needs_grad = x.requires_grad or any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
-            return self._frames(x, lengths=lengths)  # (B, T, D_enc)
+            return self._frames(x, lengths=lengths)  # (B, T, D_frame)
+
+    def encode_frame(self, frame: Tensor) -> Tensor:
+        """One frame per clip to its frame features (streaming; :meth:`recurrent_input` comes next).
+
+        Shape:
+            - frame: ``(B, C, H, W)``; output: ``(B, D_frame)``.
+        """
+        return self._per_frame(frame)  # (B, D_frame)
 
     def forward_recurrent(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Run the LSTM and pooling on per-frame features (computed here or cached from a frozen encoder).
 
         Shape:
-            - feats: ``(B, T, D_enc)``; lengths: ``(B,)``, optional.
+            - feats: ``(B, T, D_frame)``; lengths: ``(B,)``, optional.
             - output: ``(B, num_features)``.
         """
-        check_input(
-            feats, "B, T, D", "frame_lstm", what="frame features", dtype=weights_dtype(self),
-            D=self.encoder.out_features,
-        )
+        check_input(feats, "B, T, D", "frame_lstm", what="frame features", dtype=weights_dtype(self), D=self.frame_dim)
         lengths = check_lengths(lengths, feats.shape[0], feats.shape[1], owner="frame_lstm")
-        return self.rnn(feats, lengths)  # (B, num_features)
+        return self.rnn(self.recurrent_input(feats), lengths)  # (B, num_features)
+
+    def recurrent_input(self, feats: Tensor, previous: Tensor | None = None) -> Tensor:
+        """What the recurrence reads from frame features: grids normalised, and their differences appended.
+
+        Args:
+            feats: frame features as :meth:`forward_sequence_features` returns them.
+            previous: features of the frame before ``feats[:, 0]`` (streaming), or ``None``.
+
+        Shape:
+            - feats: ``(B, T, D_frame)``; previous: ``(B, D_frame)``; output: ``(B, T, rnn input size)``.
+        """
+        x = self.frame_norm(feats)  # (B, T, D_frame)
+        if self.frame_difference:
+            before = None if previous is None else self.frame_norm(previous.unsqueeze(1))[:, 0]  # (B, D_frame)
+            x = append_differences(x, self._per_frame.channels, self._per_frame.grid_size, before)  # (B, T, 2D)
+        return x
 
     def forward_from_features(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Logits from precomputed per-frame features (the frozen-encoder feature cache path).
 
         Shape:
-            - feats: ``(B, T, D_enc)``; lengths: ``(B,)``, optional.
+            - feats: ``(B, T, D_frame)``; lengths: ``(B,)``, optional.
             - output: ``(B, K)``.
         """
         return self.forward_head(self.forward_recurrent(feats, lengths))
@@ -218,7 +329,7 @@ class FrameLSTM(nn.Module):
             >>> torch.allclose(h[-1], model.forward_features(x), atol=1e-5)
             True
         """
-        self.rnn.check_chunkable("frame_lstm")
+        self._check_chunkable()
         self._check_frames(x)
         B, k = x.shape[:2]
         mask = None
@@ -230,12 +341,30 @@ class FrameLSTM(nn.Module):
                 raise ShapeError(f"frame_lstm.forward_chunk lengths must lie in 0..{k}, got {lengths.tolist()}")
             mask = lengths_to_mask(lengths, k)  # (B, k)
         if mask is not None and not bool(mask.any()):  # every clip has ended: nothing to encode
-            feats = x.new_zeros(B, k, self.encoder.out_features)  # (B, k, D_enc)
+            feats = x.new_zeros(B, k, self.frame_dim)  # (B, k, D_frame)
         else:
             needs_grad = x.requires_grad or any(p.requires_grad for p in self.encoder.parameters())
             with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
-                feats = self._frames(x, mask=mask)  # (B, k, D_enc), zeros at padded frames
-        return self.rnn.forward_chunk(feats, state, lengths)  # (B, k, H), (h, c)
+                feats = self._frames(x, mask=mask)  # (B, k, D_frame), zeros at padded frames
+        return self.recurrent_chunk(feats, state, lengths)  # (B, k, H), (h, c)
+
+    def _check_chunkable(self) -> None:
+        self.rnn.check_chunkable("frame_lstm")
+        if self.frame_difference:
+            raise ConfigError("frame_lstm: truncated BPTT (trainer.tbptt_steps) is not available with "
+                              "frame_difference (a chunk's first difference needs the previous chunk's last frame)")
+
+    def recurrent_chunk(
+        self, feats: Tensor, state: LSTMState | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, LSTMState]:
+        """:meth:`forward_chunk` from frame features (computed or cached) instead of frames.
+
+        Shape:
+            - feats: ``(B, k, D_frame)``; lengths: ``(B,)`` in 0..k, optional; state: ``(num_layers, B, H)`` each.
+            - output: ``(B, k, H)`` and the new ``(h, c)``.
+        """
+        self._check_chunkable()
+        return self.rnn.forward_chunk(self.recurrent_input(feats), state, lengths)  # (B, k, H), (h, c)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Classify clips.

@@ -13,6 +13,8 @@ length ``T`` (and frame size ``H x W`` for models that read images):
   matrix multiplies every token once: ``2 * tokens * (4H*I + 4H*H)`` per LSTM layer and direction; backward twice
   that, as for ``mm``). ``nn.LSTMCell`` and packed sequences on CPU decompose into ``addmm`` and were already
   counted; ``aten._thnn_fused_lstm_cell`` (CUDA cells) is elementwise only, so 0 under the convention.
+* **cached features per clip** for frame models the frozen-encoder feature cache serves: ``T`` rows of the
+  model's per-frame features (a pooled vector, or a stage's grid), float32;
 * **peak memory** of inference (eval mode, ``no_grad``) and of a training step (forward, backward and an optimiser
   step with fresh state), plus the activation bytes saved for backward. On CPU every tensor storage an operator
   creates is tracked from birth to release (a :class:`~torch.utils._python_dispatch.TorchDispatchMode` with weak
@@ -402,6 +404,7 @@ class CostRow:
     peak_train_bytes: int
     measured_inference_bytes: int | None = None
     measured_train_bytes: int | None = None
+    cached_feature_bytes: int | None = None
 
 
 def _si(value: float, unit: str) -> str:
@@ -451,6 +454,10 @@ class CostTable:
             _si(r.flops_forward, "FLOP"), _si(r.flops_train, "FLOP"), _bytes(r.activation_bytes),
             _bytes(r.peak_inference_bytes), _bytes(r.peak_train_bytes),
         ] for r in self.rows]
+        if any(r.cached_feature_bytes is not None for r in self.rows):
+            header.append("cached features/clip")  # float32; data.feature_cache_dtype: float16 halves it
+            for row, r in zip(body, self.rows, strict=True):
+                row.append("-" if r.cached_feature_bytes is None else _bytes(r.cached_feature_bytes))
         if any(r.measured_train_bytes is not None for r in self.rows):
             header += ["allocator inference", "allocator train step"]
             for row, r in zip(body, self.rows, strict=True):
@@ -633,11 +640,18 @@ def _measure_row(model: nn.Module, inputs: dict[str, Tensor], seq_len: int, fram
         measured_train = peak_train if cuda else resident_set.current + measure_allocator_peak(train_step)
     for p in params:
         p.grad = None
+    cached = None
+    if hasattr(model, "forward_from_features") and "x" in inputs:  # a frame model the feature cache can serve
+        model.eval()
+        with torch.no_grad():
+            frame_dim = model.forward_sequence_features(inputs["x"][:1, :1]).shape[-1]  # (1, 1, D_frame)
+        cached = seq_len * frame_dim * 4  # float32 rows, one per frame
     return CostRow(
         seq_len=seq_len, frame_size=frame_size, input_shapes={k: tuple(v.shape) for k, v in inputs.items()},
         flops_forward=forward // batch_size, flops_train=(forward + backward) // batch_size,
         activation_bytes=activations, peak_inference_bytes=peak_inference, peak_train_bytes=peak_train,
         measured_inference_bytes=measured_inference, measured_train_bytes=measured_train,
+        cached_feature_bytes=cached,
     )
 
 

@@ -60,6 +60,8 @@ class OptimConfig:
             read by the engine's trainer, which adds Lightning's ``StochasticWeightAveraging``.
         loss: the training objective, where a task offers a choice (its :attr:`Task.loss_choices`; forecasting:
             ``mse``, ``l1``, ``bce``, ``mse+ssim``); ``None`` is the task's default (its first choice).
+        encoder_lr: learning rate of the model's trainable encoder parameters (fine-tuning a pretrained encoder
+            usually wants 10-100x less than the new layers), or ``None`` for ``lr`` everywhere.
 
     Example:
         >>> OptimConfig(lr=3e-3, scheduler="none").scheduler
@@ -72,12 +74,15 @@ class OptimConfig:
     label_smoothing: float = 0.0
     swa: dict[str, Any] | None = None
     loss: str | None = None
+    encoder_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.encoder_lr is not None and not self.encoder_lr > 0:
+            raise ConfigError(f"optim.encoder_lr must be > 0 (or null for optim.lr), got {self.encoder_lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -301,6 +306,24 @@ class Task(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_results = self._epoch_end("test")
 
+    def _param_groups(self, params: list[nn.Parameter]) -> list[dict[str, Any]]:
+        """One group at ``optim.lr``, or, with ``optim.encoder_lr``, the encoder's trainable parameters apart."""
+        if self.optim.encoder_lr is None:
+            return [{"params": params}]
+        model = getattr(self.model, "model", self.model)  # a cached-features wrapper holds the full model
+        encoder = getattr(model, "encoder", None)
+        name = getattr(model, "model_name", type(model).__name__)
+        if encoder is None:
+            raise ConfigError(f"optim.encoder_lr is set but {name} has no encoder; remove it")
+        in_encoder = {id(p) for p in encoder.parameters()}
+        encoder_params = [p for p in params if id(p) in in_encoder]
+        if not encoder_params:
+            raise ConfigError(f"optim.encoder_lr is set but the encoder of {name} is frozen "
+                              f"(freeze={getattr(encoder, 'frozen', '?')!r}); unfreeze stages (model.freeze: N) or "
+                              "remove it")
+        rest = [p for p in params if id(p) not in in_encoder]
+        return [{"params": rest}, {"params": encoder_params, "lr": self.optim.encoder_lr}]
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
@@ -309,7 +332,8 @@ class Task(pl.LightningModule):
         # One fused kernel per step on a GPU instead of a launch per parameter group and operation (Lightning
         # moves the model to its device before it asks for the optimiser).
         fused = True if all(p.is_cuda for p in params) else None
-        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, fused=fused)
+        optimizer = torch.optim.AdamW(self._param_groups(params), lr=self.optim.lr,
+                                      weight_decay=self.optim.weight_decay, fused=fused)
         if self.optim.scheduler == "cosine":
             t_max = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max)

@@ -1,0 +1,108 @@
+"""A pretrained encoder's mean/std: applied to frames by the pipeline, recorded in the run, used again by predict."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlstm.data import load_dataset
+from cnnlstm.data.preprocess import apply_encoder_preprocessing, encoder_normalization, recorded_normalization
+from cnnlstm.encoders import build_encoder, save_encoder
+from cnnlstm.models import create_model
+
+MEAN, STD = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    for label in ("left", "right"):
+        for c in range(4):
+            clip = root / label / f"clip{c}"
+            clip.mkdir(parents=True)
+            for f in range(3):
+                Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(clip / f"f{f}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    enc = build_encoder("cnn", widths=(4, 8))
+    enc.pretrained_config = {**enc.pretrained_config, "mean": MEAN, "std": STD}  # what "its" training used
+    return save_encoder(enc, tmp_path_factory.mktemp("enc") / "enc.safetensors")
+
+
+def _model(weights: Path | bool) -> torch.nn.Module:
+    return create_model("frame_lstm", num_classes=2, encoder_kwargs={"widths": (4, 8)}, hidden_size=4,
+                        pretrained=str(weights) if weights else False, freeze="all")
+
+
+def test_pretrained_encoder_mean_std_is_applied_to_every_split_and_recorded(clips: Path, weights: Path) -> None:
+    bundle = load_dataset(f"frames:{clips}", num_frames=3, test_fraction=0.5)
+    model = _model(weights)
+    assert encoder_normalization(model)["mean"] == pytest.approx(MEAN)
+    out = apply_encoder_preprocessing(bundle, model)
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    for raw, normed in ((bundle.train, out.train), (bundle.test, out.test),
+                        (bundle.train.without_augmentation(), out.train.without_augmentation())):
+        torch.testing.assert_close(normed[1]["x"], (raw[1]["x"] - mean) / std)
+        assert normed[1]["y"] == raw[1]["y"]
+    assert out.train.targets == bundle.train.targets and len(out.train) == len(bundle.train)
+    recorded = out.info["normalization"]
+    assert recorded["mean"] == pytest.approx(MEAN) and "encoder 'cnn'" in recorded["source"]
+    assert recorded_normalization(json.loads(json.dumps(out.info)))["std"] == pytest.approx(STD)
+
+
+def test_untrained_encoder_or_series_data_are_left_alone(clips: Path) -> None:
+    bundle = load_dataset(f"frames:{clips}", num_frames=3, test_fraction=0.5)
+    assert apply_encoder_preprocessing(bundle, _model(False)) is bundle
+    assert recorded_normalization(bundle.info) is None  # given by nobody: nothing to replay
+
+
+def test_given_mean_std_win_and_a_disagreement_is_one_warning_line(clips: Path, weights: Path, caplog) -> None:
+    model = _model(weights)
+    agreeing = load_dataset(f"frames:{clips}", num_frames=3, test_fraction=0.5, mean=list(MEAN), std=list(STD))
+    with caplog.at_level(logging.WARNING, logger="cnnlstm.data.preprocess"):
+        assert apply_encoder_preprocessing(agreeing, model) is agreeing
+    assert not caplog.records
+    given = load_dataset(f"frames:{clips}", num_frames=3, test_fraction=0.5, mean=0.5, std=0.25)
+    with caplog.at_level(logging.WARNING, logger="cnnlstm.data.preprocess"):
+        assert apply_encoder_preprocessing(given, model) is given  # the user's values are used as given
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage() and "differ" in record.getMessage()
+
+
+@pytest.mark.slow
+def test_fit_records_the_encoders_mean_std_and_predict_and_test_apply_it(clips: Path, weights: Path,
+                                                                         tmp_path: Path) -> None:
+    from cnnlstm.engine import evaluate_run, fit
+    from cnnlstm.engine.predict import predict
+    from cnnlstm.engine.rundir import load_weights, weights_path
+
+    recipe = {"seed": 0, "data": {"spec": f"frames:{clips}", "val_fraction": 0.5, "batch_size": 4,
+                                  "options": {"num_frames": 3, "test_fraction": 0.5}, "feature_cache": False},
+              "model": {"name": "frame_lstm", "encoder_kwargs": {"widths": [4, 8]}, "hidden_size": 4,
+                        "pretrained": str(weights), "freeze": "all"},
+              "optim": {"lr": 0.01}, "trainer": {"max_epochs": 1, "enable_progress_bar": False}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML; a file gets the recipe defaults merged in
+    result = fit(str(path), out=tmp_path / "run", verbose=False)
+    info = json.loads((result.run_dir / "data_info.json").read_text())
+    assert info["normalization"]["mean"] == pytest.approx(MEAN)
+    # `cnnlstm test` rebuilds the data from the run alone and scores the same as fit's own test.
+    assert evaluate_run(result.run_dir).metrics["test/acc"] == pytest.approx(result.metrics["test/acc"])
+    clip = clips / "left" / "clip0"
+    (prediction,) = predict(result.run_dir, [str(clip)])
+    frames = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)
+                          for p in sorted(clip.iterdir())])  # (T, C, H, W) in [0, 1]
+    normed = (frames - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    with torch.no_grad():
+        probs = torch.softmax(load_weights(weights_path(result.run_dir))(normed[None]), dim=1)[0]
+    assert prediction["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
