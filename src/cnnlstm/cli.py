@@ -32,7 +32,8 @@ from cnnlstm.errors import CnnLstmError
 __all__ = ["main", "build_parser", "DEFAULT_RECIPES"]
 
 #: the recipe ``cnnlstm fit --data SOURCE:...`` uses when no ``--recipe`` is given, by data source
-DEFAULT_RECIPES = {"frames": "clips"}
+DEFAULT_RECIPES = {"frames": "clips", "images": "images", "vqa": "vqa", "captions": "captions", "text": "text_lines",
+                   "forecast": "forecast", "ucr": "ucr"}
 
 EXIT_USAGE = 2
 
@@ -193,7 +194,8 @@ def _write_dataset(args: argparse.Namespace) -> None:
 
 
 def _recipe_for(recipe: str | None, data: str | None) -> str:
-    """The recipe to fit: the one given, else the default of the data's source (``frames:DIR`` -> ``clips``)."""
+    """The recipe to fit: the one given, else the generic recipe of the data's source (``frames:DIR`` -> ``clips``,
+    ``vqa:DIR`` -> ``vqa``, ...: :data:`DEFAULT_RECIPES`)."""
     if recipe:
         return recipe
     source = (data or "").split(":", 1)[0]
@@ -201,8 +203,9 @@ def _recipe_for(recipe: str | None, data: str | None) -> str:
         return DEFAULT_RECIPES[source]
     from cnnlstm.errors import ConfigError
 
-    sources = "|".join(f"{k}:DIR" for k in DEFAULT_RECIPES)
-    raise ConfigError(f"fit needs --recipe (or --resume RUN); only --data {sources} has a default recipe")
+    sources = ", ".join(f"{k}:" for k in DEFAULT_RECIPES)
+    raise ConfigError(f"fit needs --recipe (or --resume RUN); without one, --data must name a source with a default "
+                      f"recipe ({sources})")
 
 
 def _run(args: argparse.Namespace) -> int:

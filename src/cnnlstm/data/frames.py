@@ -39,9 +39,12 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "Clip",
     "find_clips",
+    "find_images",
+    "load_images",
     "sample_frame_indices",
     "FramesDataset",
     "load_frames",
+    "read_clip",
     "check_frame_headers",
 ]
 
@@ -106,6 +109,36 @@ def find_clips(root: Path) -> tuple[list[Clip], list[str]]:
             found += 1
         if not found:
             raise DataError(f"class folder {class_dir} holds no clips (frame folders or video files)")
+    return clips, classes
+
+
+def find_images(root: Path) -> tuple[list[Clip], list[str]]:
+    """List the images under ``root/<class>/`` (torchvision's ImageFolder layout, nested folders included), each a
+    clip of one frame, and the class (top folder name) of each.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        ``(clips, class_of_each_clip)``.
+
+    Example:
+        >>> clips, classes = find_images(Path("data/photos"))  # doctest: +SKIP
+    """
+    if not root.is_dir():
+        raise DataError(f"images:{root}: not a folder; expected DIR/<class>/<image>.png")
+    class_dirs = [p for p in _visible(root) if p.is_dir()]
+    if not class_dirs:
+        raise DataError(f"images:{root} has no class folders; expected DIR/<class>/<image>.png")
+    clips, classes = [], []
+    for class_dir in class_dirs:
+        images = sorted((p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                         and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)),
+                        key=lambda p: [_natural_key(Path(part)) for part in p.relative_to(class_dir).parts])
+        if not images:
+            raise DataError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        clips += [Clip(image, (image,)) for image in images]
+        classes += [class_dir.name] * len(images)
     return clips, classes
 
 
@@ -361,7 +394,16 @@ def load_frames(
     """
     reject_unknown_options("frames", options, ["num_frames", "sampling", "size", "in_channels", "mean", "std",
                                                "test_dir", "test_fraction"])
-    where = f"frames:{path}"
+    return _load_class_folders(f"frames:{path}", find_clips, path, seed=seed, num_frames=num_frames,
+                               sampling=sampling, size=size, in_channels=in_channels, mean=mean, std=std,
+                               test_dir=test_dir, test_fraction=test_fraction)
+
+
+def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], list[str]]], path: str, *, seed: int,
+                        num_frames: int, sampling: str, size: int | Sequence[int] | None, in_channels: int,
+                        mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
+                        test_dir: str | None, test_fraction: float | None) -> DatasetBundle:
+    """A frames bundle from a folder per class (``find`` lists its clips): the body of both folder sources."""
     if sampling not in SAMPLINGS:
         raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     if in_channels not in (1, 3):
@@ -369,11 +411,11 @@ def load_frames(
     if not (isinstance(num_frames, int) and num_frames >= 1):
         raise ConfigError(f"num_frames must be a positive int, got {num_frames!r}")
     mean, std = _channel_option("mean", mean, in_channels), _channel_option("std", std, in_channels)
-    clips, classes = find_clips(Path(path))
+    clips, classes = find(Path(path))
     if test_dir is not None:
         if test_fraction is not None:
             raise ConfigError(f"{where}: give test_dir or test_fraction, not both")
-        test_clips, test_classes = find_clips(Path(test_dir))
+        test_clips, test_classes = find(Path(test_dir))
     else:
         train_idx, test_idx = stratified_split(classes, 0.2 if test_fraction is None else test_fraction, seed)
         test_clips, test_classes = [clips[i] for i in test_idx], [classes[i] for i in test_idx]
@@ -402,3 +444,89 @@ def load_frames(
         },
         collate_fn=pad_collate,
     )
+
+
+@register_source("images", kind="frames",
+                 description="a folder per class of images (ImageFolder layout), each read as a one-frame clip")
+def load_images(
+    path: str,
+    *,
+    seed: int = 0,
+    size: int | Sequence[int] | None = None,
+    in_channels: int = 3,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    test_dir: str | None = None,
+    test_fraction: float | None = None,
+    **options: Any,
+) -> DatasetBundle:
+    """Load labelled images: ``images:data/photos`` (``DIR/<class>/<image>``, nested folders included).
+
+    Each image is a clip of one frame, ``x`` of shape ``(1, C, H, W)``, so every frames model and recipe reads it
+    (the ``images`` recipe: a pretrained EfficientNet-Lite0 fine-tuned, its feature grid read by a ConvLSTM), the
+    encoder's own preprocessing is applied as for clips, and ``predict`` takes image files.
+
+    Args:
+        path: the training folder.
+        seed: seed of the train/test split when there is no ``test_dir``.
+        size: (H, W) or one int; default the size of the first training image.
+        in_channels: 3 (RGB, default) or 1 (grayscale).
+        mean: per-channel mean to subtract after scaling to [0, 1] (default: the pretrained encoder's own).
+        std: per-channel std to divide by.
+        test_dir: a folder with the same layout holding the test images.
+        test_fraction: share of each class's images held out for testing when there is no ``test_dir``
+            (default 0.2; stratified and seeded).
+
+    Returns:
+        a frames bundle: samples ``{"x": (1, in_channels, H, W) float32, "y": int64}``.
+
+    Example:
+        >>> bundle = load_images("data/photos", size=64)  # doctest: +SKIP
+    """
+    reject_unknown_options("images", options, ["size", "in_channels", "mean", "std", "test_dir", "test_fraction"])
+    return _load_class_folders(f"images:{path}", find_images, path, seed=seed, num_frames=1, sampling="uniform",
+                               size=size, in_channels=in_channels, mean=mean, std=std, test_dir=test_dir,
+                               test_fraction=test_fraction)
+
+
+def read_clip(path: str | Path, *, num_frames: int | None, size: tuple[int, int], in_channels: int = 3) -> Tensor:
+    """One clip read the way training reads the clips of a ``frames:`` or ``images:`` folder (for ``predict``).
+
+    A folder of frame images and a video file give ``num_frames`` frames by segment sampling (the middle of each
+    segment, as for the test split; ``None``: every frame); a still image is a clip of one frame.
+
+    Args:
+        path: a frame folder, a video file or an image file.
+        num_frames: frames per clip, as the run was trained with.
+        size: (H, W) the frames are resized to.
+        in_channels: 3 (RGB) or 1 (grayscale).
+
+    Shape:
+        - returns: ``(T, in_channels, H, W)`` float32 in [0, 1], no mean/std applied.
+
+    Example:
+        >>> read_clip("clips/walk_01", num_frames=8, size=(64, 64)).shape  # doctest: +SKIP
+        torch.Size([8, 3, 64, 64])
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        frames = tuple(p for p in _visible(path) if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not frames:
+            raise DataError(f"{path} holds no frame images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        clip = Clip(path, frames)
+    elif not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    elif suffix in IMAGE_EXTENSIONS:
+        clip = Clip(path, (path,))
+    elif suffix in VIDEO_EXTENSIONS:
+        clip = Clip(path)
+    else:
+        raise DataError(f"{path}: a clip is a folder of frames, a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) "
+                        "or an image")
+    check_frame_headers([clip])
+    if num_frames is None:  # every frame: a folder's count (videos are sampled to 16 when the run names none)
+        num_frames = len(clip.frames) if clip.frames is not None else 16
+    dataset = FramesDataset([clip], torch.zeros(1, dtype=torch.long), num_frames=num_frames, size=size,
+                            in_channels=in_channels)
+    return dataset[0]["x"]  # (T, C, H, W)

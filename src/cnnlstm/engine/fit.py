@@ -327,7 +327,7 @@ def _write_html_report(run_dir: Path, config: dict[str, Any], metrics: dict[str,
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
     """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
     keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
-            "image_size", "data_range", "lengths", "image_height", "context", "max_caption_length")
+            "image_size", "data_range", "lengths", "image_height", "context", "max_caption_length", "num_frames")
     return {"name": bundle.name, "kind": bundle.kind, "task": task,
             **{k: bundle.info[k] for k in keep if k in bundle.info}}
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.frames import read_clip
 from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.ensemble import load_run_model
@@ -200,20 +201,23 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                     raise DataError(f"{path} sample {i} holds NaN or inf; clean or impute it first")
                 x = torch.from_numpy(_normalise(s, info.get("normalization", {})).astype(np.float32))
                 out.append((f"{path}[{i}]", {"x": x}))
+        elif kind == "frames" and str(info.get("name", "")).startswith("images:") and path.is_dir():
+            # An images run: a folder holds images to classify, each a clip of one frame.
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            for image in images:
+                clip = read_clip(image, num_frames=1, size=size, in_channels=channels)  # (1, C, H, W)
+                out.append((str(image), {"x": _normalise_pixels(clip, kind, info)}))
         elif kind == "frames":
-            if path.is_dir():
-                frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not frames:
-                    raise DataError(f"{path} holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
-                clip = torch.stack([read_image(p, channels, size) for p in frames])  # (T, C, H, W)
-            elif path.suffix == ".npz":
+            if path.suffix != ".npz":  # a frame folder, a video or a still image, sampled as training sampled it
+                clip = read_clip(path, num_frames=info.get("num_frames"), size=size, in_channels=channels)
+            else:
                 clip = read_clip_file(path)  # (T, C, H, W)
                 if clip.shape[1] != channels:
                     raise DataError(f"{path}: the run reads {channels}-channel frames, got {tuple(clip.shape)}")
                 if size is not None and tuple(clip.shape[-2:]) != size:  # frames are resized in training too
                     clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
-            else:
-                raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
             out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
