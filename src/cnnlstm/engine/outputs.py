@@ -110,19 +110,28 @@ def check_output_file(path: str | Path, *, flag: str, inputs: Iterable[str | Pat
         ConfigError: --csv runs/x/config.yaml is inside run directory runs/x, ...
     """
     path = Path(path)
-    for item in inputs:
-        if _same_file(path, Path(item)):
-            raise ConfigError(f"{flag} {path} is also an input; name a new file so the input is not overwritten")
-    run = enclosing_run(path)
-    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
-        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; "
-                          "write it outside the run directory")
+    _check_not_input_or_run(path, flag, inputs, allowed_in, ("name a new file so the input is not overwritten",
+                                                             "write it outside the run directory"))
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; name a file, e.g. {path / example}")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{flag} {path} exists and is not a regular file; name a new file")
     _check_place(path, flag)
     return path
+
+
+def _check_not_input_or_run(path: Path, flag: str, inputs: Iterable[str | Path], allowed_in: str | Path | None,
+                            hints: tuple[str, str]) -> None:
+    """Refuse an output that is one of ``inputs`` or lies in a run directory (outside ``allowed_in``).
+
+    ``hints`` says what to do instead in each case: (is an input, is in a run directory).
+    """
+    for item in inputs:
+        if _same_file(path, Path(item)):
+            raise ConfigError(f"{flag} {path} is also an input; {hints[0]}")
+    run = enclosing_run(path)
+    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
+        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; {hints[1]}")
 
 
 def check_output_dir(path: str | Path, *, flag: str, inputs: Iterable[str | Path] = (),
@@ -144,13 +153,7 @@ def check_output_dir(path: str | Path, *, flag: str, inputs: Iterable[str | Path
         PosixPath('/tmp/export')
     """
     path = Path(path)
-    for item in inputs:
-        if _same_file(path, Path(item)):
-            raise ConfigError(f"{flag} {path} is also an input; name another folder")
-    run = enclosing_run(path)
-    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
-        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; "
-                          "choose a folder outside it")
+    _check_not_input_or_run(path, flag, inputs, allowed_in, ("name another folder", "choose a folder outside it"))
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a folder; name a folder")
     _check_place(path / "x", flag)
