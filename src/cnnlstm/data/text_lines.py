@@ -120,7 +120,7 @@ class TextLineDataset(Dataset):
 
 def _read_split(csv_path: Path, root: Path, height: int, channels: int) -> tuple[list[Tensor], list[str]]:
     images, texts = [], []
-    # spaces around a text are part of it (write_text_layout quotes them), so values are kept as written
+    # spaces around a text are part of it (a CSV cell keeps them), so values are kept as written
     for row in read_manifest(csv_path, ("image", "text"), strip=False, unit="line"):
         where = f"{csv_path} line {row.line}"
         images.append(read_text_line(root / row.values["image"].strip(), height, channels, where=where))
