@@ -152,18 +152,10 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) ->
         >>> read_image("digit.png", 1, (32, 32)).shape  # doctest: +SKIP
         torch.Size([1, 32, 32])
     """
-    from PIL import Image, UnidentifiedImageError
+    from cnnlstm.data.manifest import read_image_array
 
     path = _existing_file(path, "image files")
-    try:
-        image = Image.open(path).convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} is not a readable image ({exc})") from None
-    if size is not None:
-        image = image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(read_image_array(path, channels, size, where="input")).float().div_(255.0)  # (C, H, W)
 
 
 def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
