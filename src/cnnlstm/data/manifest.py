@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from cnnlstm.data.splits import grouped_split
 from cnnlstm.errors import ConfigError, DataError
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["ManifestRow", "read_manifest", "write_manifest", "read_splits", "ImageTable", "load_image_table",
-           "read_image_array", "open_image", "image_size_option"]
+           "read_image_array", "open_image", "image_size_option",
+           "write_png", "split_images"]
 
 
 @dataclass(frozen=True)
@@ -267,3 +269,40 @@ def load_image_table(rows: Sequence[ManifestRow], root: Path, csv_path: Path, *,
             arrays.append(array)
         index.append(slot[name])
     return ImageTable(torch.from_numpy(np.stack(arrays)), list(slot), torch.tensor(index, dtype=torch.long))
+
+
+def write_png(image: Tensor, path: Path) -> None:
+    """Save a (C, H, W) image (uint8, or float in [0, 1]) as a PNG (8-bit, lossless: it reads back exactly).
+
+    Example:
+        >>> write_png(torch.zeros(1, 32, 32), Path("black.png"))  # doctest: +SKIP
+    """
+    from PIL import Image
+
+    array = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    array = array.permute(1, 2, 0).numpy()  # (H, W, C)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+
+
+def split_images(dataset: Dataset, key: str, folder: Path, prefix: str) -> list[str]:
+    """Write the images of a split as PNGs under ``folder/prefix/``; return each sample's relative path.
+
+    A :class:`FieldDataset` (or a dataset exposing its ``fields``) whose image field indexes a table (one image
+    shared by several questions) writes each table image once; any other dataset writes one image per sample.
+
+    Example:
+        >>> split_images(bundle.train, "image", Path("clevr"), "train")[:2]  # doctest: +SKIP
+        ['train/000000.png', 'train/000000.png']
+    """
+    (folder / prefix).mkdir(parents=True)
+    field = getattr(dataset, "fields", {}).get(key)
+    if field is not None and field.index is not None:
+        names = [f"{prefix}/{k:06d}.png" for k in range(len(field.data))]
+        for name, image in zip(names, field.data, strict=True):
+            write_png(image, folder / name)
+        return [names[int(k)] for k in field.index]
+    names = []
+    for i in range(len(dataset)):  # type: ignore[arg-type]
+        names.append(f"{prefix}/{i:06d}.png")
+        write_png(dataset[i][key], folder / names[-1])
+    return names

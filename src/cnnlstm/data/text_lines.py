@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.manifest import open_image, read_manifest, write_manifest
+from cnnlstm.data.manifest import open_image, read_manifest, split_images, write_manifest
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
 
@@ -224,21 +224,14 @@ def write_text_layout(bundle: DatasetBundle, directory: str | Path) -> Path:
         >>> from cnnlstm.data.builtin.captcha import captcha
         >>> write_text_layout(captcha(n_train=8, n_test=4), "captcha_lines")  # doctest: +SKIP
     """
-    from PIL import Image
-
     out = Path(directory)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder")
     charset = bundle.info["charset"]
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
-        (out / split).mkdir(parents=True, exist_ok=True)
         rows = []
-        for i in range(len(dataset)):  # type: ignore[arg-type]
+        for i, name in enumerate(split_images(dataset, "x", out, split)):
             sample = dataset[i]
-            pixels = sample["x"].mul(255).round().clamp(0, 255).to(torch.uint8)  # (C, H, W)
-            array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
-            name = f"{split}/{i:06d}.png"
-            Image.fromarray(array).save(out / name)
             text = sample.get("text") or "".join(charset[k] for k in sample["targets"].tolist())
             rows.append([name, text])
         write_manifest(out / f"{split}.csv", ["image", "text"], rows)
