@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from cnnlstm.errors import ConfigError
 
@@ -244,10 +245,15 @@ def refuse_if_locked(run_dir: str | Path, *, flag: str = "--out") -> None:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            holder = handle.read().strip() or "?"
-            raise ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); wait "
-                              f"for it to finish or choose another {flag}") from None
+            raise _locked(run_dir, flag, handle) from None
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _locked(run_dir: Path, flag: str, handle: IO[str]) -> ConfigError:
+    """The error for a run directory whose lock another process holds; its pid is read from the lock file."""
+    holder = handle.read().strip() or "?"
+    return ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); wait for it "
+                       f"to finish or choose another {flag}")
 
 
 @contextlib.contextmanager
@@ -282,9 +288,7 @@ def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 handle.seek(0)
-                holder = handle.read().strip() or "?"
-                raise ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); "
-                                  f"wait for it to finish or choose another {flag}") from None
+                raise _locked(run_dir, flag, handle) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
