@@ -145,6 +145,14 @@ def read_clip_file(path: str | Path) -> Tensor:
     return clip / 255.0 if x.dtype == np.uint8 else clip
 
 
+def _images_in(folder: Path, what: str = "images") -> list[Path]:
+    """The image files directly in ``folder``, in name order; a folder without any is a ``DataError``."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder} holds no {what} ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> Tensor:
     """An image file as a (C, H, W) float tensor in [0, 1], resized to ``size`` (H, W) when given.
 
@@ -183,9 +191,7 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                 out.append((f"{path}[{i}]", {"x": x}))
         elif kind == "frames":
             if path.is_dir():
-                frames = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if not frames:
-                    raise DataError(f"{path} holds no frame images ({', '.join(IMAGE_SUFFIXES)})")
+                frames = _images_in(path, "frame images")
                 clip = torch.stack([read_image(p, channels, size) for p in frames])  # (T, C, H, W)
             elif path.suffix == ".npz":
                 clip = read_clip_file(path)  # (T, C, H, W)
@@ -197,19 +203,13 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                 raise DataError(f"{path}: clips are folders of frame images or .npz files of (T, C, H, W)")
             out.append((str(path), {"x": clip.float()}))
         elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-            if not files:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            for file in files:
+            for file in _images_in(path) if path.is_dir() else [path]:
                 line = read_text_line(file, int(info["image_height"]), channels)  # (C, H, W) uint8
                 out.append((str(file), {"x": line.float().div_(255.0)}))
         elif kind == "vqa":
             out += _vqa_samples(path, info, channels, size)
         elif kind == "captions" and path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            out += [(str(p), {"images": read_image(p, channels, size)}) for p in images]
+            out += [(str(p), {"images": read_image(p, channels, size)}) for p in _images_in(path)]
         elif kind == "captions" and path.suffix == ".txt":  # a list of images, one path a line (relative to it)
             if not path.is_file():
                 raise DataError(f"{path} does not exist; check the path")
