@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cnnlstm.data.splits import grouped_split
+from cnnlstm.data.validate import read_utf8
 from cnnlstm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -64,15 +65,8 @@ def read_manifest(path: str | Path, required: Sequence[str], optional: Sequence[
         (2, 'yes')
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; check the path")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path} {unit} {line} is not UTF-8 text (byte {raw[err.start]:#04x}); "
-                        "save the file as UTF-8") from None
+    text = read_utf8(path, lambda line, byte: f"{path} {unit} {line} is not UTF-8 text (byte {byte:#04x}); "
+                                              "save the file as UTF-8", bom=True)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         lines = list(reader)

@@ -36,6 +36,7 @@ from cnnlstm.data.manifest import (
     split_images,
     write_manifest,
 )
+from cnnlstm.data.validate import read_utf8
 from cnnlstm.errors import ConfigError, DataError
 
 __all__ = ["load_vqa", "write_vqa", "tokenize", "UNSEEN_ANSWER", "COLUMNS"]
@@ -60,10 +61,9 @@ def _answer_classes(root: Path, rows: Sequence[ManifestRow], csv_path: Path) -> 
     listed = root / "answers.txt"
     if not listed.is_file():
         return sorted({row.values["answer"] for row in rows})
-    try:
-        answers = [line.strip() for line in listed.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise DataError(f"{listed} is not UTF-8 text; save the file as UTF-8") from None
+    text = read_utf8(listed, lambda line, byte: f"{listed} line {line} is not UTF-8 text (byte {byte:#04x}); "
+                                                "save the file as UTF-8", bom=True)
+    answers = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(answers)) != len(answers):
         raise DataError(f"{listed} lists an answer twice; list each answer once")
     known = set(answers)
