@@ -178,5 +178,5 @@ def test_fit_on_a_frames_folder_without_a_recipe_uses_clips(tmp_path: Path, caps
     normalization = json.loads((out / "data_info.json").read_text())["normalization"]
     assert normalization["mean"] == [0.5] * 3 and "tf_efficientnet_lite0" in normalization["source"]
     capsys.readouterr()
-    assert main(["fit", "--data", "ucr:GunPoint"]) == 2
+    assert main(["fit", "--data", "npz:series.npz"]) == 2  # a source with no generic recipe of its own
     assert "needs --recipe" in capsys.readouterr().err

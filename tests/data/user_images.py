@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,30 @@ def scenes(n: int, offset: int = 0) -> list[tuple[str, str, bool]]:
     return out
 
 
+def _scene_rows(root: Path, items: list[tuple[str, str, bool]],
+                cells: Callable[[str, bool], list[list[str]]]) -> list[list[str]]:
+    """Draw each scene under ``root`` and return its rows: ``[name, *values]`` for each of ``cells(colour, left)``."""
+    out = []
+    for name, colour, left in items:
+        draw(root / name, colour, left)
+        out.extend([name, *values] for values in cells(colour, left))
+    return out
+
+
+def _vqa_cells(colour: str, left: bool) -> list[list[str]]:
+    return [["What colour is the square?", colour], ["Is the square on the left?", "yes" if left else "no"]]
+
+
+def _caption_cells(colour: str, left: bool) -> list[list[str]]:
+    side = "left" if left else "right"
+    return [[f"a {colour} square on the {side}"], [f"a {colour} square at the {side}"]]
+
+
 def make_vqa(root: Path, n_train: int = 8, n_test: int = 4, test_csv: bool = True) -> Path:
     """``root`` in the vqa:DIR layout: two questions per image (its colour; whether it is on the left)."""
-    def rows(items: list[tuple[str, str, bool]]) -> list[list[str]]:
-        out = []
-        for name, colour, left in items:
-            draw(root / name, colour, left)
-            out.append([name, "What colour is the square?", colour])
-            out.append([name, "Is the square on the left?", "yes" if left else "no"])
-        return out
-
     root.mkdir(parents=True, exist_ok=True)
-    train = rows(scenes(n_train))
-    test = rows(scenes(n_test, offset=n_train))
+    train = _scene_rows(root, scenes(n_train), _vqa_cells)
+    test = _scene_rows(root, scenes(n_test, offset=n_train), _vqa_cells)
     if test_csv:
         write_csv(root / "train.csv", ["image", "question", "answer"], train)
         write_csv(root / "test.csv", ["image", "question", "answer"], test)
@@ -60,16 +72,7 @@ def make_vqa(root: Path, n_train: int = 8, n_test: int = 4, test_csv: bool = Tru
 
 def make_captions(root: Path, n_train: int = 8, n_test: int = 4) -> Path:
     """``root`` in the captions:DIR layout: two reference captions per image."""
-    def rows(items: list[tuple[str, str, bool]]) -> list[list[str]]:
-        out = []
-        for name, colour, left in items:
-            draw(root / name, colour, left)
-            side = "left" if left else "right"
-            out.append([name, f"a {colour} square on the {side}"])
-            out.append([name, f"a {colour} square at the {side}"])
-        return out
-
     root.mkdir(parents=True, exist_ok=True)
-    write_csv(root / "train.csv", ["image", "caption"], rows(scenes(n_train)))
-    write_csv(root / "test.csv", ["image", "caption"], rows(scenes(n_test, offset=n_train)))
+    for split, items in (("train", scenes(n_train)), ("test", scenes(n_test, offset=n_train))):
+        write_csv(root / f"{split}.csv", ["image", "caption"], _scene_rows(root, items, _caption_cells))
     return root

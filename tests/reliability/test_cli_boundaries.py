@@ -200,7 +200,7 @@ def test_frames_faults(frames_run: tuple[Path, Path], tmp_path: Path) -> None:
     clip.mkdir()
     Image.new("RGB", (8, 8)).save(clip / "0.png")
     (clip / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    assert_usage_error(run_cli(["predict", "--run", str(root / "run"), str(clip)]), "1.png", "not a readable image")
+    assert_usage_error(run_cli(["predict", "--run", str(root / "run"), str(clip)]), "1.png", "replace or remove it")
     frame = root / "clips" / "light" / "clip1" / "frame_1.png"
     saved = frame.read_bytes()
     frame.write_bytes(saved[:30])  # a truncated PNG inside the training folder

@@ -25,8 +25,15 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits, write_manifest
-from cnnlstm.data.vqa import split_images, tokenize
+from cnnlstm.data.manifest import (
+    ManifestRow,
+    image_size_option,
+    load_image_table,
+    read_splits,
+    split_images,
+    write_manifest,
+)
+from cnnlstm.data.vqa import tokenize
 from cnnlstm.errors import ConfigError
 
 __all__ = ["load_captions", "write_captions", "CaptionDataset", "COLUMNS"]

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlstm.data._manifest import open_image
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import IMAGE_EXTENSIONS, _natural_key
+from cnnlstm.data.manifest import open_image
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
 

@@ -26,7 +26,7 @@ from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.series_dataset import build_series_bundle
 from cnnlstm.data.splits import stratified_split
-from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count
+from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count, read_utf8
 from cnnlstm.errors import ConfigError, DataError, UnknownNameError, did_you_mean
 
 __all__ = ["read_ts", "bundled_ucr_names", "load_ucr", "load_ts", "load_npz"]
@@ -34,17 +34,8 @@ __all__ = ["read_ts", "bundled_ucr_names", "load_ucr", "load_ts", "load_npz"]
 
 def _ts_text(path: Path) -> str:
     """Read a .ts file as UTF-8 and check what aeon's parser cannot report well."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; check the path")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path} is not UTF-8 text (invalid byte at line {line}); re-save it as UTF-8 (and check that it "
-            "is a .ts file)"
-        ) from None
+    text = read_utf8(path, lambda line, _: f"{path} is not UTF-8 text (invalid byte at line {line}); re-save it as "
+                                           "UTF-8 (and check that it is a .ts file)")
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().lower() == "@data"), None)
     if start is None:

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cnnlstm.data._manifest import open_image, read_manifest
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.manifest import open_image, read_manifest, split_images, write_manifest
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
 
@@ -120,9 +120,11 @@ class TextLineDataset(Dataset):
 
 def _read_split(csv_path: Path, root: Path, height: int, channels: int) -> tuple[list[Tensor], list[str]]:
     images, texts = [], []
-    for line, row in read_manifest(csv_path, ("image", "text")):
-        images.append(read_text_line(root / row["image"], height, channels, where=f"{csv_path} line {line}"))
-        texts.append(row["text"])
+    # spaces around a text are part of it (a CSV cell keeps them), so values are kept as written
+    for row in read_manifest(csv_path, ("image", "text"), strip=False, unit="line"):
+        where = f"{csv_path} line {row.line}"
+        images.append(read_text_line(root / row.values["image"].strip(), height, channels, where=where))
+        texts.append(row.values["text"])
     return images, texts
 
 
@@ -222,29 +224,16 @@ def write_text_layout(bundle: DatasetBundle, directory: str | Path) -> Path:
         >>> from cnnlstm.data.builtin.captcha import captcha
         >>> write_text_layout(captcha(n_train=8, n_test=4), "captcha_lines")  # doctest: +SKIP
     """
-    from PIL import Image
-
     out = Path(directory)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder")
     charset = bundle.info["charset"]
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        rows = ["image,text"]
-        for i in range(len(dataset)):  # type: ignore[arg-type]
+        rows = []
+        for i, name in enumerate(split_images(dataset, "x", out, split)):
             sample = dataset[i]
-            pixels = sample["x"].mul(255).round().clamp(0, 255).to(torch.uint8)  # (C, H, W)
-            array = pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
-            name = f"{split}/{i:06d}.png"
-            Image.fromarray(array).save(out / name)
             text = sample.get("text") or "".join(charset[k] for k in sample["targets"].tolist())
-            rows.append(f"{name},{_csv_field(text)}")
-        (out / f"{split}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+            rows.append([name, text])
+        write_manifest(out / f"{split}.csv", ["image", "text"], rows)
     return out
 
-
-def _csv_field(text: str) -> str:
-    """``text`` quoted for CSV when it holds a comma, a quote or a line break."""
-    if any(c in text for c in ',"\n\r') or text != text.strip():
-        return '"' + text.replace('"', '""') + '"'
-    return text

@@ -6,19 +6,45 @@ the data it is, and what to change. Series here are in cnnlstm's layout: one arr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from cnnlstm.errors import DataError
 
 __all__ = [
+    "read_utf8",
     "check_non_empty",
     "check_same_count",
     "check_lengths",
     "check_finite",
     "encode_labels",
 ]
+
+
+def read_utf8(path: Path, not_utf8: Callable[[int, int], str], *, bom: bool = False) -> str:
+    """The text of a UTF-8 file; a missing file or an undecodable byte is a ``DataError``.
+
+    Args:
+        path: the file.
+        not_utf8: the message for a byte that is not UTF-8, from its line (1-based) and its value.
+        bom: drop a leading byte-order mark (files saved by spreadsheets and Windows editors).
+
+    Raises:
+        DataError: ``path`` is not a file, or is not UTF-8.
+
+    Example:
+        >>> read_utf8(Path("train.csv"), lambda line, byte: f"train.csv line {line} is not UTF-8")  # doctest: +SKIP
+        'image,text\\n...'
+    """
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; check the path")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig" if bom else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(not_utf8(raw[: err.start].count(b"\n") + 1, raw[err.start])) from None
 
 
 def check_non_empty(n: int, where: str) -> None:

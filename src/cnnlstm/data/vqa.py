@@ -22,17 +22,24 @@ from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
 
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.manifest import ManifestRow, image_size_option, load_image_table, read_splits, write_manifest
+from cnnlstm.data.manifest import (
+    ManifestRow,
+    image_size_option,
+    load_image_table,
+    read_splits,
+    split_images,
+    write_manifest,
+)
+from cnnlstm.data.validate import read_utf8
 from cnnlstm.errors import ConfigError, DataError
 
-__all__ = ["load_vqa", "write_vqa", "tokenize", "UNSEEN_ANSWER", "COLUMNS", "write_png", "split_images"]
+__all__ = ["load_vqa", "write_vqa", "tokenize", "UNSEEN_ANSWER", "COLUMNS"]
 
 COLUMNS = ("image", "question", "answer")
 #: Target of a test answer absent from training: cross-entropy ignores it and it never equals a prediction.
@@ -54,10 +61,9 @@ def _answer_classes(root: Path, rows: Sequence[ManifestRow], csv_path: Path) -> 
     listed = root / "answers.txt"
     if not listed.is_file():
         return sorted({row.values["answer"] for row in rows})
-    try:
-        answers = [line.strip() for line in listed.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise DataError(f"{listed} is not UTF-8 text; save the file as UTF-8") from None
+    text = read_utf8(listed, lambda line, byte: f"{listed} line {line} is not UTF-8 text (byte {byte:#04x}); "
+                                                "save the file as UTF-8", bom=True)
+    answers = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(answers)) != len(answers):
         raise DataError(f"{listed} lists an answer twice; list each answer once")
     known = set(answers)
@@ -147,35 +153,6 @@ def load_vqa(path: str, *, seed: int = 0, image_size: int | Sequence[int] | None
     if types is not None:
         info["question_types"] = types
     return DatasetBundle(name=f"vqa:{path}", kind="vqa", train=train, test=test, info=info, collate_fn=pad_collate)
-
-
-def write_png(image: torch.Tensor, path: Path) -> None:
-    """Save a (C, H, W) image (uint8, or float in [0, 1]) as a PNG."""
-    from PIL import Image
-
-    array = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    array = array.permute(1, 2, 0).numpy()  # (H, W, C)
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
-
-
-def split_images(dataset: Dataset, key: str, folder: Path, prefix: str) -> list[str]:
-    """Write the images of a split as PNGs under ``folder/prefix/``; return each sample's relative path.
-
-    A :class:`FieldDataset` (or a dataset exposing its ``fields``) whose image field indexes a table (one image
-    shared by several questions) writes each table image once; any other dataset writes one image per sample.
-    """
-    (folder / prefix).mkdir(parents=True)
-    field = getattr(dataset, "fields", {}).get(key)
-    if field is not None and field.index is not None:
-        names = [f"{prefix}/{k:06d}.png" for k in range(len(field.data))]
-        for name, image in zip(names, field.data, strict=True):
-            write_png(image, folder / name)
-        return [names[int(k)] for k in field.index]
-    names = []
-    for i in range(len(dataset)):  # type: ignore[arg-type]
-        names.append(f"{prefix}/{i:06d}.png")
-        write_png(dataset[i][key], folder / names[-1])
-    return names
 
 
 def write_vqa(bundle: DatasetBundle, folder: Path) -> None:

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from cnnlstm.errors import ConfigError
 
@@ -110,19 +111,28 @@ def check_output_file(path: str | Path, *, flag: str, inputs: Iterable[str | Pat
         ConfigError: --csv runs/x/config.yaml is inside run directory runs/x, ...
     """
     path = Path(path)
-    for item in inputs:
-        if _same_file(path, Path(item)):
-            raise ConfigError(f"{flag} {path} is also an input; name a new file so the input is not overwritten")
-    run = enclosing_run(path)
-    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
-        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; "
-                          "write it outside the run directory")
+    _check_not_input_or_run(path, flag, inputs, allowed_in, ("name a new file so the input is not overwritten",
+                                                             "write it outside the run directory"))
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; name a file, e.g. {path / example}")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{flag} {path} exists and is not a regular file; name a new file")
     _check_place(path, flag)
     return path
+
+
+def _check_not_input_or_run(path: Path, flag: str, inputs: Iterable[str | Path], allowed_in: str | Path | None,
+                            hints: tuple[str, str]) -> None:
+    """Refuse an output that is one of ``inputs`` or lies in a run directory (outside ``allowed_in``).
+
+    ``hints`` says what to do instead in each case: (is an input, is in a run directory).
+    """
+    for item in inputs:
+        if _same_file(path, Path(item)):
+            raise ConfigError(f"{flag} {path} is also an input; {hints[0]}")
+    run = enclosing_run(path)
+    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
+        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; {hints[1]}")
 
 
 def check_output_dir(path: str | Path, *, flag: str, inputs: Iterable[str | Path] = (),
@@ -144,13 +154,7 @@ def check_output_dir(path: str | Path, *, flag: str, inputs: Iterable[str | Path
         PosixPath('/tmp/export')
     """
     path = Path(path)
-    for item in inputs:
-        if _same_file(path, Path(item)):
-            raise ConfigError(f"{flag} {path} is also an input; name another folder")
-    run = enclosing_run(path)
-    if run is not None and not (allowed_in is not None and path.absolute().is_relative_to(Path(allowed_in).absolute())):
-        raise ConfigError(f"{flag} {path} is inside run directory {run}, whose files belong to the run; "
-                          "choose a folder outside it")
+    _check_not_input_or_run(path, flag, inputs, allowed_in, ("name another folder", "choose a folder outside it"))
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a folder; name a folder")
     _check_place(path / "x", flag)
@@ -241,10 +245,15 @@ def refuse_if_locked(run_dir: str | Path, *, flag: str = "--out") -> None:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            holder = handle.read().strip() or "?"
-            raise ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); wait "
-                              f"for it to finish or choose another {flag}") from None
+            raise _locked(run_dir, flag, handle) from None
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _locked(run_dir: Path, flag: str, handle: IO[str]) -> ConfigError:
+    """The error for a run directory whose lock another process holds; its pid is read from the lock file."""
+    holder = handle.read().strip() or "?"
+    return ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); wait for it "
+                       f"to finish or choose another {flag}")
 
 
 @contextlib.contextmanager
@@ -279,9 +288,7 @@ def run_lock(run_dir: str | Path, *, flag: str = "--out") -> Iterator[Path]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 handle.seek(0)
-                holder = handle.read().strip() or "?"
-                raise ConfigError(f"{flag} {run_dir} is being written by another cnnlstm process (pid {holder}); "
-                                  f"wait for it to finish or choose another {flag}") from None
+                raise _locked(run_dir, flag, handle) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

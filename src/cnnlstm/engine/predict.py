@@ -148,6 +148,14 @@ def read_clip_file(path: str | Path) -> Tensor:
     return clip / 255.0 if x.dtype == np.uint8 else clip
 
 
+def _images_in(folder: Path, what: str = "images") -> list[Path]:
+    """The image files directly in ``folder``, in name order; a folder without any is a ``DataError``."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder} holds no {what} ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) -> Tensor:
     """An image file as a (C, H, W) float tensor in [0, 1], resized to ``size`` (H, W) when given.
 
@@ -155,18 +163,10 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None) ->
         >>> read_image("digit.png", 1, (32, 32)).shape  # doctest: +SKIP
         torch.Size([1, 32, 32])
     """
-    from PIL import Image, UnidentifiedImageError
+    from cnnlstm.data.manifest import read_image_array
 
     path = _existing_file(path, "image files")
-    try:
-        image = Image.open(path).convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} is not a readable image ({exc})") from None
-    if size is not None:
-        image = image.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(read_image_array(path, channels, size, where="input")).float().div_(255.0)  # (C, H, W)
 
 
 def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
@@ -203,10 +203,7 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                 out.append((f"{path}[{i}]", {"x": x}))
         elif kind == "frames" and str(info.get("name", "")).startswith("images:") and path.is_dir():
             # An images run: a folder holds images to classify, each a clip of one frame.
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            for image in images:
+            for image in _images_in(path):
                 clip = read_clip(image, num_frames=1, size=size, in_channels=channels)  # (1, C, H, W)
                 out.append((str(image), {"x": _normalise_pixels(clip, kind, info)}))
         elif kind == "frames":
@@ -220,19 +217,13 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                     clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
             out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-            if not files:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            for file in files:
+            for file in _images_in(path) if path.is_dir() else [path]:
                 line = read_text_line(file, int(info["image_height"]), channels)  # (C, H, W) uint8
                 out.append((str(file), {"x": line.float().div_(255.0)}))
         elif kind == "vqa":
             out += _vqa_samples(path, info, channels, size)
         elif kind == "captions" and path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            out += [(str(p), {"images": read_image(p, channels, size)}) for p in images]
+            out += [(str(p), {"images": read_image(p, channels, size)}) for p in _images_in(path)]
         elif kind == "captions" and path.suffix == ".txt":  # a list of images, one path a line (relative to it)
             if not path.is_file():
                 raise DataError(f"{path} does not exist; check the path")

@@ -26,6 +26,7 @@ from torch import nn
 
 from cnnlstm.data import DatasetBundle
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.engine.outputs import enclosing_run
 from cnnlstm.engine.rundir import atomic_write, read_config
 from cnnlstm.errors import CnnLstmError, ConfigError
 from cnnlstm.tasks import ClassificationTask, Task
@@ -72,9 +73,9 @@ def check_report_path(out: str | Path, *, overwrite: bool = False) -> Path:
         raise ConfigError(f"--out {out} is a folder; name the .html file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} exists; choose another file or pass --overwrite")
-    for parent in out.resolve().parents:
-        if (parent / "config.yaml").is_file() and (parent / "checkpoints").is_dir():
-            raise ConfigError(f"--out {out} lies inside the run directory {parent}; write the report elsewhere")
+    run = enclosing_run(out.resolve())
+    if run is not None:
+        raise ConfigError(f"--out {out} lies inside the run directory {run}; write the report elsewhere")
     return out
 
 
