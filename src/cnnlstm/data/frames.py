@@ -69,6 +69,16 @@ def _visible(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=_natural_key)
 
 
+def _class_folders(root: Path, source: str, layout: str) -> list[Path]:
+    """The class folders of a folder-per-class dataset, in natural order; a missing or empty root is a DataError."""
+    if not root.is_dir():
+        raise DataError(f"{source}:{root}: not a folder; expected {layout}")
+    class_dirs = [p for p in _visible(root) if p.is_dir()]
+    if not class_dirs:
+        raise DataError(f"{source}:{root} has no class folders; expected {layout}")
+    return class_dirs
+
+
 def find_clips(root: Path) -> tuple[list[Clip], list[str]]:
     """List the clips under ``root/<class>/`` and the class (folder name) of each.
 
@@ -81,13 +91,8 @@ def find_clips(root: Path) -> tuple[list[Clip], list[str]]:
     Example:
         >>> clips, classes = find_clips(Path("data/clips"))  # doctest: +SKIP
     """
-    if not root.is_dir():
-        raise DataError(f"frames:{root}: not a folder; expected DIR/<class>/<clip>/ frames or DIR/<class>/<clip>.mp4")
-    class_dirs = [p for p in _visible(root) if p.is_dir()]
-    if not class_dirs:
-        raise DataError(f"frames:{root} has no class folders; expected DIR/<class>/<clip>/ or DIR/<class>/<clip>.mp4")
     clips, classes = [], []
-    for class_dir in class_dirs:
+    for class_dir in _class_folders(root, "frames", "DIR/<class>/<clip>/ frames or DIR/<class>/<clip>.mp4"):
         found = 0
         for entry in _visible(class_dir):
             suffix = entry.suffix.lower()
@@ -125,13 +130,8 @@ def find_images(root: Path) -> tuple[list[Clip], list[str]]:
     Example:
         >>> clips, classes = find_images(Path("data/photos"))  # doctest: +SKIP
     """
-    if not root.is_dir():
-        raise DataError(f"images:{root}: not a folder; expected DIR/<class>/<image>.png")
-    class_dirs = [p for p in _visible(root) if p.is_dir()]
-    if not class_dirs:
-        raise DataError(f"images:{root} has no class folders; expected DIR/<class>/<image>.png")
     clips, classes = [], []
-    for class_dir in class_dirs:
+    for class_dir in _class_folders(root, "images", "DIR/<class>/<image>.png"):
         images = sorted((p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
                          and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)),
                         key=lambda p: [_natural_key(Path(part)) for part in p.relative_to(class_dir).parts])
