@@ -35,11 +35,36 @@ def postgres_url() -> str:
         yield url
 
 
-def _worker(recipe: Path, out: Path, url: str) -> subprocess.Popen:
+# The victim pauses after each epoch it reports, so "mid-trial" lasts seconds rather than the tenths of a second a
+# toy epoch takes: the kill below cannot miss its window however busy the machine is. The pause is a site hook for
+# that one process (a test-only shim; the library is not changed), and the heartbeat thread keeps beating meanwhile.
+SLOW_REPORT = """
+import time
+import optuna.trial
+
+_report = optuna.trial.Trial.report
+
+
+def _slow_report(self, value, step):
+    _report(self, value, step)
+    time.sleep(2.0)
+
+
+optuna.trial.Trial.report = _slow_report
+"""
+
+
+def _worker(recipe: Path, out: Path, url: str, slow: bool = False) -> subprocess.Popen:
+    env = dict(ENV)
+    if slow:
+        hook = out.parent / "slow_site"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(SLOW_REPORT)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
         [sys.executable, "-m", "cnnlstm.tune", "--recipe", str(recipe), "--trials", str(TRIALS), "--out", str(out),
          "--storage", url, "--study", "toy", "--pruner", "none", "--heartbeat", "1", "--epochs", "3", "--no-test"],
-        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
@@ -60,7 +85,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
 def test_three_workers_on_postgres_survive_a_killed_worker(recipe_file: Path, tmp_path: Path,
                                                             postgres_url: str) -> None:
     # Each worker has its own --out, as on separate machines; the database is all they share.
-    workers = [_worker(recipe_file, tmp_path / f"worker{i}", postgres_url) for i in range(3)]
+    workers = [_worker(recipe_file, tmp_path / f"worker{i}", postgres_url, slow=i == 0) for i in range(3)]
     victim = workers[0]
     deadline, killed = time.monotonic() + 400, None
     while killed is None and time.monotonic() < deadline and victim.poll() is None:
