@@ -13,9 +13,9 @@ record goes to ``cost_memory_<isa>.md|json`` beside the default one.
 
 Run (CPU, about 6 minutes on 2 shared cores)::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_cost_memory.py            # Markdown table, also written to
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_cost_memory            # Markdown table, also written to
                                                                         # benchmarks/results/cost_memory.md|json
-    OMP_NUM_THREADS=2 python benchmarks/bench_cost_memory.py --quick    # smallest length of each case only
+    OMP_NUM_THREADS=2 python -m benchmarks.bench_cost_memory --quick    # smallest length of each case only
 """
 
 from __future__ import annotations

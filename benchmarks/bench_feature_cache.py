@@ -7,8 +7,8 @@ time of each and their ratio. The clips are real photographs (scikit-learn's sam
 a lower bound for clips read from disk.
 
 Run:
-    python benchmarks/bench_feature_cache.py                 # 64 clips x 8 frames x 112x112, 3 epochs each, 1 thread
-    python benchmarks/bench_feature_cache.py --clips 16 --epochs 3 --size 64   # a quick look
+    python -m benchmarks.bench_feature_cache                 # 64 clips x 8 frames x 112x112, 3 epochs each, 1 thread
+    python -m benchmarks.bench_feature_cache --clips 16 --epochs 3 --size 64   # a quick look
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.machine import machine_info
 from cnnlstm.data import DatasetBundle, pad_collate
 from cnnlstm.data.feature_cache import use_feature_cache
 from cnnlstm.models import create_model
@@ -88,17 +89,7 @@ def run_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
 
 
 def _machine() -> dict:
-    try:
-        from cnnlstm.bench.machine import machine_info
-
-        return machine_info()
-    except ImportError:  # the shared helper is optional: fall back to the essentials
-        import os
-        import platform
-
-        return {"cpu": platform.processor(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                "command": " ".join(sys.argv), "torch_threads": torch.get_num_threads()}
+    return machine_info()
 
 
 def _dir_bytes(path: Path) -> int:
@@ -157,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"- machine: {info.get('cpu')} ({info.get('usable_cores', info.get('cpu_count'))} usable cores, "
           f"torch {info.get('torch')}, {info.get('torch_threads')} threads); load average before: {load}")
     print(f"- date: {info.get('date')}")
-    command = sys.argv if argv is None else ["benchmarks/bench_feature_cache.py", *argv]
-    print(f"- command: `python {' '.join(command)}`\n")
+    command = sys.orig_argv if argv is None else ["python", "-m", "benchmarks.bench_feature_cache", *argv]
+    print(f"- command: `{' '.join(command)}`\n")
     print("| path | median epoch (s) | epochs timed | speedup |")
     print("|---|---:|---:|---:|")
     print(f"| recompute CNN every epoch | {full:.3f} | {len(full_times)} | 1.0x |")

@@ -13,8 +13,8 @@ and fusing the ReLU, which eager PyTorch runs as three kernels per stage.
 
 Run (CPU, about 3 minutes on 2 shared cores)::
 
-    python benchmarks/bench_latency.py                 # prints a Markdown table
-    python benchmarks/bench_latency.py --threads 2     # two intra-op threads on both sides
+    python -m benchmarks.bench_latency                 # prints a Markdown table
+    python -m benchmarks.bench_latency --threads 2     # two intra-op threads on both sides
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main() -> None:
     print(f"**Machine:** {cpu_model()}, {os.cpu_count()} logical cores (load average {load:.1f} at the end)  ")
     print(f"**Date:** {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  ")
     print(f"**Versions:** torch {torch.__version__}, onnxruntime {ort.__version__}, threads {args.threads}  ")
-    print(f"**Command:** `python {' '.join(sys.argv)}`\n")
+    print(f"**Command:** `{' '.join(sys.orig_argv)}`\n")
     print("| model | batch | eager PyTorch median (ms) | ONNX Runtime median (ms) | eager / ORT | runs | parity |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, batch, eager_ms, onnx_ms, runs, diff in rows:

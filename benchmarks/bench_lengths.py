@@ -15,8 +15,8 @@ length-aware paths give the same loss and gradients on the batch it times.
 
 Run (CPU, about a minute per case on one thread)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_lengths.py
-    python benchmarks/bench_lengths.py --batch 32 --length 500 --repeats 9
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_lengths
+    python -m benchmarks.bench_lengths --batch 32 --length 500 --repeats 9
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from functools import partial
 import torch
 from torch import nn
 
+from benchmarks.machine import machine_info
+from benchmarks.timing import interleaved
 from cnnlstm import create_model
-from cnnlstm.bench.machine import machine_info
-from cnnlstm.bench.timing import interleaved
 from cnnlstm.layers import padded_lstm
 
 __all__ = ["CASES", "main"]
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"**Machine:** {info['cpu']}, {info['usable_cores']} usable cores, torch threads {info['torch_threads']}, "
           f"load average {info['load_average']}  ")
     print(f"**Date:** {info['date']}; torch {info['torch']}  ")
-    print(f"**Command:** `python {' '.join(sys.argv)}`; batch {args.batch} x T={args.length} x F={args.channels}, "
+    print(f"**Command:** `{' '.join(sys.orig_argv)}`; batch {args.batch} x T={args.length} x F={args.channels}, "
           f"lengths {int(lengths.min())}..{int(lengths.max())} (mean {lengths.float().mean():.0f})\n")
     print("| model | no lengths (ms) | lengths (ms) | lengths, packed (ms) | lengths / no lengths "
           "| packed / no lengths | max grad diff |")

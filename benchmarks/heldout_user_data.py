@@ -7,7 +7,7 @@ not digits. Each set is written to disk (``text:DIR`` and ``forecast:PATH``) and
 it with only ``--data`` changed.
 
 Usage:
-    python benchmarks/heldout_user_data.py OUT [--only text|forecast] [--set KEY=VALUE ...]
+    python -m benchmarks.heldout_user_data OUT [--only text|forecast] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Sort-of-CLEVR does not use; five questions per scene from five families (shape o
 left, on the top, is there a colour+shape, how many of a shape). The `vqa` recipe was not tuned on it.
 
 Usage:
-    python benchmarks/heldout_vqa.py DIR [--train 800] [--test 200] [--seed 1]
+    python -m benchmarks.heldout_vqa DIR [--train 800] [--test 200] [--seed 1]
     cnnlstm fit --recipe vqa --data vqa:DIR
 """
 

@@ -7,8 +7,8 @@ direction, and the pooled features of a frame barely depend on where the moving 
 
 Used for docs/benchmarks.md section 2f (``frames:OUT/train`` with ``data.options.test_dir=OUT/test``)::
 
-    python benchmarks/make_motion_clips.py /tmp/motion                  # 320 train / 200 test, 4-5 px per frame
-    python benchmarks/make_motion_clips.py /tmp/slow --speed 1.5 3 --grey --seed 21
+    python -m benchmarks.make_motion_clips /tmp/motion                  # 320 train / 200 test, 4-5 px per frame
+    python -m benchmarks.make_motion_clips /tmp/slow --speed 1.5 3 --grey --seed 21
     cnnlstm fit --data frames:/tmp/motion/train --set data.options.test_dir=/tmp/motion/test
 """
 

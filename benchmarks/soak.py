@@ -8,8 +8,8 @@ last ``--window`` epochs and calls memory flat when the fitted growth over that 
 ``--tolerance-mib``.
 
 Usage:
-    python benchmarks/soak.py                       # gunpoint, shrunk DeepConvLSTM, 200 epochs
-    python benchmarks/soak.py --epochs 50 --json soak.json
+    python -m benchmarks.soak                       # gunpoint, shrunk DeepConvLSTM, 200 epochs
+    python -m benchmarks.soak --epochs 50 --json soak.json
 
 Prints one line per 10 epochs and a summary; ``--json`` writes every epoch's RSS and the verdict.
 """

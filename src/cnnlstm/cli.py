@@ -1,7 +1,7 @@
-"""The ``cnnlstm`` command: fit (and resume), test, predict, report, tune, export, summary, bench and listings.
+"""The ``cnnlstm`` command: fit (and resume), test, predict, report, tune, export, summary and listings.
 
 Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`, :mod:`cnnlstm.tune`,
-:mod:`cnnlstm.export`, :mod:`cnnlstm.report.cost` and :mod:`cnnlstm.bench`. Every error a user can cause (a
+:mod:`cnnlstm.export` and :mod:`cnnlstm.report.cost`. Every error a user can cause (a
 bad recipe, an unknown name, unreadable data) is printed as one line on stderr with exit status 2.
 
 Example:
@@ -93,10 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnlstm.tune.cli import add_arguments
 
     add_arguments(p)
-
-    p = sub.add_parser("bench", help="benchmarks: accuracy, digits, speed, charts (see cnnlstm bench -h)",
-                       add_help=False)
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
 
     sub.add_parser("models", help="list registered models")
     p = sub.add_parser("datasets", help="list dataset sources and built-in datasets; `datasets write` saves one")
@@ -255,11 +251,6 @@ def _run(args: argparse.Namespace) -> int:
         from cnnlstm.tune.cli import run
 
         return run(args)
-    elif args.command == "bench":
-        from cnnlstm.bench.cli import main as bench_main
-
-        bench_args = args.bench_args
-        return bench_main(bench_args[1:] if bench_args[:1] == ["--"] else bench_args)
     elif args.command == "models":
         from cnnlstm.models import get_model_class, list_models
 
@@ -295,8 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # argparse's REMAINDER drops a leading option such as -h; bench parses its own
-        argv = ["bench", "--", *argv[1:]]
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -304,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return _run(args)
-    except SystemExit as exc:  # a subcommand's own parser (bench) exits on bad arguments after one usage line
+    except SystemExit as exc:  # a subcommand that ends in sys.exit (Lightning after a signal) keeps its status
         return int(exc.code or 0)
     except CnnLstmError as exc:
         message = str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnlstm.bench.accuracy import DEFAULT_RECIPE, TARGET_GAP, accuracy_markdown, target_check
+from benchmarks.accuracy import DEFAULT_RECIPE, TARGET_GAP, accuracy_markdown, target_check
 from cnnlstm.engine import load_recipe
 from cnnlstm.engine.fit import fit
 from cnnlstm.engine.recipe import list_recipes, validate_recipe

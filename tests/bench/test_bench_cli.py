@@ -1,22 +1,26 @@
-"""Smoke tests of ``cnnlstm bench`` and the pieces its numbers rest on (padding, summaries, the loop reference)."""
+"""Smoke tests of ``python -m benchmarks`` and the pieces its numbers rest on (padding, summaries, loop reference)."""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import build_parser, main
+from benchmarks.minirocket import to_aeon_array
+from benchmarks.published import best_published
+from benchmarks.runs import summarize
+from benchmarks.speed_frames import per_frame_loop
+from benchmarks.speed_lstm_fcn import PlainLSTMFCN
+from benchmarks.timing import interleaved
 from cnnlstm import create_model
-from cnnlstm.bench import main
-from cnnlstm.bench.minirocket import to_aeon_array
-from cnnlstm.bench.published import best_published
-from cnnlstm.bench.runs import summarize
-from cnnlstm.bench.speed_frames import per_frame_loop
-from cnnlstm.bench.speed_lstm_fcn import PlainLSTMFCN
-from cnnlstm.bench.timing import interleaved
 
 
 def test_accuracy_cli_one_seed_one_epoch_writes_table_and_json(tmp_path, capsys):
@@ -33,7 +37,7 @@ def test_accuracy_cli_one_seed_one_epoch_writes_table_and_json(tmp_path, capsys)
         assert run["seed"] == 0 and run["epochs"] == 1 and 0.0 <= run["test_acc"] <= 1.0
         assert entry[method]["mean"] == pytest.approx(run["test_acc"], abs=1e-4)
     assert entry["best_published"] == 0.970
-    assert record["machine"]["command"].startswith("cnnlstm bench accuracy")
+    assert record["machine"]["command"].startswith("python -m benchmarks accuracy")
     table = capsys.readouterr().out
     assert "ItalyPowerDemand (67/1029)" in table and "MiniRocket" in table
     assert (out / "accuracy.md").read_text().startswith("Machine: ")
@@ -45,7 +49,7 @@ def test_unknown_dataset_is_one_line_exit_2(tmp_path, capsys):
                    "--out", str(tmp_path), "--runs", str(tmp_path)])
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cnnlstm bench: error:")
+    assert len(err) == 1 and err[0].startswith("python -m benchmarks: error:")
 
 
 def test_to_aeon_array_pads_at_the_end_channels_first():
@@ -98,7 +102,7 @@ def test_plain_lstm_fcn_matches_the_reference_architecture():
 
 
 def test_same_settings_ignores_grown_schema_keys_only():
-    from cnnlstm.bench.runs import _same_settings
+    from benchmarks.runs import _same_settings
 
     old = {"optim": {"lr": 0.003}, "seed": 1}
     assert _same_settings(old, {"optim": {"lr": 0.003, "swa": None}, "seed": 1})  # a key added later
@@ -107,7 +111,7 @@ def test_same_settings_ignores_grown_schema_keys_only():
 
 
 def test_collect_without_finished_runs_reports_not_measured(tmp_path):
-    from cnnlstm.bench.accuracy import accuracy_markdown, run_accuracy
+    from benchmarks.accuracy import accuracy_markdown, run_accuracy
 
     record = run_accuracy(["ucr:ItalyPowerDemand"], [0, 1], out=tmp_path, minirocket=False, train=False,
                           log=lambda line: None)
@@ -118,10 +122,43 @@ def test_collect_without_finished_runs_reports_not_measured(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was trained
 
 
-def test_bench_help_reaches_the_bench_parser(capsys):
-    """``cnnlstm bench -h`` lists the suites (the top-level parser must not swallow the option)."""
-    from cnnlstm.cli import main
+def test_default_folders_are_the_repository_s_not_the_working_directory(tmp_path, monkeypatch):
+    repo = Path(__file__).resolve().parents[2]  # tests/bench/ -> the checkout
+    monkeypatch.chdir(tmp_path)
+    for suite in ("charts", "all"):
+        args = build_parser().parse_args([suite])
+        assert Path(args.out) == repo / "benchmarks" / "results" and Path(args.img) == repo / "docs" / "img"
+        assert Path(args.runs) == repo / "runs" / "bench"
+    assert (repo / "benchmarks" / "results" / "accuracy.json").is_file()  # the records docs/benchmarks.md quotes
 
-    assert main(["bench", "-h"]) == 0
-    out = capsys.readouterr().out
-    assert "accuracy" in out and "speed" in out
+
+def test_python_m_benchmarks_from_another_folder_lists_every_suite(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "-h"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: python -m benchmarks")
+    for suite in ("accuracy", "digits", "speed", "crnn", "clevr", "forecast", "captions", "gpu", "charts", "all"):
+        assert f"    {suite} " in result.stdout, suite
+
+
+def test_bad_seed_count_and_broken_records_are_one_line_exit_2(tmp_path, capsys):
+    status = main(["accuracy", "--seeds", "0", "--out", str(tmp_path / "b"), "--runs", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and "--seeds must be >= 1" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+    for text, fragment in (("{broken", "is not valid JSON"), ('{"a": 1}', "not a complete accuracy benchmark"),
+                           ("[1, 2]", "holds a JSON list")):
+        (tmp_path / "accuracy.json").write_text(text)
+        status = main(["charts", "--out", str(tmp_path), "--img", str(tmp_path / "img")])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and f"{tmp_path / 'accuracy.json'}" in line and fragment in line
+
+
+def test_img_under_a_file_is_refused_before_any_chart(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    status = main(["charts", "--out", str(tmp_path), "--img", str(tmp_path / "a_file" / "img")])
+    err = capsys.readouterr().err
+    assert status == 2 and "--img" in err and "is a file, not a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

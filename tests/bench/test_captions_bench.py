@@ -1,4 +1,4 @@
-"""``cnnlstm bench captions``: beam 1 against the independent greedy loop, and the suite's record and tables."""
+"""``python -m benchmarks captions``: beam 1 against the independent greedy loop, and the suite's record and tables."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from torchmetrics.text import BLEUScore
 
+from benchmarks import main
+from benchmarks.captions import greedy_captions, score_decoders
 from cnnlstm import create_model
-from cnnlstm.bench import main
-from cnnlstm.bench.captions import greedy_captions, score_decoders
 from cnnlstm.data.builtin.shape_captions import shape_captions
 
 TINY = ["data.options.n_train=20", "data.options.n_test=6", "data.options.image_size=32", "data.options.object_size=8",
@@ -65,6 +65,6 @@ def test_captions_suite_tiny_run_writes_record_and_markdown(tmp_path, capsys):
     assert record["decoders"]["beam 1"]["same_as_greedy"] == 1.0
     assert record["decoders"]["beam 3"]["bleu4"]["mean"] == run["decoders"]["beam 3"]["bleu4"]
     table = (out / "captions.md").read_text()
-    assert table.startswith("Machine: ") and "cnnlstm bench captions" in table
+    assert table.startswith("Machine: ") and "python -m benchmarks captions" in table
     assert "| beam search, 3 |" in table and "| greedy (teacher-forced loop) |" in table
     assert "100.0% of captions identical" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 
 import json
 
-from cnnlstm.bench.charts import _with_shuffle, draw_charts
+from benchmarks.charts import _with_shuffle, draw_charts
 
 
 def _record(recipe, shuffle=False):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cnnlstm.bench import main
-from cnnlstm.bench.clevr import PUBLISHED, markdown, run_clevr
+from benchmarks import main
+from benchmarks.clevr import PUBLISHED, markdown, run_clevr
 
 #: a tiny Sort-of-CLEVR run: 40 training / 20 test questions on 32x32 scenes, one epoch of a 2-stage CNN
 TINY = ["trainer.max_epochs=1", "data.options.n_train=40", "data.options.n_test=20", "data.options.image_size=32",

@@ -1,4 +1,4 @@
-"""``cnnlstm bench crnn`` on a tiny budget: the record's structure, and figures that two routes must agree on."""
+"""``python -m benchmarks crnn`` on a tiny budget: the record's structure, and figures that two routes must agree on."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cnnlstm.bench import main
-from cnnlstm.bench.crnn import BENCH_SETS, bench_overrides
+from benchmarks import main
+from benchmarks.crnn import BENCH_SETS, bench_overrides
 from cnnlstm.engine.fit import resolve_config
 
 TINY = ["data.options.n_train=24", "data.options.n_test=6", "data.batch_size=8", "trainer.max_epochs=1",
@@ -44,7 +44,7 @@ def test_crnn_suite_tiny_run_writes_record_and_markdown(tmp_path, capsys):
     assert decoding["render_ms_per_image"] > 0 and decoding["device"] == "cpu"
     assert set(record["decoding"]) == {"greedy", "beam 3"} and record["greedy_vs_trainer_max_gap"] < 1e-4
     table = (out / "crnn.md").read_text()
-    assert table.startswith("Machine: ") and "cnnlstm bench crnn" in table
+    assert table.startswith("Machine: ") and "python -m benchmarks crnn" in table
     assert "prefix beam search, 3 beams" in table
     assert ("**met**" if record["target_met"] else "**not met**") in table
     assert "| crnn [4, 4, 4, 4, 8, 8], BiLSTM 8x1 |" in capsys.readouterr().out

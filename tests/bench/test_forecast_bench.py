@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from cnnlstm.bench import main
-from cnnlstm.bench.forecast import copy_last, score_forecasts
+from benchmarks import main
+from benchmarks.forecast import copy_last, score_forecasts
 from cnnlstm.data import load_dataset
 
 #: a tiny moving-digits run: 3 input frames, 2 to predict, 16x16 canvas, one epoch of a 4-channel ConvLSTM

@@ -2,7 +2,7 @@
 
 import json
 
-from cnnlstm.bench.cli import main
+from benchmarks.cli import main
 
 
 def test_gpu_suite_runs_every_path_on_cpu(tmp_path):
@@ -16,4 +16,4 @@ def test_gpu_suite_runs_every_path_on_cpu(tmp_path):
             assert len(value["rates"]) == 2 and all(r > 0 for r in value["rates"])
     assert "cnnlstm engine, bf16-mixed + channels_last" in record["frame_paths"]
     text = (out / "gpu.md").read_text()
-    assert "x per-frame loop" in text and "Command: `cnnlstm bench gpu" in text
+    assert "x per-frame loop" in text and "Command: `python -m benchmarks gpu" in text

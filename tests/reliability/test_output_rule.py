@@ -233,23 +233,6 @@ def test_tune_storage_and_out_are_checked_before_the_study_opens(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_bench_counts_and_records(tmp_path: Path) -> None:
-    result = run_cli(["bench", "accuracy", "--seeds", "0", "--out", str(tmp_path / "b"), "--runs", str(tmp_path)])
-    assert result.code == 2 and "--seeds must be >= 1" in result.err and "Traceback" not in result.err
-    for text, fragment in (("{broken", "is not valid JSON"), ('{"a": 1}', "not a complete accuracy benchmark"),
-                           ("[1, 2]", "holds a JSON list")):
-        (tmp_path / "accuracy.json").write_text(text)
-        result = run_cli(["bench", "charts", "--out", str(tmp_path), "--img", str(tmp_path / "img")])
-        assert result.code == 2, result.err[-1000:]
-        assert f"{tmp_path / 'accuracy.json'}" in result.err and fragment in result.err
-
-
-def test_bench_out_under_a_file_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "a_file").write_text("x")
-    result = run_cli(["bench", "charts", "--out", str(tmp_path), "--img", str(tmp_path / "a_file" / "img")])
-    assert result.code == 2 and "--img" in result.err and "is a file, not a folder" in result.err
-
-
 def test_predict_series_run_given_a_folder_says_it_is_a_folder(tiny_run: Path, tmp_path: Path) -> None:
     clip = tmp_path / "clip"
     clip.mkdir()

@@ -7,7 +7,7 @@ prints one line and exits 2 before data is read or a model is built. The functio
 folder's writability with a temporary file they remove at once); they create nothing.
 
 * :func:`check_output_file`: a file a command writes (``predict --csv``, ``summary --plot``, a SQLite study).
-* :func:`check_output_dir`: a folder a command fills with files of its own (``export --out``, ``bench --out``).
+* :func:`check_output_dir`: a folder a command fills with files of its own (``export --out``, a benchmark's ``--out``).
 * :func:`check_new_run` / :func:`clear_run`: the run directory of a ``fit``.
 * :func:`run_lock` / :func:`refuse_if_locked`: one writer per run directory at a time (released when the process
   ends, even by SIGKILL).

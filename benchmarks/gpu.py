@@ -1,4 +1,4 @@
-"""``cnnlstm bench gpu``: training throughput on a GPU, through the library's own training path.
+"""``python -m benchmarks gpu``: training throughput on a GPU, through the library's own training path.
 
 The headline path is what ``cnnlstm fit`` runs: the registered ``frame_lstm`` (timm ``tf_efficientnet_lite0`` per
 frame, LSTM 512, 101 classes), the classification task, and a Trainer from :func:`make_trainer` with the
@@ -112,7 +112,7 @@ def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, train
         >>> engine_rate(model, {"x": x, "y": y}, items=32, trainer={"precision": "bf16-mixed"},
         ...             warmup=5, steps=10, repeats=3, device=torch.device("cuda"))  # doctest: +SKIP
     """
-    from cnnlstm.bench.runs import quiet
+    from benchmarks.runs import quiet
     from cnnlstm.engine.fit import apply_speed_settings
     from cnnlstm.engine.trainer import make_trainer
     from cnnlstm.tasks import build_task
@@ -183,7 +183,7 @@ def loop_rate(step: Callable[[], None], *, items: int, warmup: int, steps: int, 
 
 
 def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame: bool = False) -> Callable[[], None]:
-    from cnnlstm.bench.speed_frames import per_frame_loop
+    from benchmarks.speed_frames import per_frame_loop
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     device = x.device
@@ -209,8 +209,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     Example:
         >>> run(build_parser().parse_args(["gpu", "--gpu-small"]), print)  # doctest: +SKIP
     """
+    from benchmarks.speed_frames import per_frame_loop
     from cnnlstm import create_model
-    from cnnlstm.bench.speed_frames import per_frame_loop
 
     sizes = SMALL if args.gpu_small else FULL
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

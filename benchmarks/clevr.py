@@ -12,8 +12,8 @@ Runs are independent, so ``--clevr-jobs N`` trains N at a time in separate proce
 the figures equal a sequential run's, since each run is seeded on its own.
 
 Example:
-    $ cnnlstm bench clevr --clevr-seeds 3 --clevr-accelerator gpu --clevr-jobs 8
-    $ cnnlstm bench clevr --clevr-fusions concat film --clevr-set trainer.max_epochs=5
+    $ python -m benchmarks clevr --clevr-seeds 3 --clevr-accelerator gpu --clevr-jobs 8
+    $ python -m benchmarks clevr --clevr-fusions concat film --clevr-set trainer.max_epochs=5
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from cnnlstm.bench.runs import mean_std, quiet, summarize
+from benchmarks.runs import mean_std, quiet, summarize
 from cnnlstm.errors import ConfigError
 from cnnlstm.layers.fusion import FUSION_MODES, SPATIAL_FUSION_MODES
 
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the suite's ``--clevr-*`` options to ``parser``.
 
     Args:
-        parser: the ``cnnlstm bench clevr`` (or ``all``) parser.
+        parser: the ``python -m benchmarks clevr`` (or ``all``) parser.
 
     Example:
         >>> p = argparse.ArgumentParser(); add_arguments(p)
@@ -188,7 +188,7 @@ def run_clevr(fusions: list[str], seeds: list[int], *, out: Path, overrides: lis
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    """The suite's entry point for ``cnnlstm bench clevr``.
+    """The suite's entry point for ``python -m benchmarks clevr``.
 
     Args:
         args: parsed options (``--clevr-*`` and ``--runs``).

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlstm.bench.runs import fit_seeds, mean_std, quiet, summarize
+from benchmarks.runs import fit_seeds, mean_std, quiet, summarize
 
 __all__ = ["RECIPE", "mean_pooled_runs", "run_digits", "digits_markdown"]
 

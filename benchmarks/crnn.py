@@ -1,4 +1,4 @@
-"""``cnnlstm bench crnn``: CRNN + CTC reading generated 4-character captcha strings.
+"""``python -m benchmarks crnn``: CRNN + CTC reading generated 4-character captcha strings.
 
 The ``captcha_crnn`` recipe is trained once per seed with the issue's test set (2,000 held-out images of
 4-character strings, :data:`BENCH_SETS`) and scored once on test with the checkpoint validation chose: sequence
@@ -11,7 +11,7 @@ the trainer's test metric by an independent route, so the two must agree. Render
 on its own, which gives the data-generation cost per image.
 
 Example:
-    $ cnnlstm bench crnn --crnn-seeds 3 --crnn-accelerator gpu
+    $ python -m benchmarks crnn --crnn-seeds 3 --crnn-accelerator gpu
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
+from benchmarks.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["HELP", "RECIPE", "BENCH_SETS", "TARGET", "add_arguments", "bench_overrides", "compare_decoding",
            "crnn_seed", "crnn_record", "run_crnn", "run", "markdown"]
@@ -39,7 +39,7 @@ TARGET = 0.95
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The suite's options, all prefixed ``--crnn-`` so ``cnnlstm bench all`` can hold every suite's options.
+    """The suite's options, all prefixed ``--crnn-`` so ``python -m benchmarks all`` can hold every suite's options.
 
     Args:
         parser: the ``crnn`` (or ``all``) sub-parser.
@@ -152,7 +152,7 @@ def crnn_seed(seed: int, *, out: Path, overrides: list[str], beam_size: int = 8,
         reuse: take a finished run from ``out/seed{seed}`` when its config is exactly this one.
 
     Returns:
-        the seed's record: :data:`cnnlstm.bench.runs.KEPT` metrics, ``test_cer``, ``val_cer``, split sizes and
+        the seed's record: :data:`benchmarks.runs.KEPT` metrics, ``test_cer``, ``val_cer``, split sizes and
         ``decoding`` (:func:`compare_decoding`).
 
     Example:
@@ -241,7 +241,7 @@ def run_crnn(seeds: list[int], *, out: Path, sets: list[str] | None = None, acce
 
 
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    """The ``cnnlstm bench crnn`` entry point (see :data:`cnnlstm.bench.cli.SUITES`).
+    """The ``python -m benchmarks crnn`` entry point (see :data:`benchmarks.cli.SUITES`).
 
     Example:
         >>> record = run(build_parser().parse_args(["crnn"]), print)  # doctest: +SKIP

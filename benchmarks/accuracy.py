@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlstm.bench.minirocket import minirocket_runs
-from cnnlstm.bench.published import METHODS, best_published, published_for
-from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
+from benchmarks.minirocket import minirocket_runs
+from benchmarks.published import METHODS, best_published, published_for
+from benchmarks.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["DEFAULT_RECIPE", "DEFAULT_DATASETS", "TARGET_GAP", "dataset_name", "run_accuracy", "target_check",
            "accuracy_markdown"]

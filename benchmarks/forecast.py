@@ -7,8 +7,8 @@ forecaster that does not beat copy-last has learned nothing about motion. The en
 ``test/baseline_mse`` are kept beside the suite's figures as a cross-check (they must agree).
 
 Example:
-    $ cnnlstm bench forecast --forecast-seeds 3
-    $ cnnlstm bench forecast --forecast-set trainer.max_epochs=2 --forecast-accelerator gpu
+    $ python -m benchmarks forecast --forecast-seeds 3
+    $ python -m benchmarks forecast --forecast-set trainer.max_epochs=2 --forecast-accelerator gpu
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from cnnlstm.bench.runs import fit_seeds, mean_std
+from benchmarks.runs import fit_seeds, mean_std
 
 __all__ = ["HELP", "RECIPE", "add_arguments", "score_forecasts", "copy_last", "evaluate_run_forecasts",
            "run_forecast", "run", "markdown"]
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the suite's ``--forecast-*`` options to ``parser``.
 
     Args:
-        parser: the ``cnnlstm bench forecast`` (or ``all``) parser.
+        parser: the ``python -m benchmarks forecast`` (or ``all``) parser.
 
     Example:
         >>> p = argparse.ArgumentParser(); add_arguments(p)
@@ -223,7 +223,7 @@ def run_forecast(seeds: list[int], *, out: Path, overrides: list[str] | None = N
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    """The suite's entry point for ``cnnlstm bench forecast``.
+    """The suite's entry point for ``python -m benchmarks forecast``.
 
     Args:
         args: parsed options (``--forecast-*`` and ``--runs``).

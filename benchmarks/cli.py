@@ -1,17 +1,20 @@
-"""``cnnlstm bench``: accuracy and speed benchmarks, each printed as Markdown and written to JSON.
+"""``python -m benchmarks``: accuracy and speed benchmarks, each printed as Markdown and written to JSON.
 
 Example:
-    $ cnnlstm bench accuracy --data ucr:GunPoint ucr:ItalyPowerDemand --seeds 3
-    $ cnnlstm bench digits --seeds 1
-    $ cnnlstm bench speed
-    $ cnnlstm bench crnn --crnn-seeds 1
-    $ cnnlstm bench charts
-    $ cnnlstm bench all
+    $ python -m benchmarks accuracy --data ucr:GunPoint ucr:ItalyPowerDemand --seeds 3
+    $ python -m benchmarks digits --seeds 1
+    $ python -m benchmarks speed
+    $ python -m benchmarks crnn --crnn-seeds 1
+    $ python -m benchmarks charts
+    $ python -m benchmarks all
 
 Task suites (``crnn``, ``clevr``, ``forecast``, ``captions``, ``gpu``) live in their own modules and plug in
 through :data:`SUITES`: each module defines ``HELP``, ``add_arguments(parser)`` (options prefixed with the
 suite's name, so ``all`` can hold every suite's options), ``run(args, log) -> record`` and
 ``markdown(record) -> str``.
+
+Default output folders are fixed in the repository (:data:`REPO`), not taken from the working directory, so a
+run started from anywhere updates the same records that docs/benchmarks.md quotes.
 """
 
 from __future__ import annotations
@@ -27,43 +30,42 @@ from typing import Any
 
 from cnnlstm.errors import CnnLstmError, ConfigError
 
-__all__ = ["SUITES", "build_parser", "main"]
+__all__ = ["REPO", "SUITES", "build_parser", "main"]
 
 EXIT_USAGE = 2
 
+#: the repository this package sits in: the default ``--out``, ``--runs`` and ``--img`` live under it
+REPO = Path(__file__).resolve().parent.parent
+
 #: task suites by name -> module (see the module docstring for the interface); ``all`` runs them in this order
 SUITES = {
-    "crnn": "cnnlstm.bench.crnn",
-    "clevr": "cnnlstm.bench.clevr",
-    "forecast": "cnnlstm.bench.forecast",
-    "captions": "cnnlstm.bench.captions",
+    "crnn": "benchmarks.crnn",
+    "clevr": "benchmarks.clevr",
+    "forecast": "benchmarks.forecast",
+    "captions": "benchmarks.captions",
+    "gpu": "benchmarks.gpu",
 }
 #: suites that ``all`` skips: they need hardware the run may not have
 NOT_IN_ALL = ("gpu",)
 
 
 def _suite_modules() -> dict[str, ModuleType]:
-    """The task suite modules that exist in this installation (a suite being written may not yet)."""
-    found = {}
-    for name, module in {**SUITES, "gpu": "cnnlstm.bench.gpu"}.items():
-        try:
-            found[name] = import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise  # a real missing dependency inside an existing suite
-    return found
+    """The task suite modules by name, in :data:`SUITES` order."""
+    return {name: import_module(module) for name, module in SUITES.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``cnnlstm bench``."""
-    from cnnlstm.bench.accuracy import DEFAULT_DATASETS, DEFAULT_RECIPE
+    """The argument parser of ``python -m benchmarks``."""
+    from benchmarks.accuracy import DEFAULT_DATASETS, DEFAULT_RECIPE
 
-    parser = argparse.ArgumentParser(prog="cnnlstm bench", description="Measure cnnlstm against baselines.")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Measure cnnlstm against baselines.")
     sub = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", default="benchmarks/results", help="where the JSON and Markdown records go")
-        p.add_argument("--runs", default="runs/bench", help="where training run directories go")
+        p.add_argument("--out", default=str(REPO / "benchmarks" / "results"),
+                       help="where the JSON and Markdown records go (default: the repository's benchmarks/results)")
+        p.add_argument("--runs", default=str(REPO / "runs" / "bench"),
+                       help="where training run directories go (default: the repository's runs/bench)")
 
     def accuracy_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", nargs="+", default=list(DEFAULT_DATASETS), metavar="SPEC",
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
     p = sub.add_parser("charts", help="redraw the PNG charts from the JSON records in --out")
     common(p)
-    p.add_argument("--img", default="docs/img", help="where the PNGs go")
+    p.add_argument("--img", default=str(REPO / "docs" / "img"), help="where the PNGs go (default: docs/img)")
     p = sub.add_parser("all", help="accuracy, digits, the task suites, then speed (last, so the CPU is quieter) "
                        "and the charts")
     common(p)
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in suites.items():
         if name not in NOT_IN_ALL:
             module.add_arguments(p)
-    p.add_argument("--img", default="docs/img", help="where the PNGs go")
+    p.add_argument("--img", default=str(REPO / "docs" / "img"), help="where the PNGs go (default: docs/img)")
     return parser
 
 
@@ -126,9 +128,9 @@ def _log(line: str) -> None:
 
 
 def _accuracy(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from cnnlstm.bench.accuracy import accuracy_markdown, run_accuracy
-    from cnnlstm.bench.machine import machine_info
-    from cnnlstm.bench.report import write_record
+    from benchmarks.accuracy import accuracy_markdown, run_accuracy
+    from benchmarks.machine import machine_info
+    from benchmarks.report import write_record
 
     machine = machine_info(argv)
     start = time.perf_counter()
@@ -144,9 +146,9 @@ def _accuracy(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def _digits(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from cnnlstm.bench.digits import digits_markdown, run_digits
-    from cnnlstm.bench.machine import machine_info
-    from cnnlstm.bench.report import write_record
+    from benchmarks.digits import digits_markdown, run_digits
+    from benchmarks.machine import machine_info
+    from benchmarks.report import write_record
 
     machine = machine_info(argv)
     start = time.perf_counter()
@@ -160,9 +162,9 @@ def _digits(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def _speed(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from cnnlstm.bench.machine import machine_info
-    from cnnlstm.bench.report import write_record
-    from cnnlstm.bench.speed import run_speed, speed_markdown
+    from benchmarks.machine import machine_info
+    from benchmarks.report import write_record
+    from benchmarks.speed import run_speed, speed_markdown
 
     machine = machine_info(argv)
     record = run_speed(repeats=args.repeats, keras=not args.no_keras, small=args.small, log=_log)
@@ -174,8 +176,8 @@ def _speed(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def _suite(name: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    from cnnlstm.bench.machine import machine_info
-    from cnnlstm.bench.report import write_record
+    from benchmarks.machine import machine_info
+    from benchmarks.report import write_record
 
     module = _suite_modules()[name]
     machine = machine_info(argv)
@@ -201,7 +203,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cnnlstm bench SUITE ...``; user errors print one line and return 2.
+    """Run ``python -m benchmarks SUITE ...``; user errors print one line and return 2.
 
     Args:
         argv: arguments after ``bench`` (defaults to ``sys.argv[1:]``).
@@ -215,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    command = ["cnnlstm", "bench", *argv]
+    command = ["python", "-m", "benchmarks", *argv]
     try:
         _check_arguments(args)
         if args.suite in ("accuracy", "all"):
@@ -228,11 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.suite in ("speed", "all"):
             _speed(args, command)
         if args.suite in ("charts", "all"):
-            from cnnlstm.bench.charts import draw_charts
+            from benchmarks.charts import draw_charts
 
             for path in draw_charts(Path(args.out), Path(args.img)):
                 _log(f"wrote {path}")
     except CnnLstmError as exc:
-        print(f"cnnlstm bench: error: {exc}", file=sys.stderr)
+        print(f"python -m benchmarks: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return 0

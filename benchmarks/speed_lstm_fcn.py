@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.bench.timing import interleaved
+from benchmarks.timing import interleaved
 
 __all__ = ["PlainLSTMFCN", "lstm_fcn_speed"]
 
@@ -119,7 +119,7 @@ class _EngineEpochs:
         self.trainer.callbacks.append(_Clock())
 
     def run_all(self) -> None:
-        from cnnlstm.bench.runs import quiet
+        from benchmarks.runs import quiet
 
         with quiet():
             self.trainer.fit(self.task, train_dataloaders=self.loader)

@@ -111,7 +111,7 @@ def draw_charts(results: Path, img_dir: Path) -> list[Path]:
                 written.append(draw(record, img_dir / f"bench_{name}.png"))
             except (KeyError, TypeError, AttributeError, IndexError) as exc:
                 raise DataError(f"{source} is not a complete {name} benchmark record ({type(exc).__name__}: "
-                                f"{exc}); rerun `cnnlstm bench {name}` or restore the file") from None
+                                f"{exc}); rerun `python -m benchmarks {name}` or restore the file") from None
     return written
 
 

@@ -1,4 +1,4 @@
-"""``cnnlstm bench captions``: the Show-Attend-Tell captioner on shape scenes, greedy decoding vs beam search.
+"""``python -m benchmarks captions``: the Show-Attend-Tell captioner on shape scenes, greedy decoding vs beam search.
 
 The ``shape_captions`` recipe is trained once per seed; the checkpoint validation chose (``val/bleu4``) then
 captions the test images once per decoder, timed per caption:
@@ -14,7 +14,7 @@ target, as the task's ``test/bleu4``) and against every valid object order of th
 several references as in COCO), plus the share of captions equal to the reading-order caption.
 
 Example:
-    $ cnnlstm bench captions --captions-seeds 3 --captions-beams 1 3 5
+    $ python -m benchmarks captions --captions-seeds 3 --captions-beams 1 3 5
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.bench.runs import fit_seeds, mean_std, summarize
+from benchmarks.runs import fit_seeds, mean_std, summarize
 
 __all__ = ["HELP", "RECIPE", "add_arguments", "greedy_captions", "score_decoders", "captions_seed",
            "captions_record", "run_captions", "run", "markdown"]
@@ -41,7 +41,7 @@ PAD, START, END = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The suite's options, all prefixed ``--captions-`` so ``cnnlstm bench all`` can hold every suite's options.
+    """The suite's options, all prefixed ``--captions-`` so ``python -m benchmarks all`` can hold every suite's options.
 
     Args:
         parser: the ``captions`` (or ``all``) sub-parser.
@@ -196,7 +196,7 @@ def captions_seed(seed: int, *, out: Path, overrides: list[str], beams: list[int
         reuse: take a finished run from ``out/seed{seed}`` when its config is exactly this one.
 
     Returns:
-        the seed's record: :data:`cnnlstm.bench.runs.KEPT` metrics, ``test_bleu4``, ``val_bleu4``, split sizes
+        the seed's record: :data:`benchmarks.runs.KEPT` metrics, ``test_bleu4``, ``val_bleu4``, split sizes
         and ``decoders`` (:func:`score_decoders`).
 
     Example:
@@ -278,7 +278,7 @@ def run_captions(seeds: list[int], *, out: Path, sets: list[str] | None = None, 
 
 
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    """The ``cnnlstm bench captions`` entry point (see :data:`cnnlstm.bench.cli.SUITES`).
+    """The ``python -m benchmarks captions`` entry point (see :data:`benchmarks.cli.SUITES`).
 
     Example:
         >>> record = run(build_parser().parse_args(["captions"]), print)  # doctest: +SKIP

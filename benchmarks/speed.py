@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlstm.bench.machine import load_average
-from cnnlstm.bench.speed_frames import frame_lstm_speed
-from cnnlstm.bench.speed_lstm_fcn import lstm_fcn_speed
+from benchmarks.machine import load_average
+from benchmarks.speed_frames import frame_lstm_speed
+from benchmarks.speed_lstm_fcn import lstm_fcn_speed
 
 __all__ = ["run_speed", "speed_markdown"]
 

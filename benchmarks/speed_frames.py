@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.bench.timing import interleaved, throughput
+from benchmarks.timing import interleaved, throughput
 
 __all__ = ["FRAME_SIZES", "per_frame_loop", "frame_lstm_speed"]
 

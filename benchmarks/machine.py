@@ -49,10 +49,10 @@ def machine_info(argv: list[str] | None = None) -> dict[str, Any]:
     """Machine, software and date of a benchmark run, for the JSON record and the Markdown header.
 
     Args:
-        argv: the command that produced the figures (defaults to ``sys.argv``).
+        argv: the command that produced the figures (default ``sys.orig_argv``, e.g. ``python -m benchmarks.soak``).
 
     Example:
-        >>> sorted(machine_info(["cnnlstm", "bench"]))[:3]
+        >>> sorted(machine_info(["python", "-m", "benchmarks"]))[:3]
         ['command', 'cpu', 'cpu_count']
     """
     import torch
@@ -67,7 +67,7 @@ def machine_info(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(terse=True),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(argv if argv is not None else sys.argv),
+        "command": " ".join(argv if argv is not None else sys.orig_argv),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
