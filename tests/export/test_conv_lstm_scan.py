@@ -9,7 +9,9 @@ from cnnlstm.export.tracing import tracing_quietly
 from cnnlstm.layers.conv_lstm import ConvLSTM
 from cnnlstm.layers.conv_lstm_scan import scan_direction
 
-OPTIONS = [dict(), dict(bidirectional=True, num_layers=2), dict(peephole=True, spatial_size=(6, 5)), dict(layer_norm=True)]
+OPTIONS = [
+    dict(), dict(bidirectional=True, num_layers=2), dict(peephole=True, spatial_size=(6, 5)), dict(layer_norm=True)
+]
 IDS = ["plain", "bidirectional-2-layers", "peephole", "layer-norm"]
 
 

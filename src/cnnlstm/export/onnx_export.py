@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from cnnlstm.errors import ConfigError
 from cnnlstm.export.onnx_symbolics import dynamic_shape_symbolics
 from cnnlstm.export.parity import ParityReport, check_parity, write_parity
-from cnnlstm.export.tracing import ExportWrapper, exportable_copy, tracing_quietly
 from cnnlstm.export.spec import ExportSpec, export_spec
+from cnnlstm.export.tracing import ExportWrapper, exportable_copy, tracing_quietly
 
 __all__ = ["ExportReport", "export_onnx", "model_metadata", "prepare_export"]
 
