@@ -1,7 +1,7 @@
 """The ``cnnlstm`` command: fit (and resume), test, predict, report, tune, export, summary, bench and listings.
 
 Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`, :mod:`cnnlstm.tune`,
-:mod:`cnnlstm.export`, :mod:`cnnlstm.report.cost` and :mod:`cnnlstm.bench`. Every error a user can cause (a
+:mod:`cnnlstm.export`, :mod:`cnnlstm.profile` and :mod:`cnnlstm.bench`. Every error a user can cause (a
 bad recipe, an unknown name, unreadable data) is printed as one line on stderr with exit status 2.
 
 Example:
@@ -131,7 +131,7 @@ def _summary(args: argparse.Namespace) -> None:
     from cnnlstm.engine.fit import resolve_config
     from cnnlstm.engine.outputs import check_output_file
     from cnnlstm.errors import ConfigError
-    from cnnlstm.report.cost import cost_report
+    from cnnlstm.profile import cost_report
 
     plot = None
     if args.plot:  # matplotlib adds .png to a name without a suffix; say where the file really goes
