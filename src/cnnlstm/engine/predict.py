@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnlstm._io import atomic_write
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import read_clip
 from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.ensemble import load_run_model
-from cnnlstm.engine.rundir import atomic_write, read_config
+from cnnlstm.engine.rundir import read_config
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import CaptioningTask, ClassificationTask, build_task
 

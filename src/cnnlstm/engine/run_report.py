@@ -24,10 +24,11 @@ import torch
 import yaml
 from torch import nn
 
+from cnnlstm._io import atomic_write
 from cnnlstm.data import DatasetBundle
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.engine.outputs import enclosing_run
-from cnnlstm.engine.rundir import atomic_write, read_config
+from cnnlstm.engine.rundir import read_config
 from cnnlstm.errors import CnnLstmError, ConfigError
 from cnnlstm.tasks import ClassificationTask, Task
 
