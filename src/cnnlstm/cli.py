@@ -237,7 +237,12 @@ def _run(args: argparse.Namespace) -> int:
             check_output_file(args.csv, flag="--csv", inputs=[*args.inputs, *([args.onnx] if args.onnx else [])])
         if args.out:
             check_output_dir(args.out, flag="--out", inputs=args.inputs)
-        predictions = predict(args.run, args.inputs, onnx=args.onnx, out=args.out, beam_size=args.beam)
+        if args.onnx:
+            from cnnlstm.export.predictor import predict_onnx
+
+            predictions = predict_onnx(args.run, args.inputs, args.onnx, out=args.out, beam_size=args.beam)
+        else:
+            predictions = predict(args.run, args.inputs, out=args.out, beam_size=args.beam)
         if args.csv:
             predictions_csv(predictions, args.csv)
             print(f"wrote {len(predictions)} predictions to {args.csv}")
