@@ -64,3 +64,14 @@ def test_traced_conv_lstm_keeps_time_dynamic(options: dict, padded: bool) -> Non
     assert "prim::Loop" in str(traced.inlined_graph)
     assert x.shape[1] != 4 and got[0].shape[1] == x.shape[1]
     _assert_same(got, expected)
+
+
+def test_the_exported_copy_swaps_no_module_and_leaves_the_model_alone() -> None:
+    from cnnlstm import create_model
+    from cnnlstm.export.tracing import exportable_copy
+
+    model = create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4).train()
+    clone = exportable_copy(model)
+    assert [type(m) for m in clone.modules()] == [type(m) for m in model.modules()]  # nothing rewritten
+    assert not clone.training and not any(p.requires_grad for p in clone.parameters())
+    assert model.training and all(p.requires_grad for p in model.parameters())
