@@ -39,6 +39,7 @@ _OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
     "sgd": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9),
 }
 
+
 def _block_params(model: nn.Module) -> list[BlockParams]:
     blocks = []
     seen: set[int] = set()  # shared weights count once, in the first block that holds them

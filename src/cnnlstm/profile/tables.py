@@ -67,7 +67,7 @@ def format_bytes(value: float) -> str:
 
 @dataclass
 class CostTable:
-    """The result of :func:`cost_report`: parameters per block and one :class:`CostRow` per (T, frame size).
+    """What :func:`~cnnlstm.profile.run.cost_report` returns: parameters per block, one :class:`CostRow` per (T, frame).
 
     ``str(table)`` is the plain-text table; :meth:`to_markdown` the Markdown one; :meth:`plot` a PNG.
     """
