@@ -1,7 +1,7 @@
 """Check the cost report's memory figures against the allocator's own peak, for a few models and lengths.
 
-``cnnlstm.report.cost_report`` tracks every live tensor storage (weights and inputs included), adds the scratch
-buffers CPU kernels hold while they run (``cnnlstm.report.kernel_scratch``: oneDNN convolutions' blocked copies,
+``cnnlstm.profile.cost_report`` tracks every live tensor storage (weights and inputs included), adds the scratch
+buffers CPU kernels hold while they run (``cnnlstm.profile.kernel_scratch``: oneDNN convolutions' blocked copies,
 oneDNN LSTM scratchpads and weight reorders, im2col columns), and reports the peak for inference and for a
 training step (forward, backward, Adam step). Here each step runs a second time under the torch profiler with
 ``profile_memory=True``, whose allocation events carry the CPU allocator's running total, so the measured peak
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlstm.report.cost import cost_report
+from cnnlstm.profile import cost_report
 
 __all__ = ["CASES", "main"]
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.machine import machine_info
 from cnnlstm.data import DatasetBundle, pad_collate
-from cnnlstm.data.feature_cache import use_feature_cache
+from cnnlstm.engine.feature_cache import use_feature_cache
 from cnnlstm.models import create_model
 
 __all__ = ["PanningClips", "run_epoch", "main"]

@@ -1,7 +1,7 @@
 """The ``cnnlstm`` command: fit (and resume), test, predict, report, tune, export, summary and listings.
 
 Thin on purpose: it parses arguments and calls :mod:`cnnlstm.engine`, :mod:`cnnlstm.tune`,
-:mod:`cnnlstm.export` and :mod:`cnnlstm.report.cost`. Every error a user can cause (a
+:mod:`cnnlstm.export` and :mod:`cnnlstm.profile`. Every error a user can cause (a
 bad recipe, an unknown name, unreadable data) is printed as one line on stderr with exit status 2.
 
 Example:
@@ -127,7 +127,7 @@ def _summary(args: argparse.Namespace) -> None:
     from cnnlstm.engine.fit import resolve_config
     from cnnlstm.engine.outputs import check_output_file
     from cnnlstm.errors import ConfigError
-    from cnnlstm.report.cost import cost_report
+    from cnnlstm.profile import cost_report
 
     plot = None
     if args.plot:  # matplotlib adds .png to a name without a suffix; say where the file really goes
@@ -233,7 +233,12 @@ def _run(args: argparse.Namespace) -> int:
             check_output_file(args.csv, flag="--csv", inputs=[*args.inputs, *([args.onnx] if args.onnx else [])])
         if args.out:
             check_output_dir(args.out, flag="--out", inputs=args.inputs)
-        predictions = predict(args.run, args.inputs, onnx=args.onnx, out=args.out, beam_size=args.beam)
+        if args.onnx:
+            from cnnlstm.export.predictor import predict_onnx
+
+            predictions = predict_onnx(args.run, args.inputs, args.onnx, out=args.out, beam_size=args.beam)
+        else:
+            predictions = predict(args.run, args.inputs, out=args.out, beam_size=args.beam)
         if args.csv:
             predictions_csv(predictions, args.csv)
             print(f"wrote {len(predictions)} predictions to {args.csv}")

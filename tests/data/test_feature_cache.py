@@ -13,14 +13,11 @@ import torch
 from PIL import Image
 
 from cnnlstm.data import load_dataset, pad_collate
-from cnnlstm.data.feature_cache import (
-    CachedFeaturesModel,
-    FeatureCache,
-    cache_problem,
-    use_feature_cache,
-)
+from cnnlstm.data.feature_cache import FeatureCache
+from cnnlstm.engine.feature_cache import cache_problem, use_feature_cache
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model
+from cnnlstm.models.cached_features import CachedFeaturesModel, FrameFeatures
 
 IDENTITY = {"spec": "builtin:digit_sequences", "options": {"n_train": 6}, "seed": 0}
 
@@ -78,10 +75,10 @@ def test_unchanged_setup_computes_nothing_the_second_time(digits, tmp_path: Path
     model = frame_model()
     seen = count_frames(model)
     rng = torch.get_rng_state()
-    first = FeatureCache(tmp_path).get_or_build(model, digits.train, identity=IDENTITY)
+    first = FeatureCache(tmp_path).get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)
     assert torch.equal(torch.get_rng_state(), rng)  # building leaves the run's random stream where it was
     assert seen[0] == int(digits.train.fields["x"].lengths.sum())  # every valid frame once, no padding
-    again = FeatureCache(tmp_path).get_or_build(frame_model_copy(model), digits.train, identity=IDENTITY)
+    again = FeatureCache(tmp_path).get_or_build(FrameFeatures(frame_model_copy(model)), digits.train, identity=IDENTITY)
     assert seen[0] == int(digits.train.fields["x"].lengths.sum())  # 0 further encoder calls
     assert again.path == first.path and len(again) == len(digits.train)
 
@@ -96,15 +93,15 @@ def frame_model_copy(model: torch.nn.Module) -> torch.nn.Module:
 def test_changing_encoder_weights_changes_the_key_and_recomputes(digits, tmp_path: Path) -> None:
     model = frame_model()
     cache = FeatureCache(tmp_path)
-    before = cache.get_or_build(model, digits.train, identity=IDENTITY)
+    before = cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)
     with torch.no_grad():
         model.encoder.stages[0].conv.weight[0, 0, 0, 0] += 0.5  # one weight of the first conv
     seen = count_frames(model)
-    after = cache.get_or_build(model, digits.train, identity=IDENTITY)
+    after = cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)
     assert after.path != before.path and seen[0] > 0
     assert not torch.equal(after[0]["x"], before[0]["x"])
     # The data identity is part of the key too: another seed or split is another cache.
-    other = cache.get_or_build(model, digits.train, identity={**IDENTITY, "seed": 1})
+    other = cache.get_or_build(FrameFeatures(model), digits.train, identity={**IDENTITY, "seed": 1})
     assert other.path not in (before.path, after.path)
 
 
@@ -116,30 +113,30 @@ def test_changing_frame_size_sampling_or_normalisation_recomputes(clips_dir: Pat
     seen = count_frames(model)
     cache = FeatureCache(tmp_path)
     spec = f"frames:{clips_dir}"
-    first = cache.get_or_build(model, load_dataset(spec, **base).train, identity={"spec": spec})
+    first = cache.get_or_build(FrameFeatures(model), load_dataset(spec, **base).train, identity={"spec": spec})
     assert seen[0] == 4 * 3  # 4 training clips x 3 frames
     changed = load_dataset(spec, **{**base, **change}).train
     # The identity says nothing about the change: the pipeline read from the dataset must catch it.
-    second = cache.get_or_build(model, changed, identity={"spec": spec})
+    second = cache.get_or_build(FrameFeatures(model), changed, identity={"spec": spec})
     assert second.path != first.path
     assert seen[0] == 2 * 4 * 3 if "num_frames" not in change else seen[0] == 4 * 3 + 4 * 4
     assert len(second[0]["x"]) == change.get("num_frames", 3)
-    cache.get_or_build(model, changed, identity={"spec": spec})
+    cache.get_or_build(FrameFeatures(model), changed, identity={"spec": spec})
     assert seen[0] == (24 if "num_frames" not in change else 28)  # the changed setup is now cached too
 
 
 def test_a_subset_is_keyed_by_its_indices(digits, tmp_path: Path) -> None:
     model = frame_model()
     cache = FeatureCache(tmp_path)
-    a = cache.get_or_build(model, torch.utils.data.Subset(digits.train, [0, 2, 4]), identity=IDENTITY)
-    b = cache.get_or_build(model, torch.utils.data.Subset(digits.train, [1, 2, 4]), identity=IDENTITY)
+    a = cache.get_or_build(FrameFeatures(model), torch.utils.data.Subset(digits.train, [0, 2, 4]), identity=IDENTITY)
+    b = cache.get_or_build(FrameFeatures(model), torch.utils.data.Subset(digits.train, [1, 2, 4]), identity=IDENTITY)
     assert a.path != b.path
-    assert torch.equal(b[0]["x"], cache.get_or_build(model, digits.train, identity=IDENTITY)[1]["x"])
+    assert torch.equal(b[0]["x"], cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)[1]["x"])
 
 
 def test_shards_are_memory_mapped_and_never_pickled(digits, tmp_path: Path) -> None:
     model = frame_model()
-    ds = FeatureCache(tmp_path, shard_bytes=200).get_or_build(model, digits.train, identity=IDENTITY)
+    ds = FeatureCache(tmp_path, shard_bytes=200).get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)
     assert len(ds.shards) > 1  # tiny shards: samples spread over several files
     assert all(isinstance(shard, np.memmap) for shard in ds.shards)
     assert sum(len(s) for s in ds.shards) == int(ds.lengths.sum())  # no padding stored
@@ -157,7 +154,7 @@ def test_shards_are_memory_mapped_and_never_pickled(digits, tmp_path: Path) -> N
 def test_an_interrupted_write_leaves_no_valid_looking_cache(digits, tmp_path: Path, monkeypatch) -> None:
     model = frame_model()
     cache = FeatureCache(tmp_path, shard_bytes=200)
-    key = cache.key(model, digits.train, IDENTITY)
+    key = cache.key(FrameFeatures(model), digits.train, IDENTITY)
     real = model.forward_sequence_features
     calls = [0]
 
@@ -169,7 +166,7 @@ def test_an_interrupted_write_leaves_no_valid_looking_cache(digits, tmp_path: Pa
 
     monkeypatch.setattr(model, "forward_sequence_features", dies_on_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        cache.get_or_build(model, digits.train, identity=IDENTITY, batch_size=2)
+        cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY, batch_size=2)
     assert cache.load(key) is None and list(tmp_path.iterdir()) == []  # temp dir removed, nothing published
     # A writer killed outright (no cleanup) and a partial directory under the key are both ignored.
     (tmp_path / f".tmp-{key}-dead").mkdir()
@@ -177,7 +174,7 @@ def test_an_interrupted_write_leaves_no_valid_looking_cache(digits, tmp_path: Pa
     np.save(tmp_path / key / "feats-00000.npy", np.zeros((2, 16), np.float32))
     assert cache.load(key) is None
     monkeypatch.setattr(model, "forward_sequence_features", real)
-    rebuilt = cache.get_or_build(model, digits.train, identity=IDENTITY, batch_size=2)
+    rebuilt = cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY, batch_size=2)
     assert rebuilt.path == tmp_path / key and len(rebuilt) == 6
 
 
@@ -187,7 +184,7 @@ def test_random_sampling_or_a_trainable_encoder_cannot_be_cached(clips_dir: Path
     model = frame_model(in_channels=3)
     with pytest.raises(ConfigError, match="random frame sampling"):
         use_feature_cache(random, model, mode=True, identity={"spec": spec}, root=tmp_path)
-    with caplog.at_level(logging.INFO, logger="cnnlstm.data.feature_cache"):
+    with caplog.at_level(logging.INFO, logger="cnnlstm.engine.feature_cache"):
         bundle, same = use_feature_cache(random, model, mode="auto", identity={"spec": spec}, root=tmp_path)
     assert bundle is random and same is model and "random frame sampling" in caplog.text
     uniform = load_dataset(spec, size=16, num_frames=3)
@@ -205,8 +202,8 @@ def test_random_sampling_or_a_trainable_encoder_cannot_be_cached(clips_dir: Path
 def test_prune_keeps_only_the_named_caches(digits, tmp_path: Path) -> None:
     model = frame_model()
     cache = FeatureCache(tmp_path)
-    old = cache.get_or_build(model, digits.train, identity=IDENTITY)
-    new = cache.get_or_build(model, digits.test, identity={**IDENTITY, "split": "test"})
+    old = cache.get_or_build(FrameFeatures(model), digits.train, identity=IDENTITY)
+    new = cache.get_or_build(FrameFeatures(model), digits.test, identity={**IDENTITY, "split": "test"})
     (tmp_path / "notes").mkdir()  # not a cache: left alone
     assert cache.prune(keep=[new.path.name]) == [old.path]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.path.name, "notes"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlstm.engine.rundir import atomic_write, replace_durably
+from cnnlstm._io import atomic_write, replace_durably
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnlstm._io import atomic_write
 from cnnlstm.engine import evaluate_run, fit, load_weights, save_weights
-from cnnlstm.engine.rundir import atomic_write
 from cnnlstm.models import create_model
 from cnnlstm.tasks import TrainingDivergedError
 

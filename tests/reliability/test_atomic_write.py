@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlstm.engine.rundir import atomic_write, load_weights, save_weights, write_json
+from cnnlstm._io import atomic_write
+from cnnlstm.engine.rundir import load_weights, save_weights, write_json
 from cnnlstm.models import create_model
 
 

@@ -242,7 +242,7 @@ def test_predict_series_run_given_a_folder_says_it_is_a_folder(tiny_run: Path, t
 def test_unwritable_csv_names_the_file_not_a_temp_file(tmp_path: Path) -> None:
     """Past the early check (a disk that fills up, a folder made read-only meanwhile), atomic_write's error names
     the user's file."""
-    from cnnlstm.engine.rundir import atomic_write
+    from cnnlstm._io import atomic_write
 
     if not UNWRITABLE.parent.parent.is_dir():
         pytest.skip("no /sys here")

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlstm.data import pad_collate
-from cnnlstm.data.feature_cache import CachedFeaturesModel
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model
+from cnnlstm.models.cached_features import CachedFeaturesModel
 from cnnlstm.tasks.tbptt import TBPTTMixin, lstm_chunk, truncated_bptt
 
 

@@ -1,9 +1,11 @@
-"""Frozen-encoder feature cache: encode every frame once, then train only the recurrent part.
+"""Storage of the frozen-encoder feature cache: per-frame features of a dataset, computed once, kept on disk.
 
 When a frame model's encoder is frozen (every parameter fixed, every module in eval mode) its per-frame
-features never change, so recomputing the CNN each epoch is wasted work. :func:`use_feature_cache` encodes
-each split once, stores the features on disk and returns a bundle whose samples are ``{"x": (T, D) features,
-"y"}`` plus a thin model, :class:`CachedFeaturesModel`, that runs only the model's recurrent part and head.
+features never change, so recomputing the CNN each epoch is wasted work. :class:`FeatureCache` computes each
+split's features once with a module it is given (the model side,
+:class:`~cnnlstm.models.cached_features.FrameFeatures`, says what the features depend on) and serves them as a
+dataset whose samples are ``{"x": (T, D) features, "y"}``. The engine swaps them in with the model's recurrent
+part (:func:`cnnlstm.engine.feature_cache.use_feature_cache`).
 
 Storage: ``root/<key>/`` holds ``manifest.json``, ``index.npy`` (per sample: shard, first row, length),
 one ``<field>.npy`` per other sample key (``y``) and sharded ``feats-00000.npy`` files of shape
@@ -14,10 +16,11 @@ one flat row whatever the model makes of them: a pooled vector, or a grid flatte
 Shards are opened with ``np.load(mmap_mode="r")`` on first use, so a dataset never holds its features in RAM
 and DataLoader workers page in only the rows they read.
 
-The key is a digest of everything the features depend on: the encoder's name and build config, a digest of
-its weights (every state_dict tensor's bytes), the data pipeline (frame size, channels, normalisation, frame
-count and sampling), the data's identity (spec, options, seed, split and subset indices, the clips' paths and
-file stats, a digest of the first sample) and :data:`CACHE_FORMAT_VERSION`. Any change gives a new key and
+The key is a digest of everything the features depend on: what the feature module's ``cache_identity()`` names
+(for a frame model, the encoder's name and build config and a digest of its weights), the data pipeline
+(frame size, channels, normalisation, frame count and sampling), the data's identity (spec, options, seed, split
+and subset indices, the clips' paths and file stats, a digest of the first sample) and
+:data:`CACHE_FORMAT_VERSION`. Any change gives a new key and
 so a new directory; :meth:`FeatureCache.prune` removes the stale ones. A cache is written into a temporary
 directory and renamed into place only when complete (manifest last), so an interrupted write never leaves a
 directory that looks valid.
@@ -29,7 +32,6 @@ train on one frozen draw: ``feature_cache: true`` then raises :class:`~cnnlstm.e
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -46,7 +48,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cnnlstm.data._registry import DatasetBundle
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.errors import ConfigError, DataError
 
@@ -55,13 +56,9 @@ __all__ = [
     "CACHE_DIR_ENV",
     "DTYPES",
     "CachedFeaturesDataset",
-    "CachedFeaturesModel",
     "FeatureCache",
-    "cache_problem",
+    "dataset_cache_problem",
     "default_cache_dir",
-    "encoder_fingerprint",
-    "use_feature_cache",
-    "weights_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,7 +70,6 @@ CACHE_DIR_ENV = "CNNLSTM_CACHE_DIR"
 _MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600.0  # a temp dir older than this belongs to a writer that died
-_MODES = ("auto", True, False)
 #: storage dtypes of the feature shards
 DTYPES = ("float32", "float16")
 
@@ -90,40 +86,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_DIR_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cnnlstm" / "features"
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 over every ``state_dict`` entry's name, dtype, shape and bytes (parameters and buffers).
-
-    Args:
-        module: the module whose weights identify the features (a frame encoder).
-
-    Example:
-        >>> len(weights_digest(nn.Linear(2, 3)))
-        64
-    """
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # uint8 view: bfloat16 has no numpy type
-    return h.hexdigest()
-
-
-def encoder_fingerprint(encoder: nn.Module) -> dict[str, Any]:
-    """What identifies an encoder's features: its class, name, build config and weights digest.
-
-    Example:
-        >>> sorted(encoder_fingerprint(nn.Linear(2, 3)))
-        ['build_config', 'class', 'name', 'weights']
-    """
-    cls = type(encoder)
-    return {
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "name": getattr(encoder, "name", None),
-        "build_config": getattr(encoder, "build_config", None),
-        "weights": weights_digest(encoder),
-    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -186,51 +148,22 @@ def _sample_digest(sample: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- validity
-def _encoder_of(model: nn.Module) -> nn.Module | None:
-    if not all(hasattr(model, n) for n in ("encoder", "forward_sequence_features", "forward_from_features")):
-        return None
-    return model.encoder
+# ----------------------------------------------------------------------------------------------- validity
+def dataset_cache_problem(dataset: Dataset) -> str | None:
+    """Why the samples of ``dataset`` cannot be cached, or ``None`` when they can.
 
-
-_TRAIN_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
-
-
-def _trains_differently(module: nn.Module) -> bool:
-    return isinstance(module, _TRAIN_SENSITIVE) or type(module).__name__ in ("DropPath", "DropBlock2d")
-
-
-def cache_problem(model: nn.Module, dataset: Dataset | None = None) -> str | None:
-    """Why features of ``model`` on ``dataset`` cannot be cached, or ``None`` when they can.
-
-    Caching needs a model with ``encoder``, ``forward_sequence_features`` and ``forward_from_features``
-    (``frame_lstm``), an encoder with no trainable parameter whose train-sensitive modules (dropout, batch
-    norm, drop-path) stay in eval mode while the model trains, and data whose samples repeat exactly (no
-    random frame sampling or augmentation; checked from the dataset's settings and by reading sample 0 twice).
+    Cached features stand for the samples of every epoch, so the samples must repeat exactly: no random frame
+    sampling or augmentation (checked from the dataset's settings and by reading sample 0 twice). What the model
+    side needs is :func:`cnnlstm.models.cached_features.feature_path_problem`.
 
     Args:
-        model: the model to train.
-        dataset: the data to encode, or None to check only the model.
+        dataset: the data to encode.
 
     Example:
-        >>> cache_problem(create_model("frame_lstm", num_classes=2, freeze="none"))  # doctest: +SKIP
-        "the encoder has trainable parameters (freeze='none'); use model.freeze: all to cache its features"
+        >>> from cnnlstm.data import load_dataset
+        >>> dataset_cache_problem(load_dataset("builtin:digit_sequences", n_train=2, n_test=2).train) is None
+        True
     """
-    encoder = _encoder_of(model)
-    if encoder is None:
-        return (f"{getattr(model, 'model_name', type(model).__name__)} has no frozen-encoder feature path "
-                "(needs encoder, forward_sequence_features and forward_from_features, as frame_lstm has)")
-    frozen = getattr(encoder, "frozen", "?")
-    if any(p.requires_grad for p in encoder.parameters()):
-        return f"the encoder has trainable parameters (freeze={frozen!r}); use model.freeze: all to cache its features"
-    was_training = encoder.training
-    encoder.train(True)  # what the trainer will do; a frozen FrameEncoder keeps its frozen modules in eval
-    active = [n for n, m in encoder.named_modules() if m.training and _trains_differently(m)]
-    encoder.train(was_training)
-    if active:
-        return (f"encoder modules {active[:3]} behave differently in training (dropout / batch statistics) and "
-                f"are not frozen (freeze={frozen!r}); use model.freeze: all")
-    if dataset is None:
-        return None
     base, _ = _unwrap(dataset)
     if getattr(base, "random_sampling", False) or getattr(base, "sampling", None) == "random":
         return "random frame sampling is on (data.options.sampling: random); use sampling: uniform to cache"
@@ -361,7 +294,8 @@ class FeatureCache:
 
     Example:
         >>> cache = FeatureCache("/tmp/features")
-        >>> train = cache.get_or_build(model, bundle.train, identity={"spec": "frames:clips"})  # doctest: +SKIP
+        >>> train = cache.get_or_build(FrameFeatures(model), bundle.train, identity={"spec": "frames:clips"})
+        ... # doctest: +SKIP
     """
 
     def __init__(self, root: str | os.PathLike | None = None, *, shard_bytes: int = 256 * 2**20,
@@ -374,22 +308,19 @@ class FeatureCache:
         self.shard_bytes = shard_bytes
         self.dtype = dtype
 
-    def key_parts(self, model: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> dict[str, Any]:
+    def key_parts(self, features: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> dict[str, Any]:
         """Everything the cached features depend on (hashed into the key; stored in the manifest).
 
         Args:
-            model: the frame model whose encoder is cached.
+            features: the module that computes the features; its ``cache_identity()`` says what they depend on
+                (e.g. :class:`~cnnlstm.models.cached_features.FrameFeatures`: the encoder and its weights).
             dataset: the data to encode (a ``Subset`` adds its indices).
             identity: what names the data: spec, options, seed and split (``{"spec": ..., "split": "train"}``).
         """
-        encoder = _encoder_of(model)
-        if encoder is None:
-            raise ConfigError(cache_problem(model) or "model has no encoder")
         base, indices = _unwrap(dataset)
         parts = {
+            **features.cache_identity(),
             "format": CACHE_FORMAT_VERSION,
-            "encoder": encoder_fingerprint(encoder),
-
             "pipeline": _pipeline(base),
             "data": {
                 "identity": dict(identity),
@@ -399,17 +330,13 @@ class FeatureCache:
                 "first_sample": _sample_digest(dataset[0]) if len(dataset) else None,  # type: ignore[arg-type]
             },
         }
-        # Pooled float32 caches keep the keys they had before grids and dtypes existed.
-        if getattr(model, "frame_features", "pooled") != "pooled":  # a stage's grid, not the pooled vector
-            parts["frame_features"] = {k: getattr(model, k, None) for k in ("frame_features", "frame_dim")}
-            parts["grid"] = {k: getattr(model._per_frame, k, None) for k in ("stage", "grid_size")}
-        if self.dtype != "float32":
+        if self.dtype != "float32":  # float32 caches keep the keys they had before dtypes existed
             parts["dtype"] = self.dtype
         return parts
 
-    def key(self, model: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> str:
+    def key(self, features: nn.Module, dataset: Dataset, identity: Mapping[str, Any]) -> str:
         """The cache key (32 hex digits) of :meth:`key_parts`."""
-        return _digest(self.key_parts(model, dataset, identity))
+        return _digest(self.key_parts(features, dataset, identity))
 
     def load(self, key: str) -> CachedFeaturesDataset | None:
         """The complete cache stored under ``key``, or ``None`` (missing, partial or another format)."""
@@ -424,7 +351,7 @@ class FeatureCache:
 
     def get_or_build(
         self,
-        model: nn.Module,
+        features: nn.Module,
         dataset: Dataset,
         *,
         identity: Mapping[str, Any],
@@ -433,16 +360,17 @@ class FeatureCache:
         collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
         device: str | torch.device | None = None,
     ) -> CachedFeaturesDataset:
-        """Load the cache of ``model``'s encoder on ``dataset``, encoding it first when there is none.
+        """Load the cached features of ``dataset``, computing them with ``features`` first when there are none.
 
         Args:
-            model: a frame model with a frozen encoder (see :func:`cache_problem`).
+            features: a module ``(x (B, T, ...), lengths) -> (B, T, D)`` with ``cache_identity()``, e.g.
+                :class:`~cnnlstm.models.cached_features.FrameFeatures` of a frame model with a frozen encoder.
             dataset: samples ``{"x": (T, C, H, W), "y", ...}``.
             identity: spec, options, seed and split of the data (see :meth:`key_parts`).
             batch_size: clips encoded per forward.
             num_workers: DataLoader workers that read the clips.
             collate_fn: batches samples (default :func:`pad_collate`).
-            device: where to encode (default: CUDA when available, else the model's device); the model is
+            device: where to encode (default: CUDA when available, else the module's device); the module is
                 moved back afterwards.
 
         Returns:
@@ -451,31 +379,31 @@ class FeatureCache:
         # Building draws from torch's global generator (DataLoader seeds, sample reads); fork it so a run that
         # builds the cache and a run that finds it continue with the same random state (same shuffles).
         with torch.random.fork_rng(devices=[]):
-            problem = cache_problem(model, dataset)
+            problem = dataset_cache_problem(dataset)
             if problem:
                 raise ConfigError(f"cannot cache features: {problem}")
-            parts = self.key_parts(model, dataset, identity)
+            parts = self.key_parts(features, dataset, identity)
             key = _digest(parts)
             cached = self.load(key)
             if cached is not None:
                 log.info("feature cache hit: %s (%d samples)", cached.path, len(cached))
                 return cached
-            return self._build(key, parts, model, dataset, batch_size, num_workers, collate_fn or pad_collate,
+            return self._build(key, parts, features, dataset, batch_size, num_workers, collate_fn or pad_collate,
                                device)
 
     @torch.no_grad()
-    def _build(self, key: str, parts: dict[str, Any], model: nn.Module, dataset: Dataset, batch_size: int,
+    def _build(self, key: str, parts: dict[str, Any], features: nn.Module, dataset: Dataset, batch_size: int,
                num_workers: int, collate_fn: Callable, device: str | torch.device | None) -> CachedFeaturesDataset:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=self.root))
         final = self.root / key
-        home = next(model.parameters()).device
+        home = next(features.parameters()).device
         target = torch.device(device) if device is not None else (
             torch.device("cuda") if torch.cuda.is_available() else home)
-        was_training = model.training
+        was_training = features.training
         start = time.perf_counter()
         try:
-            model.to(target).eval()
+            features.to(target).eval()
             writer = _ShardWriter(tmp, self.shard_bytes)
             fields: dict[str, list[np.ndarray]] = {}
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -483,7 +411,7 @@ class FeatureCache:
             for batch in loader:
                 x = batch["x"].to(target)  # (B, T, C, H, W)
                 lengths = batch.get("lengths")
-                feats = model.forward_sequence_features(x, lengths).float().cpu().numpy()  # (B, T, D)
+                feats = features(x, lengths).float().cpu().numpy()  # (B, T, D)
                 feats = feats.astype(self.dtype, copy=False)
                 valid = lengths.tolist() if lengths is not None else [feats.shape[1]] * len(feats)
                 for b, length in enumerate(valid):
@@ -514,7 +442,7 @@ class FeatureCache:
             (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1, default=_jsonable))  # last: marks complete
             self._publish(tmp, final)
         finally:
-            model.to(home).train(was_training)
+            features.to(home).train(was_training)
             shutil.rmtree(tmp, ignore_errors=True)  # a failed or lost race leaves nothing behind
         log.info("feature cache written: %s (%d samples, %.1f s)", final, len(writer.index),
                  time.perf_counter() - start)
@@ -551,120 +479,3 @@ class FeatureCache:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
-
-
-# ----------------------------------------------------------------------------------------------- model + wiring
-class CachedFeaturesModel(nn.Module):
-    """Runs only the recurrent part and head of a frame model, on cached per-frame features.
-
-    It holds the full model (so checkpoints keep every weight and the encoder stays available) but never
-    calls the encoder: ``forward(x, lengths) = model.forward_from_features(x, lengths)``. Save and export the
-    wrapped :attr:`model`, which gives the same logits from frames.
-
-    Args:
-        model: a frame model with ``forward_from_features`` (``frame_lstm``).
-
-    Shape:
-        - x: ``(B, T, D)`` features; lengths: ``(B,)`` int64, optional.
-        - output: ``(B, K)`` logits.
-
-    Example:
-        >>> fast = CachedFeaturesModel(model)  # doctest: +SKIP
-        >>> fast(feats, lengths).shape  # doctest: +SKIP
-        torch.Size([2, 4])
-    """
-
-    input_names = ("x", "lengths")
-    supports_lengths = True
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        if _encoder_of(model) is None:
-            raise ConfigError(cache_problem(model) or "model has no feature path")
-        self.model = model
-        self.output_kind = getattr(model, "output_kind", "logits")
-        self.num_classes = model.num_classes
-        self.num_features = model.num_features
-        self.model_name = getattr(model, "model_name", type(model).__name__)
-
-    def forward_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``(B, T, D)`` features -> ``(B, num_features)``."""
-        return self.model.forward_recurrent(x, lengths)
-
-    def forward_head(self, features: Tensor) -> Tensor:
-        """``(B, num_features) -> (B, K)``."""
-        return self.model.forward_head(features)
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Logits from cached features; see the class docstring for shapes."""
-        return self.model.forward_from_features(x, lengths)  # (B, K)
-
-    def forward_chunk(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """One chunk of the LSTM from ``state``, for truncated BPTT (:mod:`cnnlstm.tasks.tbptt`).
-
-        Shape:
-            - x: ``(B, k, D)`` features; lengths: ``(B,)`` valid steps in this chunk (0..k), optional.
-            - output: ``(B, k, H)`` and ``(h, c)``, each ``(num_layers, B, H)``.
-        """
-        return self.model.recurrent_chunk(x, state, lengths)
-
-
-def use_feature_cache(
-    bundle: DatasetBundle,
-    model: nn.Module,
-    *,
-    mode: bool | str = "auto",
-    identity: Mapping[str, Any],
-    root: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    dtype: str = "float32",
-) -> tuple[DatasetBundle, nn.Module]:
-    """Swap a frames bundle and model for cached features and the recurrent part, when that is valid.
-
-    Args:
-        bundle: the loaded dataset; ``train`` and ``test`` are each cached (validation is carved later from
-            the cached train split, so changing ``val_fraction`` reuses the cache).
-        model: the full model; it is trained through the returned wrapper and shares its weights.
-        mode: ``True`` (cache or raise ``ConfigError`` saying why not), ``False`` (end to end, e.g. to
-            fine-tune the encoder) or ``"auto"`` (cache when valid, else log why and train end to end).
-        identity: what names the data, e.g. ``{"spec": ..., "options": ..., "seed": ...}``.
-        root: cache directory (default :func:`default_cache_dir`).
-        batch_size: clips per encoder forward while building.
-        num_workers: DataLoader workers while building.
-        device: where to encode (default CUDA when available).
-        dtype: storage dtype, ``"float32"`` or ``"float16"`` (see :class:`FeatureCache`).
-
-    Returns:
-        ``(bundle, model)`` to train with: the cached bundle and a :class:`CachedFeaturesModel`, or the inputs
-        unchanged when not caching.
-
-    Example:
-        >>> identity = {"spec": spec, "options": opts, "seed": 0}  # doctest: +SKIP
-        >>> bundle, train_model = use_feature_cache(bundle, model, mode="auto", identity=identity)  # doctest: +SKIP
-    """
-    if isinstance(mode, str) and mode.lower() in ("true", "false"):
-        mode = mode.lower() == "true"
-    if mode not in _MODES:
-        raise ConfigError(f"data.feature_cache must be true, false or auto, got {mode!r}")
-    if mode is False:
-        return bundle, model
-    problem = cache_problem(model) or (None if bundle.kind == "frames" else f"data kind {bundle.kind!r} is not frames")
-    with torch.random.fork_rng(devices=[]):  # the checks read samples; they must not shift the run's randomness
-        problem = problem or cache_problem(model, bundle.train) or cache_problem(model, bundle.test)
-    if problem:
-        if mode is True:
-            raise ConfigError(f"data.feature_cache: true, but {problem} (or set data.feature_cache: false)")
-        log.info("feature cache off: %s", problem)
-        return bundle, model
-    cache = FeatureCache(root, dtype=dtype)
-    kwargs = {"batch_size": batch_size, "num_workers": num_workers, "collate_fn": bundle.collate_fn, "device": device}
-    train = cache.get_or_build(model, bundle.train, identity={**identity, "split": "train"}, **kwargs)
-    test = cache.get_or_build(model, bundle.test, identity={**identity, "split": "test"}, **kwargs)
-    info = {**bundle.info, "feature_cache": {"train": str(train.path), "test": str(test.path), "dtype": dtype,
-                                             "bytes_per_sample": train.manifest.get("bytes_per_sample")}}
-    cached = dataclasses.replace(bundle, train=train, test=test, info=info, collate_fn=pad_collate)
-    return cached, CachedFeaturesModel(model)

@@ -484,7 +484,7 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
             raise ConfigError("data.feature_cache: true with data.augment: augmented frames cannot be cached; "
                               "drop one of them")
         return bundle, model
-    from cnnlstm.data.feature_cache import use_feature_cache
+    from cnnlstm.engine.feature_cache import use_feature_cache
 
     data = config["data"]
     identity = {"spec": data["spec"], "options": data.get("options") or {}, "seed": config["seed"]}

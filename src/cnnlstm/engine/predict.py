@@ -23,18 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnlstm._io import atomic_write
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import read_clip
 from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.ensemble import load_run_model
-from cnnlstm.engine.rundir import atomic_write, read_config
+from cnnlstm.engine.rundir import read_config
 from cnnlstm.errors import ConfigError, DataError
 from cnnlstm.tasks import CaptioningTask, ClassificationTask, build_task
 
-__all__ = ["predict", "predict_forecast", "Prediction", "read_series_file", "read_clip_file", "read_image",
-           "predictions_csv"]
+__all__ = ["predict", "predict_forecast", "Prediction", "read_data_info", "read_series_file", "read_clip_file",
+           "read_image", "predictions_csv"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -261,40 +262,30 @@ def _vqa_samples(path: Path, info: dict[str, Any], channels: int,
     return out
 
 
-class _OnnxModel(nn.Module):
-    """An exported model on onnxruntime behind the registered-model interface the tasks call."""
+def read_data_info(run_dir: str | Path) -> dict[str, Any]:
+    """The ``data_info.json`` a finished fit wrote in ``run_dir`` (task, kind, classes, model kwargs).
 
-    def __init__(self, path: str | Path, like: dict[str, Any]) -> None:
-        super().__init__()
-        from cnnlstm.export import OnnxPredictor
-
-        self.predictor = OnnxPredictor(path)
-        self.input_names = self.predictor.input_names
-        self.output_kind = self.predictor.output_kind or like.get("output_kind", "logits")
-        kwargs = self.predictor.model_config.get("kwargs", {})
-        self.num_classes = kwargs.get("num_classes", kwargs.get("vocab_size", like.get("num_classes")))
-        self.model_name = self.predictor.model_config.get("name", "onnx")
-        # Valid output steps per input width (CRNN): the task decodes only those, as it does for the eager model.
-        from cnnlstm.models import get_model_class, list_models
-
-        if self.model_name in list_models() and hasattr(get_model_class(self.model_name), "output_lengths"):
-            self.output_lengths = get_model_class(self.model_name).output_lengths
-
-    def forward(self, **inputs: Tensor) -> Tensor:
-        return self.predictor(**inputs)
+    Raises:
+        ConfigError: the run has none (its fit did not finish).
+    """
+    info_path = Path(run_dir) / "data_info.json"
+    if not info_path.is_file():
+        raise ConfigError(f"{run_dir} has no data_info.json; was its fit finished?")
+    return json.loads(info_path.read_text())
 
 
 @torch.no_grad()
-def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
-            onnx: str | Path | None = None, out: str | Path | None = None, beam_size: int = 1) -> list[Prediction]:
+def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64, model: nn.Module | None = None,
+            out: str | Path | None = None, beam_size: int = 1) -> list[Prediction]:
     """Predict labels (with probabilities) or strings for input files with a run's best model.
 
     Args:
         run_dir: a directory written by ``fit``.
         inputs: file paths (see the module docstring for what each kind of run reads).
         batch_size: inputs per forward pass.
-        onnx: an ``.onnx`` file exported from this run (``cnnlstm export``); it then runs on onnxruntime
-            instead of PyTorch, with the same input reading, labels and decoding.
+        model: stands in for the run's best model, with the same input reading, labels and decoding, e.g. the
+            run's ONNX export on onnxruntime (:func:`cnnlstm.export.predictor.predict_onnx`); ``None`` loads
+            the run's weights.
         out: forecast runs only: a new (or empty) folder for the predicted frames (see :func:`predict_forecast`).
         beam_size: captioning runs: hypotheses kept per image (1: greedy).
 
@@ -308,14 +299,8 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64,
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    info_path = run_dir / "data_info.json"
-    if not info_path.is_file():
-        raise ConfigError(f"{run_dir} has no data_info.json; was its fit finished?")
-    info = json.loads(info_path.read_text())
-    if onnx is not None:
-        eager = {"num_classes": info.get("model_kwargs", {}).get("num_classes")}
-        model: nn.Module = _OnnxModel(onnx, eager)
-    else:
+    info = read_data_info(run_dir)
+    if model is None:
         model = load_run_model(run_dir, config)  # an ensemble run: its averaged members
     task = build_task(info["task"], model, info, config["optim"])
     task.eval()

@@ -22,10 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import Sampler
 
-from cnnlstm.engine.rundir import replace_durably
+from cnnlstm._io import write_through_temp
 from cnnlstm.errors import WeightsError
 
 __all__ = ["epoch_seed", "EpochShuffleSampler", "ReproducibleTraining", "AtomicCheckpointIO", "LastCheckpoint"]
@@ -259,13 +257,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return state
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(checkpoint, tmp)
-            replace_durably(tmp, path)  # fsynced: a power cut cannot leave a truncated last.ckpt to resume from
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # fsynced: a power cut cannot leave a truncated last.ckpt to resume from
+        write_through_temp(path, lambda tmp: torch.save(checkpoint, tmp))

@@ -3,7 +3,7 @@
 A run's page holds the resolved recipe, the data summary, the test metrics (read from ``metrics.json``), the
 learning curves (``history.json``), the confusion matrix and per-class precision/recall/F1 for classification,
 the generalisation gap and overfitting warning, the cost summary (parameters, FLOPs and peak memory at the
-data's sequence length, from :func:`~cnnlstm.report.cost.cost_report`) and the K test examples with the
+data's sequence length, from :func:`~cnnlstm.profile.cost_report`) and the K test examples with the
 highest per-sample loss, drawn for the data's kind (:mod:`cnnlstm.report.gallery`). ``fit`` writes it at the
 end of every run that was tested; ``cnnlstm report RUN`` rebuilds it from the directory alone, running the best
 weights over the test split again.
@@ -24,10 +24,11 @@ import torch
 import yaml
 from torch import nn
 
+from cnnlstm._io import atomic_write
 from cnnlstm.data import DatasetBundle
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.engine.outputs import enclosing_run
-from cnnlstm.engine.rundir import atomic_write, read_config
+from cnnlstm.engine.rundir import read_config
 from cnnlstm.errors import CnnLstmError, ConfigError
 from cnnlstm.tasks import ClassificationTask, Task
 
@@ -108,7 +109,7 @@ def _per_class(scores: list[dict[str, Any]], class_names: list[str]) -> tuple[np
 
 def _cost_rows(model: nn.Module, bundle: DatasetBundle) -> tuple[list[tuple[str, str]], str]:
     """Parameters, FLOPs and peak memory at the test data's sequence length (batch 1), and what they mean."""
-    from cnnlstm.report.cost import _bytes, _si, cost_report
+    from cnnlstm.profile import cost_report, format_bytes, format_si
 
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -129,10 +130,10 @@ def _cost_rows(model: nn.Module, bundle: DatasetBundle) -> tuple[list[tuple[str,
     except (CnnLstmError, RuntimeError, TypeError, ValueError) as exc:
         return rows, f"FLOPs and memory not measured: {str(exc).splitlines()[0]}"
     row = table.rows[0]
-    rows += [("FLOPs forward / sample", _si(row.flops_forward, "FLOP")),
-             ("FLOPs train step / sample", _si(row.flops_train, "FLOP")),
-             ("peak memory, inference", _bytes(row.peak_inference_bytes)),
-             ("peak memory, train step (Adam)", _bytes(row.peak_train_bytes))]
+    rows += [("FLOPs forward / sample", format_si(row.flops_forward, "FLOP")),
+             ("FLOPs train step / sample", format_si(row.flops_train, "FLOP")),
+             ("peak memory, inference", format_bytes(row.peak_inference_bytes)),
+             ("peak memory, train step (Adam)", format_bytes(row.peak_train_bytes))]
     where = f"T={row.seq_len}" + (f", frames {row.frame_size[0]}x{row.frame_size[1]}" if row.frame_size else "")
     note = (f"Measured by cost_report at {where}, batch 1 on {table.device} (memory: {table.memory_source}); "
             "`cnnlstm summary` shows how they grow with T and frame size.")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from cnnlstm._io import atomic_write, write_through_temp
 from cnnlstm.engine.recipe import DEFAULTS, _merge, parse_yaml, read_recipe_text, validate_recipe
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.models import create_model, model_config
 
 __all__ = [
     "RUN_DIR_ENV",
-    "atomic_write",
-    "replace_durably",
     "write_json",
     "write_yaml",
     "read_config",
@@ -50,80 +48,6 @@ __all__ = [
 
 #: set by the launching process so DDP workers, started later, write to the same run directory
 RUN_DIR_ENV = "CNNLSTM_RUN_DIR"
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file.
-
-    The temporary file is fsynced before the rename and the directory after it: without the first, a power
-    loss can leave the new name pointing at a file whose blocks never reached the disk (empty or truncated);
-    without the second, the rename itself may be lost. Self-contained (``os``, ``tempfile``, ``pathlib``) on
-    purpose: the kill test runs this function's source in a bare process.
-
-    Args:
-        path: the final file name.
-        data: the whole content (``str`` is written as UTF-8).
-
-    Example:
-        >>> atomic_write("/tmp/cnnlstm-doctest.txt", "ok").read_text()
-        'ok'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:  # name the file the caller asked for, not the hidden temporary one
-        raise OSError(err.errno, err.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before any name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable; directories cannot be opened on Windows, where rename is journalled anyway
-        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # some file systems (and macOS for directories) refuse fsync on a directory: best effort
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def replace_durably(tmp: str | Path, path: str | Path) -> Path:
-    """Move a finished temporary file onto ``path`` the way :func:`atomic_write` does: fsync, rename, fsync dir.
-
-    For writers that take a file name instead of bytes (safetensors, ``torch.save``).
-
-    Args:
-        tmp: the complete temporary file, in the same directory as ``path``.
-        path: the final file name.
-
-    Example:
-        >>> replace_durably(".best.safetensors.tmp", "best.safetensors")  # doctest: +SKIP
-    """
-    path = Path(path)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -200,17 +124,10 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
         >>> save_weights(create_model("lstm_fcn", in_channels=3, num_classes=2), "m.safetensors")  # doctest: +SKIP
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = model_config(model)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # save_model (not save_file) de-duplicates tied tensors, which safetensors refuses to store twice.
-        save_model(model, tmp, metadata={"cnnlstm_model": json.dumps(_jsonable(config))})
-        replace_durably(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # save_model (not save_file) de-duplicates tied tensors, which safetensors refuses to store twice.
+    metadata = {"cnnlstm_model": json.dumps(_jsonable(config))}
+    write_through_temp(path, lambda tmp: save_model(model, tmp, metadata=metadata))
     return path
 
 

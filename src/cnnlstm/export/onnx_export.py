@@ -4,8 +4,8 @@ Exporter choice (torch 2.14). ``torch.onnx.export(dynamo=True)``, the default, n
 package, which cnnlstm does not depend on, and lowers ``nn.LSTM`` through ``torch.export``, where
 data-dependent lengths and Python time loops need hand-written dynamic-shape specs per model. The
 TorchScript-based exporter (``dynamo=False``) maps ``nn.LSTM`` to ONNX's fused ``LSTM`` op with a dynamic
-sequence axis and exports scripted loops as ``Loop``; with the rewrites in :mod:`cnnlstm.export.rewrite`
-(masks instead of packing, a scripted ConvLSTM loop) and :mod:`cnnlstm.export.onnx_symbolics`, every
+sequence axis and exports scripted loops as ``Loop``; with the layers' own trace paths (masks instead of
+packing, a scripted ConvLSTM loop; see :mod:`cnnlstm.export.tracing`) and :mod:`cnnlstm.export.onnx_symbolics`, every
 registered model exports with dynamic axes and matches eager within 1e-4. So this module uses it.
 """
 
@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from cnnlstm.errors import ConfigError
 from cnnlstm.export.onnx_symbolics import dynamic_shape_symbolics
 from cnnlstm.export.parity import ParityReport, check_parity, write_parity
-from cnnlstm.export.rewrite import ExportWrapper, exportable_copy, tracing_quietly
 from cnnlstm.export.spec import ExportSpec, export_spec
+from cnnlstm.export.tracing import ExportWrapper, exportable_copy, tracing_quietly
 
 __all__ = ["ExportReport", "export_onnx", "model_metadata", "prepare_export"]
 

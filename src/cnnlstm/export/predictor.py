@@ -1,4 +1,8 @@
-"""Run an exported ONNX model with onnxruntime: the deployment path of ``cnnlstm predict --onnx``."""
+"""Run an exported ONNX model with onnxruntime: the deployment path of ``cnnlstm predict --onnx``.
+
+:class:`OnnxPredictor` runs the file alone; :class:`OnnxModel` puts it behind the registered-model interface the
+tasks call, so :func:`predict_onnx` predicts with the run's own input reading, labels and decoding.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError, WeightsError
 
-__all__ = ["OnnxPredictor"]
+__all__ = ["OnnxModel", "OnnxPredictor", "predict_onnx"]
 
 _INT_INPUTS = ("lengths", "captions")
 
@@ -102,3 +106,56 @@ class OnnxPredictor:
         logits = self.run(**inputs)
         z = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return z / z.sum(axis=-1, keepdims=True)
+
+
+class OnnxModel(nn.Module):
+    """An exported model on onnxruntime behind the registered-model interface the tasks call.
+
+    Args:
+        path: an ``.onnx`` file from :func:`~cnnlstm.export.export_onnx`.
+        num_classes: used when the file's metadata does not say (a model exported without its registry config).
+
+    Shape:
+        - inputs and output: those of the exported model.
+
+    Example:
+        >>> model = OnnxModel("export/model.onnx")  # doctest: +SKIP
+        >>> model(x=torch.randn(4, 100, 6)).shape  # doctest: +SKIP
+        torch.Size([4, 4])
+    """
+
+    def __init__(self, path: str | Path, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.predictor = OnnxPredictor(path)
+        self.input_names = self.predictor.input_names
+        self.output_kind = self.predictor.output_kind or "logits"
+        kwargs = self.predictor.model_config.get("kwargs", {})
+        self.num_classes = kwargs.get("num_classes", kwargs.get("vocab_size", num_classes))
+        self.model_name = self.predictor.model_config.get("name", "onnx")
+        # Valid output steps per input width (CRNN): the task decodes only those, as it does for the eager model.
+        from cnnlstm.models import get_model_class, list_models
+
+        if self.model_name in list_models() and hasattr(get_model_class(self.model_name), "output_lengths"):
+            self.output_lengths = get_model_class(self.model_name).output_lengths
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        """The exported model's output for keyword inputs."""
+        return self.predictor(**inputs)
+
+
+def predict_onnx(run_dir: str | Path, inputs: list[str], onnx: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`cnnlstm.engine.predict.predict` with the run's ONNX export on onnxruntime instead of PyTorch.
+
+    Args:
+        run_dir: a directory written by ``fit``.
+        inputs: file paths, read as for the eager model.
+        onnx: an ``.onnx`` file exported from this run (``cnnlstm export``).
+        **kwargs: ``batch_size``, ``out``, ``beam_size`` of :func:`~cnnlstm.engine.predict.predict`.
+
+    Example:
+        >>> predict_onnx("runs/basic_motions", ["walk.npz"], "runs/basic_motions/export/model.onnx")  # doctest: +SKIP
+    """
+    from cnnlstm.engine.predict import predict, read_data_info  # here: the engine pulls in Lightning
+
+    num_classes = read_data_info(run_dir).get("model_kwargs", {}).get("num_classes")
+    return predict(run_dir, inputs, model=OnnxModel(onnx, num_classes), **kwargs)

@@ -1,9 +1,10 @@
 """Export a registered model to TorchScript (``torch.jit.trace``) and check parity on inputs of other sizes.
 
 Tracing, not scripting: the models' eager code (keyword inputs, helpful error messages, optional arguments)
-is not TorchScript, and should not have to be. The same rewrites as for ONNX make the trace shape-generic:
-masks instead of packing, and a scripted ConvLSTM loop that survives tracing. The model's registry name and
-kwargs, its input names and output kind travel in the archive's ``extra_files`` (``cnnlstm.json``).
+is not TorchScript, and should not have to be. The layers' own trace paths (as for ONNX) make the trace
+shape-generic: masks instead of packing, and a scripted ConvLSTM loop that survives tracing. The model's
+registry name and kwargs, its input names and output kind travel in the archive's ``extra_files``
+(``cnnlstm.json``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from cnnlstm.errors import WeightsError
 from cnnlstm.export.onnx_export import ExportReport, model_metadata, prepare_export
 from cnnlstm.export.parity import check_parity, write_parity
-from cnnlstm.export.rewrite import tracing_quietly
+from cnnlstm.export.tracing import tracing_quietly
 
 __all__ = ["export_torchscript", "load_torchscript"]
 

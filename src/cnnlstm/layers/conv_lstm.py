@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError
+from cnnlstm.layers.conv_lstm_scan import scan_direction
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
 
 __all__ = ["ConvLSTMCell", "ConvLSTM", "State"]
@@ -231,6 +232,8 @@ class ConvLSTM(nn.Module):
     is the state after the last valid step), their outputs are zero, and the backward direction starts at
     the last valid step. Padded and unpadded batches therefore give the same results. For speed the input
     half of every gate convolution runs for all steps in one batched call; only ``W_h * h`` runs per step.
+    While traced (``torch.jit.trace``, ONNX export) the time loop is a scripted loop
+    (:mod:`cnnlstm.layers.conv_lstm_scan`), so the traced graph takes any number of steps.
 
     Args:
         in_channels: channels ``C`` of the input maps.
@@ -332,6 +335,10 @@ class ConvLSTM(nn.Module):
     def _run_direction(
         self, cell: ConvLSTMCell, x: Tensor, state: State, mask: Tensor | None, reverse: bool
     ) -> tuple[Tensor, State]:
+        if torch.jit.is_tracing():
+            # Tracing (TorchScript, ONNX export) would unroll the Python loop below and freeze T into the graph;
+            # the scripted loop stays a loop over a run-time number of steps, with the same results.
+            return scan_direction(cell, x, state, mask, reverse)
         B, T = x.shape[:2]
         x_gates = cell.input_gates(x.flatten(0, 1)).unflatten(0, (B, T))  # (B, T, 4*C_h, *S)
         hidden_weight = cell.conv.weight[:, cell.in_channels :]

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cnnlstm.engine.rundir import atomic_write  # noqa: E402
+from cnnlstm._io import atomic_write  # noqa: E402
 
 __all__ = ["plot_learning_curves", "plot_confusion_matrix", "learning_curves_figure", "confusion_matrix_figure",
            "png_bytes", "MaxNLocator"]

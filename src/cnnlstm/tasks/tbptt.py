@@ -17,7 +17,7 @@ A model supports TBPTT by exposing ``forward_chunk(x, state=None, lengths=None) 
 ``x`` is ``(B, k, ...)``, ``lengths`` the valid steps of each sequence in this chunk (0..k, ``None`` when
 nothing is padded), ``state`` whatever the previous chunk returned (``None`` at the start), ``out`` the
 chunk's per-step outputs ``(B, k, H)`` (zeros at padded steps). ``frame_lstm`` and
-:class:`~cnnlstm.data.feature_cache.CachedFeaturesModel` have one; the final state's ``h[-1]`` is the sequence
+:class:`~cnnlstm.models.cached_features.CachedFeaturesModel` have one; the final state's ``h[-1]`` is the sequence
 representation of ``pooling="last"``. A recipe turns it on with ``trainer.tbptt_steps`` (``docs/training.md``).
 """
 
@@ -158,7 +158,7 @@ def check_tbptt_model(model: nn.Module) -> None:
     """Refuse a model that cannot be trained in chunks, or whose chunked run would not be the same model.
 
     Args:
-        model: a built model (or :class:`~cnnlstm.data.feature_cache.CachedFeaturesModel`).
+        model: a built model (or :class:`~cnnlstm.models.cached_features.CachedFeaturesModel`).
 
     Raises:
         ConfigError: no ``forward_chunk`` (the message names the models that have one), or a recurrent layer

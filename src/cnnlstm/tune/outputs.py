@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from cnnlstm.engine.rundir import atomic_write, write_yaml  # noqa: E402
+from cnnlstm._io import atomic_write  # noqa: E402
+from cnnlstm.engine.rundir import write_yaml  # noqa: E402
 
 __all__ = ["best_trial", "best_recipe", "write_best_yaml", "write_trials_csv", "plot_history", "plot_importances",
            "compute_importances"]

@@ -1,6 +1,6 @@
 """Scratch memory that CPU kernels allocate and free inside one operator, which a live-tensor tracker cannot see.
 
-:func:`~cnnlstm.report.cost.track_peak_memory` counts every tensor an operator returns. Some CPU kernels also
+:func:`~cnnlstm.profile.memory.track_peak_memory` counts every tensor an operator returns. Some CPU kernels also
 allocate buffers from the same allocator for the length of the call: oneDNN (mkldnn) convolutions reorder their
 operands into channel-blocked layouts, PyTorch's fallback convolution builds an im2col matrix, and oneDNN's LSTM
 copies its weights and keeps every step's states in a scratchpad. :func:`kernel_scratch_bytes` gives, from the
@@ -8,10 +8,10 @@ operator's arguments and outputs, the bytes those buffers add *on top of the out
 call; the tracker adds it to the live total for that moment only.
 
 The rules model the CPU kernels of torch 2.x with oneDNN 3.x on an AVX-512 CPU (16 f32 channels per block), and
-were checked against the allocator's own peak (``benchmarks/bench_cost_memory.py``, ``tests/report``). On an
+were checked against the allocator's own peak (``benchmarks/bench_cost_memory.py``, ``tests/profile``). On an
 AVX2-only CPU oneDNN blocks by 8 channels and picks other convolution kernels; checked there with
 ``ONEDNN_MAX_CPU_ISA=AVX2``, every benchmark row stays within 2 % except one small convolution stack, overestimated
-by 11 % (the 16-channel padding), and ``tests/report`` passes (docs/benchmarks.md, 3d):
+by 11 % (the 16-channel padding), and ``tests/profile`` passes (docs/benchmarks.md, 3d):
 
 * ``aten.convolution`` / ``aten.convolution_backward``, backend chosen by ``torch._C._select_conv_backend`` (the
   same choice the kernel makes):

@@ -1,10 +1,11 @@
-"""Export rewrites: an eval-mode copy of a model whose every path traces into a dynamic, exportable graph.
+"""What the exporters trace: a frozen eval-mode copy of the model, called with positional inputs.
 
-Python time loops of :class:`~cnnlstm.layers.conv_lstm.ConvLSTM` (unrolled by tracing, which fixes ``T``) do
-not survive tracing with dynamic shapes; on a *copy* (the caller's model is never touched) they become a
-scripted loop (:class:`~cnnlstm.export.conv_lstm_scan.ScanConvLSTM`), keeping parameters and results. Packed
-LSTMs need no rewrite: :func:`~cnnlstm.layers.padded_lstm.run_lstm`, which every length-aware ``nn.LSTM`` call
-goes through, takes its unpacked, exportable path while tracing.
+Nothing is rewritten or patched: the layers take their trace-friendly path themselves while traced
+(``torch.jit.is_tracing()``). :class:`~cnnlstm.layers.conv_lstm.ConvLSTM` runs its time loop as a scripted
+loop (:mod:`cnnlstm.layers.conv_lstm_scan`) instead of unrolling it to the example's ``T``;
+:func:`~cnnlstm.layers.padded_lstm.run_lstm`, which every length-aware ``nn.LSTM`` call goes through, takes its
+unpacked, exportable path; CRNN keeps its padded path. The copy leaves the caller's model (its mode and its
+``requires_grad`` flags) untouched.
 """
 
 from __future__ import annotations
@@ -17,28 +18,23 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from cnnlstm.export.conv_lstm_scan import ScanConvLSTM
-from cnnlstm.layers.conv_lstm import ConvLSTM
-
 __all__ = ["exportable_copy", "ExportWrapper", "tracing_quietly"]
 
 
 def exportable_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in eval mode with the export rewrites applied (see the module docstring).
+    """A deep copy of ``model`` in eval mode with gradients off (see the module docstring).
 
     Args:
         model: any registered model.
 
     Example:
         >>> from cnnlstm import create_model
-        >>> copy_ = exportable_copy(create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4))
-        >>> type(copy_.encoder).__name__
-        'ScanConvLSTM'
+        >>> model = create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4)
+        >>> copy_ = exportable_copy(model)
+        >>> copy_.training, model.training, type(copy_.encoder) is type(model.encoder)
+        (False, True, True)
     """
     clone = copy.deepcopy(model).eval()
-    for module in clone.modules():
-        if type(module) is ConvLSTM:
-            ScanConvLSTM.from_conv_lstm(module)
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone

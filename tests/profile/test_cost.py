@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model
-from cnnlstm.report.cost import cost_report, count_flops, measure_allocator_peak, track_peak_memory
+from cnnlstm.profile import cost_report, count_flops, measure_allocator_peak, track_peak_memory
 
 
 class _ToySeries(nn.Module):

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnlstm.models import create_model
-from cnnlstm.report.cost import cost_report, measure_allocator_peak, track_peak_memory
-from cnnlstm.report.kernel_scratch import kernel_scratch_bytes
+from cnnlstm.profile import cost_report, measure_allocator_peak, track_peak_memory
+from cnnlstm.profile.kernel_scratch import kernel_scratch_bytes
 
 TOL = 0.25  # the cost report's promise
 
