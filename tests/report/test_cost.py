@@ -74,7 +74,6 @@ def test_lstm_formula_agrees_with_packed_path_counted_by_torch() -> None:
     packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([7, 7]), batch_first=True)
     fused, _ = count_flops(lstm, {"input": x}, backward=False)
     stepwise, _ = count_flops(lstm, {"input": packed}, backward=False)
-    assert fused > 0
     assert fused == stepwise == 2 * 2 * 7 * 4 * 5 * ((3 + 5) + (10 + 5)) * 2  # B*T*4H*(I+H), 2 layers x 2 dirs
 
 
