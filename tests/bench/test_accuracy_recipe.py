@@ -33,6 +33,7 @@ def _one_by_one_accuracy(run_dir) -> float:
     return sum(hits) / len(hits)
 
 
+@pytest.mark.slow
 def test_ucr_recipe_fits_a_multivariate_and_a_variable_length_set(tmp_path):
     tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
             "data.batch_size=4", "model.hidden_size=4", "model.filters=[4,8,4]"]

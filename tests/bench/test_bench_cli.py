@@ -19,6 +19,7 @@ from cnnlstm.bench.speed_lstm_fcn import PlainLSTMFCN
 from cnnlstm.bench.timing import interleaved
 
 
+@pytest.mark.slow
 def test_accuracy_cli_one_seed_one_epoch_writes_table_and_json(tmp_path, capsys):
     out, runs = tmp_path / "results", tmp_path / "runs"
     status = main(["accuracy", "--data", "ucr:ItalyPowerDemand", "--seeds", "1", "--no-minirocket",
