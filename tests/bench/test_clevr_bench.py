@@ -43,6 +43,7 @@ def test_clevr_suite_runs_through_the_cli_and_writes_its_record(tmp_path, capsys
     assert (out / "clevr.md").read_text().startswith("Machine: ")
 
 
+@pytest.mark.slow
 def test_parallel_validation_only_runs_give_the_sequential_figures_and_never_score_test(tmp_path):
     kwargs = dict(overrides=[*TINY, "trainer.deterministic=true"], accelerator="cpu", test=False, log=lambda _: None)
     one = run_clevr(["concat"], [0, 1], out=tmp_path / "a", jobs=1, **kwargs)

@@ -33,6 +33,7 @@ RECIPES = {
     "moving_digits": ["data.options.n_train=8", "data.options.n_test=4", "model.hidden_size=4"],
     "ucr": ["model.hidden_size=4", "model.filters=[4,8,4]"],
 }
+SLOW_RECIPES = {"sort_of_clevr", "ucr"}  # over 5 s each on a shared 2-core machine
 TOY = ["--recipe", str(Path(__file__).resolve().parents[1] / "engine" / "toy.yaml")]
 
 
@@ -42,10 +43,17 @@ def _model_of(recipe: str) -> str:
     return load_recipe(recipe)["model"]["name"]
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_shipped_recipe_names_a_registered_model() -> None:
+    from cnnlstm.engine.recipe import list_recipes
+
+    missing = {r: _model_of(r) for r in list_recipes() if _model_of(r) not in list_models()}
+    assert not missing, f"recipes naming models that are not registered: {missing}"
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r in SLOW_RECIPES else r
+                                    for r in sorted(RECIPES)])
 def test_recipe_fits_and_test_reproduces(recipe: str, tmp_path: Path, capsys) -> None:
-    if _model_of(recipe) not in list_models():
-        pytest.skip(f"{_model_of(recipe)} is not registered yet")
+    assert _model_of(recipe) in list_models(), f"recipe {recipe} names model {_model_of(recipe)}, not registered"
     out = tmp_path / recipe
     assert main(["fit", "--recipe", recipe, "--out", str(out), "--set", *FAST, *RECIPES[recipe]]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -125,6 +133,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
         assert expected in _error(argv, capsys), argv
 
 
+@pytest.mark.slow
 def test_console_script_runs_in_a_subprocess() -> None:
     exe = Path(sys.executable).with_name("cnnlstm")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cnnlstm.cli"]
@@ -158,6 +167,7 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_fit_on_a_frames_folder_without_a_recipe_uses_clips(tmp_path: Path, capsys, monkeypatch) -> None:
     from PIL import Image
 

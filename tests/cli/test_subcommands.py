@@ -62,6 +62,7 @@ def test_summary_prints_the_cost_table(capsys) -> None:
     assert "unknown recipe" in _error(["summary", "--recipe", "nope"], capsys)
 
 
+@pytest.mark.slow
 def test_tune_runs_one_trial_and_rejects_bad_input(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["tune", "--recipe", TOY, "--trials", "1", "--epochs", "1", "--out", str(tmp_path / "t"),

@@ -230,3 +230,20 @@ def test_grid_features_cache_as_flat_rows_and_float16_halves_the_bytes(digits, t
     # One frame's row holds the whole 4x4 grid: a sample's bytes are its frames x D x itemsize.
     lengths = frames["lengths"].float().mean().item()
     assert stored["float32"][1] == pytest.approx(lengths * model.frame_dim * 4, abs=0.1)
+
+
+@pytest.mark.gpu
+def test_with_cuda_the_cache_is_built_there_and_holds_the_cpu_features(digits, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions, to compare with the CPU
+    model = frame_model().eval()
+    devices = set()
+    model.encoder.register_forward_hook(lambda module, args, out: devices.add(args[0].device.type))
+    bundle, _ = use_feature_cache(digits, model, mode=True, identity=IDENTITY, root=tmp_path)
+    assert devices == {"cuda"} and next(model.parameters()).device.type == "cpu"  # built on the GPU, model back
+    frames = pad_collate([digits.train[i] for i in range(6)])
+    cached = pad_collate([bundle.train[i] for i in range(6)])
+    with torch.no_grad():
+        expected = model.forward_sequence_features(frames["x"], frames["lengths"])  # (B, T, D) on the CPU
+    for b, length in enumerate(frames["lengths"].tolist()):
+        torch.testing.assert_close(cached["x"][b, :length], expected[b, :length], rtol=1e-4, atol=1e-5)

@@ -49,6 +49,7 @@ def test_ensemble_averages_probabilities() -> None:
         ensemble_size({"trainer": {"ensemble": 0}})
 
 
+@pytest.mark.slow
 def test_fit_trains_members_and_test_scores_their_average(tmp_path: Path) -> None:
     result = fit(_merge(DEFAULTS, RECIPE), out=tmp_path / "run", verbose=False)
     members = [load_weights(weights_path(tmp_path / "run" / "members" / str(k))) for k in range(2)]

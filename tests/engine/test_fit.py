@@ -85,3 +85,28 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
     with pytest.raises(TrainingDivergedError, match=r"epoch 2.*nan.*lower optim.lr"):
         fit(_merge(DEFAULTS, RECIPE), out=tmp_path, verbose=False)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def _fit_lstm_fcn(out: Path, accelerator: str, precision: str):
+    from cnnlstm.engine.recipe import DEFAULTS, _merge
+
+    recipe = {**RECIPE, "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 8, 4]},
+              "trainer": {**RECIPE["trainer"], "max_epochs": 2, "accelerator": accelerator, "devices": 1,
+                          "precision": precision}}
+    return fit(_merge(DEFAULTS, recipe), out=out, verbose=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_a_cuda_fit_is_reproduced_by_evaluating_its_run(precision: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA paths: packed LSTM, fused AdamW, deferred loss reading (and fp16 autocast with a gradient scaler).
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions, to compare with the CPU
+    run = _fit_lstm_fcn(tmp_path, "gpu", precision)
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in run.history)
+    # fp16 autocast runs only on CUDA; a float32 run is re-scored on the CPU, a different device and kernels.
+    again = evaluate_run(run.run_dir, accelerator="gpu" if precision == "16-mixed" else "cpu")
+    assert again.metrics and set(again.metrics) <= set(run.metrics)
+    for key, value in again.metrics.items():
+        assert value == pytest.approx(run.metrics[key], abs=1e-3 if precision == "16-mixed" else 1e-4), key

@@ -103,6 +103,7 @@ class _Recorder(pl.Callback):
         self.end = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_swa_replaces_the_weights_with_the_average_of_its_epochs(tmp_path: Path) -> None:
     recorder = _Recorder()
     recipe = _merge(DEFAULTS, {**RECIPE, "optim": {**RECIPE["optim"], "swa": {"lr": 0.01, "start_epoch": 2}}})

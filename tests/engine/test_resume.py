@@ -59,6 +59,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     return full, killed
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_run_equals_the_uninterrupted_run(runs) -> None:
     full, killed = runs
     expected = json.loads((full / "metrics.json").read_text())
@@ -68,6 +69,7 @@ def test_killed_then_resumed_run_equals_the_uninterrupted_run(runs) -> None:
     assert json.loads((killed / "history.json").read_text()) == json.loads((full / "history.json").read_text())
 
 
+@pytest.mark.slow
 def test_resumed_weights_equal_the_uninterrupted_weights(runs) -> None:
     from safetensors.torch import load_file
 
@@ -77,6 +79,7 @@ def test_resumed_weights_equal_the_uninterrupted_weights(runs) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_refuses_overrides(runs, capsys) -> None:
     from cnnlstm.cli import main
 

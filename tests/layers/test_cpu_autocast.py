@@ -50,6 +50,7 @@ _LSTM_CHECK = """
 """
 
 
+@pytest.mark.slow
 def test_lstm_under_bf16_autocast_runs_in_float32_where_onednn_has_no_bf16_kernel():
     done = _run_avx2(_LSTM_CHECK)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -88,6 +89,7 @@ _KWARGS = {
 }
 
 
+@pytest.mark.slow
 def test_every_model_trains_a_step_under_bf16_autocast_on_avx2():
     from cnnlstm.models import get_model_class, list_models
 

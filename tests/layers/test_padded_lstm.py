@@ -86,6 +86,24 @@ def test_run_lstm_does_not_pack_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> N
         packed_lstm(lstm, x, lengths)  # the packed path is still there for CUDA
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_run_lstm_on_cuda_packs_and_matches_the_cpu_reference(bidirectional: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare float32 with float32
+    monkeypatch.setattr(padded_lstm, "masked_lstm", lambda *args: pytest.fail("CUDA took the masked path"))
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 5, num_layers=2, batch_first=True, bidirectional=bidirectional).eval()
+    x, lengths = torch.randn(4, 7, 3), torch.tensor([7, 2, 5, 1])
+    with torch.no_grad():
+        expected = _packed_reference(lstm, x, lengths)  # on the CPU
+        garbage = x.clone()
+        garbage[1, 2:], garbage[3, 1:] = 1e3, -1e3  # padded steps must not matter on the GPU either
+        got = run_lstm(lstm.cuda(), garbage.cuda(), lengths)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g.cpu(), e, rtol=1e-4, atol=1e-5)
+
+
 def test_run_lstm_without_lengths_is_the_plain_call() -> None:
     lstm = nn.LSTM(3, 4, num_layers=2, batch_first=True, bidirectional=True)
     x = torch.randn(2, 5, 3)

@@ -75,6 +75,7 @@ def test_bad_config_is_a_config_error(kwargs: dict, fragment: str) -> None:
         _model(**kwargs)
 
 
+@pytest.mark.slow
 def test_learns_to_read_two_lines_with_ctc_and_decodes_them() -> None:
     """Overfit two random 'lines' to their label sequences (one with a repeat) with CTC, then read them back."""
     torch.manual_seed(0)

@@ -116,6 +116,7 @@ SOURCE = textwrap.dedent(inspect.getsource(atomic_write))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.slow
 def test_a_writer_killed_halfway_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "config.yaml"
     target.write_text("old: 1\n")

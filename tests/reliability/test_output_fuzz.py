@@ -76,6 +76,7 @@ def npz_inputs(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], bool, int]:
 
 @settings(FUZZ, max_examples=60)
 @given(case=npz_inputs())
+@pytest.mark.slow
 def test_predict_npz_shapes_and_dtypes(tiny_run: Path, case: tuple[dict[str, np.ndarray], bool, int]) -> None:
     arrays, valid, n = case
     with tempfile.TemporaryDirectory() as tmp:

@@ -124,6 +124,7 @@ def test_lock_refuses_a_second_writer_and_cleans_up(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_a_killed_writer_does_not_block_the_next_one(tmp_path: Path) -> None:
     """flock is dropped by the kernel when the holder dies: SIGKILL never leaves a run locked for --resume."""
     run = tmp_path / "run"
@@ -158,6 +159,7 @@ def test_fit_into_a_finished_run_is_refused_and_changes_nothing(tiny_run: Path, 
     assert tree_hashes(tiny_run, tiny_npz) == before
 
 
+@pytest.mark.slow
 def test_fit_overwrite_replaces_the_run_and_keeps_other_files(tmp_path: Path, tiny_run: Path, tiny_npz: Path) -> None:
     import shutil
 
@@ -214,6 +216,7 @@ def test_export_out_inside_a_run_or_on_a_file(tiny_run: Path, tiny_npz: Path, tm
     assert tree_hashes(tiny_run, tiny_npz) == before
 
 
+@pytest.mark.slow
 def test_summary_plot_goes_where_it_says(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     base = ["summary", "--recipe", "basic_motions", "--seq-len", "8"]

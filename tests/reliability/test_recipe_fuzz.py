@@ -75,6 +75,7 @@ def _key_paths(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]
 
 @settings(FUZZ, max_examples=250)
 @given(index=st.integers(0, len(TREES) - 1), data=st.data())
+@pytest.mark.slow
 def test_structurally_mutated_recipes_and_overrides(tmp_path_factory: pytest.TempPathFactory, index: int,
                                                     data: st.DataObject) -> None:
     """Replace or delete 1-3 keys anywhere (a section may become a number), add random ``--set`` strings."""

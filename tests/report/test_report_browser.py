@@ -18,8 +18,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless check needs Debian's chromium package "
-                                "(apt-get install -y chromium): /usr/bin/chromium is absent")
+pytestmark = [pytest.mark.slow,  # each test starts a headless Chromium
+              pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless check needs Debian's chromium package "
+                                 "(apt-get install -y chromium): /usr/bin/chromium is absent")]
 
 
 def _open(page: Path, tmp: Path) -> tuple[list[str], list[str], Path]:

@@ -65,6 +65,7 @@ def test_cli_report_rewrites_the_page_and_guards_outputs(toy_run: Path, tmp_path
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_runs_and_a_study_side_by_side(toy_run: Path, tmp_path: Path) -> None:
     from cnnlstm.engine import fit
 

@@ -31,3 +31,28 @@ def test_without_encoder_lr_one_group_and_with_a_frozen_encoder_an_error() -> No
         _task("all", encoder_lr=1e-4).configure_optimizers()
     with pytest.raises(ConfigError, match="encoder_lr must be > 0"):
         _task("none", encoder_lr=0.0)
+
+
+def test_the_cpu_optimiser_is_not_fused() -> None:
+    (group,) = _task("none").configure_optimizers().param_groups
+    assert not group["fused"]
+
+
+@pytest.mark.gpu
+def test_on_cuda_one_fused_step_equals_the_cpu_step() -> None:
+    import torch
+
+    cpu, gpu = _task("none"), _task("none")
+    gpu.model.load_state_dict(cpu.model.state_dict())
+    gpu.model.cuda()
+    steps = []
+    for task in (cpu, gpu):
+        optimizer = task.configure_optimizers()
+        for p in task.model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        steps.append((optimizer, [p.detach().cpu() for p in task.model.parameters()]))
+    (_, expected), (fused, got) = steps
+    assert fused.param_groups[0]["fused"] is True
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)

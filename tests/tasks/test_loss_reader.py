@@ -36,12 +36,15 @@ def test_deferred_reading_is_a_copy_not_a_view():
     assert reader.flush().value == 4.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the pinned, non-blocking copy path")
+@pytest.mark.gpu
 def test_deferred_cuda_reading_matches_the_value():
+    # The pinned, non-blocking copy path: CUDA losses are deferred by default, CPU ones are not.
     reader = DeferredLoss()
     x = torch.randn(1000, device="cuda")
     assert reader.push(x.square().mean(), epoch=0, step=0) is None
-    assert reader.flush().value == pytest.approx(float(x.square().mean()), rel=1e-6)
+    reading = reader.push(torch.tensor(2.0, device="cuda"), epoch=0, step=1)
+    assert reading.step == 0 and reading.value == pytest.approx(float(x.cpu().square().mean()), rel=1e-5)
+    assert reader.flush().value == 2.0
 
 
 def test_weighted_mean_matches_a_hand_computation():

@@ -72,6 +72,7 @@ def test_cli_fit_trains_in_chunks_and_writes_the_run(recipe: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("freeze", ["none", "all"])  # "all": cached encoder features, the recurrent part alone
+@pytest.mark.slow
 def test_chunks_longer_than_the_clips_train_exactly_as_full_bptt(recipe: Path, tmp_path: Path, freeze: str,
                                                                   calls: list) -> None:
     sets = [f"model.freeze={freeze}"]

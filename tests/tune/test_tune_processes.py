@@ -19,6 +19,7 @@ from cnnlstm.engine import fit
 from cnnlstm.tune import tune
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+pytestmark = pytest.mark.slow  # each test starts `cnnlstm tune` processes
 
 
 def _command(recipe: Path, out: Path, trials: int, *extra: str) -> list[str]:

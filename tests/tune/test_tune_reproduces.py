@@ -53,6 +53,7 @@ def _assert_same_history(trial_dir: Path, refit_dir: Path) -> None:
             assert b[key] == pytest.approx(a[key], abs=1e-6), (trial_dir.name, a["epoch"], key)
 
 
+@pytest.mark.slow
 def test_best_yaml_refit_in_a_fresh_process_repeats_the_best_trial(tmp_path: Path, one_thread: None) -> None:
     out = tmp_path / "tune"
     result = tune("basic_motions", trials=2, max_epochs=2, pruner="none", out=out, test=False, log=lambda _: None)

@@ -65,13 +65,13 @@ def test_outputs_with_one_and_with_several_complete_trials(tmp_path: Path) -> No
     _add(study, None, 1e-2, 2, optuna.trial.TrialState.PRUNED)
     result = write_outputs(study, plan, tmp_path, trials=2, test=False, log=lambda _: None)
     assert result.importances is None and not (tmp_path / "importances.png").exists()  # one complete trial
-    assert (tmp_path / "history.png").stat().st_size > 0
+    assert (tmp_path / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for value, lr, layers in [(0.2, 3e-3, 2), (0.7, 3e-2, 3), (0.4, 1e-4, 1)]:
         _add(study, value, lr, layers)
     result = write_outputs(study, plan, tmp_path, trials=5, test=False, log=lambda _: None)
     assert result.best_number == 2 and result.best_value == 0.2
     assert set(result.importances) == {"optim.lr", "model.num_layers"}
-    assert (tmp_path / "importances.png").stat().st_size > 0
+    assert (tmp_path / "importances.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["model"] == {"name": "lstm_fcn", "num_layers": 2} and best["optim"] == {"lr": 3e-3}
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))

@@ -8,7 +8,8 @@ are refused unless asked for).
 Example:
     >>> from cnnlstm.encoders import build_encoder
     >>> enc = build_encoder("cnn", in_channels=1, freeze=1)
-    >>> enc(torch.rand(2, 1, 32, 32)).shape  # doctest: +SKIP
+    >>> import torch
+    >>> enc(torch.rand(2, 1, 32, 32)).shape
     torch.Size([2, 128])
 """
 

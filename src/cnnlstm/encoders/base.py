@@ -118,8 +118,9 @@ class FrameEncoder(nn.Module):
             returns: (N, ``stage_channels(index)``, h, w), h and w the input size divided by that stage's stride.
 
         Example:
-            >>> enc = build_encoder("cnn", widths=(8, 16, 32))  # doctest: +SKIP
-            >>> enc.forward_stage(torch.rand(2, 3, 32, 32), 1).shape  # doctest: +SKIP
+            >>> from cnnlstm.encoders import build_encoder
+            >>> enc = build_encoder("cnn", widths=(8, 16, 32))
+            >>> enc.forward_stage(torch.rand(2, 3, 32, 32), 1).shape
             torch.Size([2, 16, 8, 8])
         """
         self.check_input(x)
@@ -141,8 +142,9 @@ class FrameEncoder(nn.Module):
             returns: (N, ``out_features``).
 
         Example:
-            >>> enc = build_encoder("cnn", in_channels=1)  # doctest: +SKIP
-            >>> enc(torch.rand(2, 1, 32, 32)).shape  # doctest: +SKIP
+            >>> from cnnlstm.encoders import build_encoder
+            >>> enc = build_encoder("cnn", in_channels=1)
+            >>> enc(torch.rand(2, 1, 32, 32)).shape
             torch.Size([2, 128])
         """
         self.check_input(x)
@@ -159,8 +161,9 @@ class FrameEncoder(nn.Module):
             returns: (N, ``grid_features``, h, w), h and w the input size divided by the encoder's stride.
 
         Example:
-            >>> enc = build_encoder("cnn")  # doctest: +SKIP
-            >>> enc.forward_grid(torch.rand(2, 3, 32, 32)).shape  # doctest: +SKIP
+            >>> from cnnlstm.encoders import build_encoder
+            >>> enc = build_encoder("cnn")
+            >>> enc.forward_grid(torch.rand(2, 3, 32, 32)).shape
             torch.Size([2, 128, 4, 4])
         """
         self.check_input(x)
@@ -188,7 +191,10 @@ class FrameEncoder(nn.Module):
             self, for chaining.
 
         Example:
-            >>> enc = build_encoder("cnn").freeze(1)  # doctest: +SKIP  (only the last stage trains)
+            >>> from cnnlstm.encoders import build_encoder
+            >>> enc = build_encoder("cnn").freeze(1)  # only the last stage trains
+            >>> [any(p.requires_grad for m in stage for p in m.parameters()) for stage in enc.stage_modules()]
+            [False, False, True]
         """
         stages = self.stage_modules()
         n_frozen = _frozen_stage_count(spec, len(stages), self.name)

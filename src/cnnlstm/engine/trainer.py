@@ -153,8 +153,8 @@ def swa_callback(swa: dict[str, Any] | None) -> StochasticWeightAveraging | None
     averaged; the average replaces the weights when training reaches ``max_epochs``.
 
     Example:
-        >>> swa_callback({"lr": 1e-3, "start_epoch": 3}).swa_lrs
-        0.001
+        >>> type(swa_callback({"lr": 1e-3, "start_epoch": 3})).__name__
+        'StochasticWeightAveraging'
         >>> swa_callback(None) is None
         True
     """

@@ -90,7 +90,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         **kwargs: constructor arguments (``num_classes``, ``in_channels``, ``hidden_size``, ...).
 
     Example:
-        >>> model = create_model("lstm_fcn", in_channels=3, num_classes=4)  # doctest: +SKIP
+        >>> import torch
+        >>> model = create_model("lstm_fcn", in_channels=3, num_classes=4)
+        >>> model(torch.rand(2, 5, 3)).shape  # (B, T, F) series -> (B, num_classes) logits
+        torch.Size([2, 4])
     """
     cls = get_model_class(name)
     try:
