@@ -25,10 +25,8 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
-    from cnnlstm.engine.recipe import DEFAULTS, _merge
-
     out = tmp_path_factory.mktemp("run")
-    return fit(_merge(DEFAULTS, RECIPE), out=out, verbose=False)
+    return fit(RECIPE, out=out, verbose=False)
 
 
 def test_run_directory_holds_everything(run) -> None:
@@ -72,7 +70,6 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from cnnlstm.engine.recipe import DEFAULTS, _merge
     from cnnlstm.tasks.classification import ClassificationTask
 
     original = ClassificationTask.step
@@ -83,5 +80,23 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
 
     monkeypatch.setattr(ClassificationTask, "step", step)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2.*nan.*lower optim.lr"):
-        fit(_merge(DEFAULTS, RECIPE), out=tmp_path, verbose=False)
+        fit(RECIPE, out=tmp_path, verbose=False)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fit_takes_a_partial_recipe_dict(tmp_path: Path) -> None:
+    """A partial dict is merged with the defaults as a YAML file is: the run's config.yaml is the same."""
+    import yaml
+
+    from cnnlstm.engine.recipe import resolve_config
+
+    recipe = {"model": {"name": "lstm_fcn"}, "data": {"spec": "ucr:GunPoint"}}
+    sets = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "model.filters=[4,4,4]", "model.hidden_size=4"]
+    result = fit(recipe, overrides=sets, out=tmp_path / "run", verbose=False)
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(recipe))
+    expected = resolve_config(str(tmp_path / "same.yaml"), overrides=sets)
+    del expected["name"]
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written == result.config == expected
+    assert written["optim"]["lr"] == 1e-3 and written["data"]["val_fraction"] == 0.2
+    assert 0.0 <= result.metrics["test/acc"] <= 1.0

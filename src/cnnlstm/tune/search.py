@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from cnnlstm.engine.data import load_bundle
-from cnnlstm.engine.recipe import DEFAULTS, apply_overrides, load_recipe, validate_recipe
+from cnnlstm.engine.recipe import check_key, resolve_config, validate_recipe
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import get_model_class
 from cnnlstm.tasks import TASKS, task_for_kind
@@ -154,15 +154,6 @@ def split_search(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return recipe, search
 
 
-def _with_defaults(recipe: dict[str, Any], defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
-    """``recipe`` over the engine's defaults (what ``load_recipe`` does for files), for recipe dicts."""
-    out = copy.deepcopy(defaults)
-    for key, value in recipe.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _with_defaults(value, out[key]) if both else copy.deepcopy(value)
-    return out
-
-
 def _constructor_keys(family: str) -> set[str] | None:
     """The keyword names ``family``'s constructor takes, or None when it takes ``**kwargs``."""
     params = inspect.signature(get_model_class(family).__init__).parameters.values()
@@ -239,11 +230,7 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         >>> sorted(plan.spaces)  # doctest: +SKIP
         ['deep_conv_lstm', 'lstm_fcn', 'mlstm_fcn']
     """
-    raw = load_recipe(recipe) if isinstance(recipe, str) else _with_defaults(recipe)
-    raw, search = split_search(raw)
-    if data is not None:
-        raw["data"] = {**raw.get("data", {}), "spec": data}
-    base = validate_recipe(apply_overrides(raw, list(overrides or [])))
+    base, search = split_search(resolve_config(recipe, data=data, overrides=list(overrides or [])))
     if models is not None:
         search["models"] = models
     if max_epochs is not None:
@@ -281,7 +268,7 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         for dim in space.values():
             for target in _dim_keys(dim):
                 if not target.startswith("model."):
-                    apply_overrides(base, [f"{target}=0"])  # raises ConfigError naming the closest valid key
+                    check_key(target, base)  # raises ConfigError naming the closest valid key
         spaces[family] = space
     for key in common:
         if not any(key in s for s in spaces.values()):
