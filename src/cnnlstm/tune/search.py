@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from cnnlstm.engine.data import load_bundle
-from cnnlstm.engine.recipe import check_key, resolve_config, validate_recipe
+from cnnlstm.engine.recipe import check_key, resolve_config
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import get_model_class
 from cnnlstm.tasks import TASKS, task_for_kind
@@ -95,7 +95,7 @@ class SearchPlan:
         config["trainer"]["max_epochs"] = self.max_epochs
         config["early_stopping"]["monitor"] = self.metric
         config["early_stopping"]["mode"] = "min" if self.direction == "minimize" else "max"
-        return validate_recipe(config)
+        return resolve_config(config)
 
 
 class _FamilyTrial:
@@ -235,7 +235,7 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         search["models"] = models
     if max_epochs is not None:
         search["max_epochs"] = max_epochs
-    if base["trainer"].get("devices", 1) not in (1, "1") or base["trainer"].get("num_nodes", 1) != 1:
+    if base["trainer"]["devices"] not in (1, "1") or base["trainer"]["num_nodes"] != 1:
         raise ConfigError("cnnlstm tune runs each trial on one device: set trainer.devices=1, and start several "
                           "`cnnlstm tune` processes on one --storage to use more devices")
     bundle = load_bundle(base["data"], seed=base["seed"])  # its kind decides the task, metric and families
