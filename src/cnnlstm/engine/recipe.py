@@ -316,10 +316,11 @@ def check_key(key: str, recipe: dict[str, Any] | None = None) -> None:
         ConfigError: an unknown key, naming the closest valid one (``did you mean 'trainer.max_epochs'``).
 
     Example:
-        >>> check_key("trainer.max_epoch")
+        >>> check_key("optim.lr")  # a recipe key: nothing to say
+        >>> check_key("optim.lrr")
         Traceback (most recent call last):
         ...
-        cnnlstm.errors.ConfigError: unknown recipe key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?)
+        cnnlstm.errors.ConfigError: unknown recipe key 'optim.lrr' (did you mean 'optim.lr', 'optim.loss', 'optim.swa'?)
     """
     path = key.strip().split(".")
     if not all(path):
