@@ -84,6 +84,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow  # about 10 s on 2 busy cores (GunPoint, one epoch); the toy runs above also fit partial dicts
 def test_fit_takes_a_partial_recipe_dict(tmp_path: Path) -> None:
     """A partial dict is merged with the defaults as a YAML file is: the run's config.yaml is the same."""
     import yaml
