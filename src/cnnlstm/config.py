@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,12 +289,6 @@ class RecipeConfig:
     search: dict[str, Any] = UNSET
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return copy.deepcopy(f.default)
-
-
 def section_to_dict(section: Any) -> Any:
     """A section as the plain mapping a YAML recipe holds, without its :data:`UNSET` keys.
 
@@ -331,15 +326,15 @@ def section_from_dict(cls: type, values: dict[str, Any]) -> Any:
         32
     """
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
+    for key, hint in field_types(cls).items():
+        if key not in values:
             continue
-        value = values[f.name]
-        sub = _section_class(f, cls)
-        kwargs[f.name] = section_from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+        value, sub = values[key], nested_section(hint)
+        kwargs[key] = section_from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
     return cls(**kwargs)
 
 
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """``{key: type annotation}`` of a section class, annotations resolved to types (``int | None``, ...).
 
@@ -347,7 +342,7 @@ def field_types(cls: type) -> dict[str, Any]:
         >>> field_types(SwaConfig)["annealing_epochs"]
         <class 'int'>
     """
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls)  # cached: read for every key of every resolved recipe
 
 
 def nested_section(hint: Any) -> type | None:
@@ -361,7 +356,3 @@ def nested_section(hint: Any) -> type | None:
         if dataclasses.is_dataclass(candidate):
             return candidate
     return None
-
-
-def _section_class(f: dataclasses.Field, owner: type) -> type | None:
-    return nested_section(field_types(owner)[f.name])
