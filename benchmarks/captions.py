@@ -225,7 +225,7 @@ def captions_record(runs: list[dict[str, Any]], overrides: list[str], beams: lis
     Example:
         >>> record = captions_record([captions_seed(0, out=out, overrides=[], beams=[1])], [], [1])  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
 
     config = resolve_config(RECIPE, overrides=overrides)
     decoders: dict[str, Any] = {}

@@ -140,7 +140,7 @@ def run_clevr(fusions: list[str], seeds: list[int], *, out: Path, overrides: lis
         >>> rec = run_clevr(["concat", "film"], [0], out=Path("runs/bench/clevr"))  # doctest: +SKIP
         >>> rec["fusions"]["film"]["relational"]["mean"]  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
 
     unknown = [f for f in fusions if f not in FUSION_MODES]
     if unknown:

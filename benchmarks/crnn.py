@@ -181,7 +181,7 @@ def crnn_record(runs: list[dict[str, Any]], overrides: list[str]) -> dict[str, A
     Example:
         >>> record = crnn_record([crnn_seed(0, out=out, overrides=sets)], sets)  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
 
     config = resolve_config(RECIPE, overrides=overrides)
     decoding: dict[str, Any] = {}

@@ -113,7 +113,7 @@ def run_digits(seeds: list[int], *, out: Path, overrides: list[str] | None = Non
     Example:
         >>> res = run_digits([0], out=Path("runs/bench/digits"))  # doctest: +SKIP
     """
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
 
     overrides = list(overrides or [])
     variants: dict[str, Any] = {}

@@ -183,7 +183,7 @@ def run_forecast(seeds: list[int], *, out: Path, overrides: list[str] | None = N
         >>> rec["convlstm"]["mse"]["mean"] < rec["copy_last"]["mse"]["mean"]  # doctest: +SKIP
         True
     """
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
 
     overrides = [f"trainer.accelerator={accelerator}", *(overrides or [])]
     config = resolve_config(RECIPE, overrides=overrides)  # fails fast on a bad override, before any training

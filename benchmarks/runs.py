@@ -51,7 +51,7 @@ def _finished(run_dir: Path, recipe: str | dict[str, Any], data: str | None, set
     """The metrics of a finished run in ``run_dir`` trained with exactly this resolved recipe, else None."""
     import json
 
-    from cnnlstm.engine.fit import resolve_config
+    from cnnlstm.engine import resolve_config
     from cnnlstm.engine.rundir import read_config
 
     if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():

@@ -23,6 +23,7 @@ DOC = ROOT / "docs" / "architecture.md"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "_io": 0,
+    "config": 1,
     "layers": 1,
     "encoders": 1,
     "models": 2,

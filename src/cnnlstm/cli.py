@@ -124,8 +124,8 @@ def _frame_size(text: str) -> tuple[int, int]:
 def _summary(args: argparse.Namespace) -> None:
     from cnnlstm.engine.build import allocation_guard, model_kwargs_for
     from cnnlstm.engine.data import load_bundle
-    from cnnlstm.engine.fit import resolve_config
     from cnnlstm.engine.outputs import check_output_file
+    from cnnlstm.engine.recipe import resolve_config
     from cnnlstm.errors import ConfigError
     from cnnlstm.profile import cost_report
 

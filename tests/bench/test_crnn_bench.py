@@ -8,8 +8,7 @@ import pytest
 
 from benchmarks import main
 from benchmarks.crnn import BENCH_SETS, bench_overrides
-from cnnlstm.engine import load_weights
-from cnnlstm.engine.fit import resolve_config
+from cnnlstm.engine import load_weights, resolve_config
 
 TINY = ["data.options.n_train=24", "data.options.n_test=6", "data.batch_size=8", "trainer.max_epochs=1",
         "model.widths=[4,4,4,4,8,8]", "model.hidden_size=8", "model.num_layers=1"]

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from cnnlstm.data import load_dataset
 from cnnlstm.engine import evaluate_run, fit, load_weights
 from cnnlstm.engine.ensemble import EnsembleClassifier, ensemble_size
-from cnnlstm.engine.recipe import DEFAULTS, _merge
 from cnnlstm.engine.rundir import weights_path
 from cnnlstm.errors import ConfigError
 
@@ -51,7 +50,7 @@ def test_ensemble_averages_probabilities() -> None:
 
 @pytest.mark.slow
 def test_fit_trains_members_and_test_scores_their_average(tmp_path: Path) -> None:
-    result = fit(_merge(DEFAULTS, RECIPE), out=tmp_path / "run", verbose=False)
+    result = fit(RECIPE, out=tmp_path / "run", verbose=False)
     members = [load_weights(weights_path(tmp_path / "run" / "members" / str(k))) for k in range(2)]
     first, second = (dict(m.named_parameters()) for m in members)
     assert any(not torch.equal(first[n], second[n]) for n in first)  # different seeds, different members

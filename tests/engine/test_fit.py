@@ -25,10 +25,8 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
-    from cnnlstm.engine.recipe import DEFAULTS, _merge
-
     out = tmp_path_factory.mktemp("run")
-    return fit(_merge(DEFAULTS, RECIPE), out=out, verbose=False)
+    return fit(RECIPE, out=out, verbose=False)
 
 
 def test_run_directory_holds_everything(run) -> None:
@@ -72,7 +70,6 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from cnnlstm.engine.recipe import DEFAULTS, _merge
     from cnnlstm.tasks.classification import ClassificationTask
 
     original = ClassificationTask.step
@@ -83,17 +80,15 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_pat
 
     monkeypatch.setattr(ClassificationTask, "step", step)
     with pytest.raises(TrainingDivergedError, match=r"epoch 2.*nan.*lower optim.lr"):
-        fit(_merge(DEFAULTS, RECIPE), out=tmp_path, verbose=False)
+        fit(RECIPE, out=tmp_path, verbose=False)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 def _fit_lstm_fcn(out: Path, accelerator: str, precision: str):
-    from cnnlstm.engine.recipe import DEFAULTS, _merge
-
     recipe = {**RECIPE, "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 8, 4]},
               "trainer": {**RECIPE["trainer"], "max_epochs": 2, "accelerator": accelerator, "devices": 1,
                           "precision": precision}}
-    return fit(_merge(DEFAULTS, recipe), out=out, verbose=False)
+    return fit(recipe, out=out, verbose=False)  # a partial recipe: merged with the defaults
 
 
 @pytest.mark.gpu
@@ -110,3 +105,21 @@ def test_a_cuda_fit_is_reproduced_by_evaluating_its_run(precision: str, tmp_path
     assert again.metrics and set(again.metrics) <= set(run.metrics)
     for key, value in again.metrics.items():
         assert value == pytest.approx(run.metrics[key], abs=1e-3 if precision == "16-mixed" else 1e-4), key
+
+
+@pytest.mark.slow  # about 10 s on 2 busy cores (GunPoint, one epoch); the toy runs above also fit partial dicts
+def test_fit_takes_a_partial_recipe_dict(tmp_path: Path) -> None:
+    """A partial dict is merged with the defaults as a YAML file is: the run's config.yaml is the same."""
+    import yaml
+
+    from cnnlstm.engine.recipe import resolve_config
+
+    recipe = {"model": {"name": "lstm_fcn"}, "data": {"spec": "ucr:GunPoint"}}
+    sets = ["trainer.max_epochs=1", "trainer.accelerator=cpu", "model.filters=[4,4,4]", "model.hidden_size=4"]
+    result = fit(recipe, overrides=sets, out=tmp_path / "run", verbose=False)
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(recipe))
+    expected = resolve_config(str(tmp_path / "same.yaml"), overrides=sets)
+    del expected["name"]
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written == result.config == expected
+    assert written["optim"]["lr"] == 1e-3 and written["data"]["val_fraction"] == 0.2

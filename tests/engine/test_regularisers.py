@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from toys import ToyLSTM
 
-from cnnlstm.engine import fit, validate_recipe
-from cnnlstm.engine.recipe import DEFAULTS, _merge
+from cnnlstm.engine import fit, resolve_config
 from cnnlstm.errors import ConfigError
 from cnnlstm.report.generalisation import generalisation_gap, overfitting_warning
 from cnnlstm.tasks import ClassificationTask
@@ -106,7 +105,7 @@ class _Recorder(pl.Callback):
 @pytest.mark.slow
 def test_swa_replaces_the_weights_with_the_average_of_its_epochs(tmp_path: Path) -> None:
     recorder = _Recorder()
-    recipe = _merge(DEFAULTS, {**RECIPE, "optim": {**RECIPE["optim"], "swa": {"lr": 0.01, "start_epoch": 2}}})
+    recipe = {**RECIPE, "optim": {**RECIPE["optim"], "swa": {"lr": 0.01, "start_epoch": 2}}}
     result = fit(recipe, out=tmp_path, verbose=False, callbacks=[recorder])
     averaged = recorder.starts[1:]  # Lightning averages the weights at the start of epochs 2..max_epochs
     for key, value in recorder.end.items():
@@ -117,12 +116,12 @@ def test_swa_replaces_the_weights_with_the_average_of_its_epochs(tmp_path: Path)
 
 def test_swa_and_augment_keys_are_validated() -> None:
     with pytest.raises(ConfigError, match="start_epoch"):
-        validate_recipe(_merge(DEFAULTS, {**RECIPE, "optim": {"swa": {"start_epoch": 0}}}))
+        resolve_config({**RECIPE, "optim": {"swa": {"start_epoch": 0}}})
     with pytest.raises(ConfigError, match="optim.swa.lrr"):
-        validate_recipe(_merge(DEFAULTS, {**RECIPE, "optim": {"swa": {"lrr": 0.1}}}))
-    assert validate_recipe(_merge(DEFAULTS, {**RECIPE, "optim": {"swa": None}}))["optim"]["swa"] is None
+        resolve_config({**RECIPE, "optim": {"swa": {"lrr": 0.1}}})
+    assert resolve_config({**RECIPE, "optim": {"swa": None}})["optim"]["swa"] is None
     with pytest.raises(ConfigError, match="valid"):
-        fit(_merge(DEFAULTS, {**RECIPE, "data": {**RECIPE["data"], "augment": {"jiter": 0.1}}}), out=None,
+        fit({**RECIPE, "data": {**RECIPE["data"], "augment": {"jiter": 0.1}}}, out=None,
             verbose=False)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from cnnlstm.cli import main
 from cnnlstm.engine import fit, load_weights
-from cnnlstm.engine.recipe import DEFAULTS, _merge, load_recipe, validate_recipe
+from cnnlstm.engine.recipe import apply_overrides, load_recipe, resolve_config, validate_recipe
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks import tbptt
 
@@ -121,11 +121,11 @@ def test_other_tasks_and_the_pretrain_stage_are_refused() -> None:
     model = create_model("frame_lstm", num_classes=3, in_channels=1, hidden_size=4, encoder_kwargs={"widths": (4,)})
     with pytest.raises(ConfigError, match="classification only"):
         build_task("forecasting", model, {}, tbptt_steps=2)
-    config = _merge(load_recipe("digit_sequences"), {"pretrain": {"trainer": {"tbptt_steps": 2}}})
+    config = apply_overrides(load_recipe("digit_sequences"), ["pretrain.trainer.tbptt_steps=2"])
     with pytest.raises(ConfigError, match="pretrain.trainer.tbptt_steps"):
         validate_recipe(config)
-    assert validate_recipe(_merge(DEFAULTS, {"data": {"spec": "x"}, "model": {"name": "frame_lstm"},
-                                             "trainer": {"tbptt_steps": None}}))["trainer"]["tbptt_steps"] is None
+    assert resolve_config({"data": {"spec": "x"}, "model": {"name": "frame_lstm"},
+                           "trainer": {"tbptt_steps": None}})["trainer"]["tbptt_steps"] is None
 
 
 def test_a_nan_chunk_loss_stops_training_before_its_backward(recipe: Path, tmp_path: Path, monkeypatch) -> None:

@@ -7,8 +7,16 @@ Example:
     True
 """
 
-from cnnlstm.engine.fit import RunResult, evaluate_run, fit, resolve_config, resume
-from cnnlstm.engine.recipe import apply_overrides, list_recipes, load_recipe, validate_recipe
+from cnnlstm.engine.fit import RunResult, evaluate_run, fit, resume
+from cnnlstm.engine.recipe import (
+    apply_overrides,
+    check_key,
+    has_key,
+    list_recipes,
+    load_recipe,
+    resolve_config,
+    validate_recipe,
+)
 from cnnlstm.engine.rundir import load_weights, save_weights
 
 __all__ = [
@@ -21,6 +29,8 @@ __all__ = [
     "load_recipe",
     "apply_overrides",
     "validate_recipe",
+    "check_key",
+    "has_key",
     "save_weights",
     "load_weights",
 ]

@@ -37,7 +37,7 @@ from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
 from cnnlstm.engine.ensemble import ensemble_size, fit_ensemble, load_run_model
 from cnnlstm.engine.outputs import check_new_run, clear_run, refuse_if_locked, run_lock
-from cnnlstm.engine.recipe import apply_overrides, load_recipe, validate_recipe
+from cnnlstm.engine.recipe import resolve_config
 from cnnlstm.engine.resume import ReproducibleTraining
 from cnnlstm.engine.rundir import (
     RUN_DIR_ENV,
@@ -52,7 +52,7 @@ from cnnlstm.engine.trainer import make_trainer, resolve_clip
 from cnnlstm.errors import ConfigError, PeerLostError, WeightsError
 from cnnlstm.tasks import ClassificationTask, Task, build_task, task_for_kind
 
-__all__ = ["RunResult", "RunInterrupted", "apply_speed_settings", "resolve_config", "fit", "resume", "evaluate_run",
+__all__ = ["RunResult", "RunInterrupted", "apply_speed_settings", "fit", "resume", "evaluate_run",
            "task_name", "load_best", "read_checkpoint", "last_checkpoint", "AUGMENT_KEYS", "rebuild_run"]
 
 log = logging.getLogger(__name__)
@@ -99,20 +99,6 @@ class RunInterrupted(KeyboardInterrupt):
             return ("interrupted; the run is saved up to its last checkpoint: continue it with "
                     f"`cnnlstm fit --resume {self.run_dir}`")
         return "interrupted before training started; nothing was written"
-
-
-def resolve_config(recipe: str | dict[str, Any], *, data: str | None = None,
-                   overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """The validated recipe: loaded (name, path or dict), ``--data`` and ``--set`` overrides applied.
-
-    Example:
-        >>> cfg = resolve_config("basic_motions", overrides=["trainer.max_epochs=1"])  # doctest: +SKIP
-    """
-    config = load_recipe(recipe) if isinstance(recipe, str) else recipe
-    if data is not None:
-        config = {**config, "data": {**config.get("data", {}), "spec": data}}
-    config = apply_overrides(config, list(overrides))
-    return validate_recipe(config)
 
 
 def task_name(config: dict[str, Any], bundle: DatasetBundle) -> str:
@@ -234,8 +220,7 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     data = RecipeData(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
                       num_workers=data_cfg["num_workers"], seed=seed,
                       stratify=task_name(config, bundle) == "classification",
-                      pin_memory=data_cfg.get("pin_memory", False),
-                      persistent_workers=data_cfg.get("persistent_workers", True))
+                      pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"])
     reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
                                         data_cfg["batch_size"])
     trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir,
@@ -380,7 +365,8 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
     """Train a recipe, evaluate its best-on-validation checkpoint once on test, and write the run directory.
 
     Args:
-        recipe: a shipped recipe name, a YAML path, or a recipe dict.
+        recipe: a shipped recipe name, a YAML path, or a recipe dict (a partial one is merged with the defaults,
+            as a YAML file is: :func:`cnnlstm.engine.recipe.resolve_config`).
         data: a dataset spec replacing the recipe's ``data.spec``.
         overrides: ``key.path=value`` strings (see :func:`cnnlstm.engine.recipe.apply_overrides`).
         out: the run directory; ``runs/<recipe>-<timestamp>`` by default.
@@ -472,7 +458,7 @@ def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> t
 def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Module,
                    augmented: bool) -> tuple[DatasetBundle, nn.Module]:
     """The bundle and the model to train: cached encoder features and the recurrent part, when valid."""
-    mode = config["data"].get("feature_cache", "auto")
+    mode = config["data"]["feature_cache"]
     if isinstance(mode, str) and mode.lower() in ("true", "false"):
         mode = mode.lower() == "true"
     if mode is False or bundle.kind != "frames":
@@ -489,7 +475,7 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
     data = config["data"]
     identity = {"spec": data["spec"], "options": data.get("options") or {}, "seed": config["seed"]}
     return use_feature_cache(bundle, model, mode=mode, identity=identity, batch_size=data["batch_size"],
-                             num_workers=data["num_workers"], dtype=data.get("feature_cache_dtype", "float32"))
+                             num_workers=data["num_workers"], dtype=data["feature_cache_dtype"])
 
 
 def apply_speed_settings(model: nn.Module, trainer_cfg: dict[str, Any]) -> None:
@@ -547,7 +533,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
     trainer_cfg = config["trainer"]
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
-                      clip_val=resolve_clip(trainer_cfg.get("gradient_clip_val", "auto"), train_model))
+                      clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
     task.set_augmentation(augmentation, key)
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
                                               callbacks=callbacks, test=test, resume=resume, on_ready=start_run,
@@ -612,7 +598,7 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
     """
     config = read_config(run_dir)
     if data is not None:
-        config = validate_recipe({**config, "data": {**config["data"], "spec": data}})
+        config = resolve_config(config, data=data)
     model = load_run_model(run_dir, config)  # a single model, or an ensemble of the run's members
     config = _with_run_charset(config, Path(run_dir))
     # The rebuilt model's encoder is not "pretrained" (its weights come from the run): the run's record decides.
@@ -646,11 +632,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
                              batch_size=config["data"]["batch_size"], num_workers=config["data"]["num_workers"],
                              seed=config["seed"], stratify=name == "classification",
-                             pin_memory=config["data"].get("pin_memory", False),
-                             persistent_workers=config["data"].get("persistent_workers", True))
+                             pin_memory=config["data"]["pin_memory"],
+                             persistent_workers=config["data"]["persistent_workers"])
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False,
-                         precision=config["trainer"].get("precision", "32-true"))
+                         precision=config["trainer"]["precision"])
     try:
         evaluate = trainer.test if split == "test" else trainer.validate
         results = evaluate(task, datamodule=data_module, verbose=False)[0]

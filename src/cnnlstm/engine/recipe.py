@@ -1,12 +1,14 @@
 """Recipes: YAML files that name the data, model, optimiser and trainer of a run, checked against a schema.
 
-A recipe is a shipped name (``basic_motions`` -> ``cnnlstm/recipes/basic_motions.yaml``) or a path to a
-YAML file. It is merged over :data:`DEFAULTS`, ``--set key.path=value`` overrides are applied (values are
-YAML-parsed, so ``trainer.devices=2`` is an int and ``model.widths=[8,16]`` a list), and every key is
-checked against :data:`SCHEMA`: an unknown or mistyped key is a :class:`~cnnlstm.errors.ConfigError`
-naming the closest valid key. Keys inside ``model``, ``data.options``, ``data.augment``, ``pretrain.encoder``
-and ``search`` are free: the model constructor, the data loader, :func:`cnnlstm.data.augment.build_augmentation`
-and ``cnnlstm tune`` check those.
+A recipe is a shipped name (``basic_motions`` -> ``cnnlstm/recipes/basic_motions.yaml``), a path to a
+YAML file or a dict; :func:`resolve_config` turns any of them into a run's config. It is merged over
+:data:`DEFAULTS` (the defaults of the typed sections in :mod:`cnnlstm.config`, which also give
+:data:`SCHEMA`), ``--set key.path=value`` overrides are applied (values are YAML-parsed, so
+``trainer.devices=2`` is an int and ``model.widths=[8,16]`` a list), and every key is checked against
+:data:`SCHEMA`: an unknown or mistyped key is a :class:`~cnnlstm.errors.ConfigError` naming the closest valid key.
+Keys inside ``model``, ``data.options``, ``data.augment``, ``pretrain.encoder`` and ``search`` are free: the
+model constructor, the data loader, :func:`cnnlstm.data.augment.build_augmentation` and ``cnnlstm tune`` check
+those.
 
 Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
 ``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
@@ -19,71 +21,52 @@ Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_dec
 from __future__ import annotations
 
 import copy
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cnnlstm.config import RecipeConfig, field_types, nested_section, section_defaults, section_from_dict
 from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 
-__all__ = ["SCHEMA", "DEFAULTS", "FREE", "list_recipes", "load_recipe", "apply_overrides", "validate_recipe",
-           "parse_yaml", "read_recipe_text"]
+__all__ = ["SCHEMA", "DEFAULTS", "FREE", "NULLABLE", "list_recipes", "load_recipe", "apply_overrides",
+           "validate_recipe", "resolve_config", "with_defaults", "check_key", "has_key", "parse_yaml",
+           "read_recipe_text"]
 
 FREE = object()  # marks a section whose keys are checked by someone else (a constructor, a loader)
-_NUM = (int, float)
-_OPT_STR = (str, type(None))
 
-_DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": int, "pin_memory": bool,
-         "persistent_workers": bool, "options": FREE, "augment": FREE, "feature_cache": (bool, str),
-         "feature_cache_dtype": str}
-_SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
-_OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
-          "swa": _SWA, "loss": _OPT_STR, "encoder_lr": (float, type(None))}
-_TRAINER = {
-    "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
-    "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),
-    "accumulate_grad_batches": int, "deterministic": (bool, str), "limit_train_batches": _NUM,
-    "limit_val_batches": _NUM, "limit_test_batches": _NUM, "log_every_n_steps": int, "enable_progress_bar": bool,
-    "channels_last": bool, "compile": bool, "checkpoint_every_n_steps": (int, type(None)),
-    "tbptt_steps": (int, type(None)), "ddp_timeout": _NUM, "logger": (str, list, type(None)),
-    "ensemble": (int, type(None)),
-}
-_EARLY = {"monitor": _OPT_STR, "mode": _OPT_STR, "patience": int, "min_delta": float, "enabled": bool}
+
+def _schema_of(cls: type, prefix: str, nullable: list[str]) -> dict[str, Any]:
+    """The schema of a section class: a dict per nested section, FREE for an open one, else the leaf's types."""
+    out: dict[str, Any] = {}
+    for key, hint in field_types(cls).items():
+        path = f"{prefix}{key}"
+        sub = nested_section(hint)
+        if sub is not None:
+            if type(None) in typing.get_args(hint):
+                nullable.append(path)
+            out[key] = _schema_of(sub, f"{path}.", nullable)
+        elif (typing.get_origin(hint) or hint) is dict:
+            out[key] = FREE
+        else:
+            types = tuple(typing.get_origin(t) or t for t in (typing.get_args(hint) or (hint,)))
+            out[key] = types if len(types) > 1 else types[0]
+    return out
+
+
+_NULLABLE: list[str] = []
+#: every key a recipe may hold, derived from :class:`cnnlstm.config.RecipeConfig`: a dict is a section, a type
+#: (or tuple of types) a leaf, FREE an open section
+SCHEMA: dict[str, Any] = _schema_of(RecipeConfig, "", _NULLABLE)
 
 #: sections that may be null (off): ``optim.swa: null`` trains without weight averaging
-NULLABLE = ("optim.swa", "pretrain.optim.swa")
+NULLABLE = tuple(_NULLABLE)
 
-#: every key a recipe may hold; a dict is a section, a type (or tuple of types) a leaf, FREE an open section
-SCHEMA: dict[str, Any] = {
-    "name": str,
-    "description": str,
-    "seed": int,
-    "task": _OPT_STR,
-    "data": _DATA,
-    "model": FREE,
-    "optim": _OPTIM,
-    "trainer": _TRAINER,
-    "early_stopping": _EARLY,
-    "pretrain": {"data": _DATA, "encoder": FREE, "optim": _OPTIM, "trainer": _TRAINER, "early_stopping": _EARLY},
-    "search": FREE,  # read by `cnnlstm tune` (cnnlstm.tune.search); `fit` ignores it
-}
-
-#: values a recipe does not have to spell out (``pretrain`` has none: it exists only when a recipe names it)
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "task": None,
-    "data": {"val_fraction": 0.2, "batch_size": 32, "num_workers": 0, "pin_memory": False,
-             "persistent_workers": True, "options": {}, "augment": {}, "feature_cache": "auto"},
-    "optim": {"lr": 1e-3, "weight_decay": 1e-2, "scheduler": "cosine", "label_smoothing": 0.0,
-              "swa": None, "loss": None},
-    "trainer": {"max_epochs": 20, "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1,
-                "precision": "32-true", "gradient_clip_val": "auto", "accumulate_grad_batches": 1,
-                "deterministic": False, "log_every_n_steps": 1, "channels_last": False, "compile": False,
-                "checkpoint_every_n_steps": None, "tbptt_steps": None, "ensemble": None,
-                "ddp_timeout": 1800},
-    "early_stopping": {"monitor": None, "mode": None, "patience": 10, "min_delta": 0.0, "enabled": True},
-}
+#: values a recipe does not have to spell out, from :class:`cnnlstm.config.RecipeConfig` (``pretrain`` has none:
+#: it exists only when a recipe names it)
+DEFAULTS: dict[str, Any] = section_defaults(RecipeConfig)
 
 
 def _recipe_dir() -> Path:
@@ -120,13 +103,31 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+def with_defaults(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` over the defaults of its sections (:mod:`cnnlstm.config`), not yet validated.
+
+    Nested sections are filled too: a recipe's ``pretrain`` stage over the section defaults (not over the recipe's
+    own values), ``optim.swa`` over the weight-averaging defaults when it is on. Values that are not mappings
+    where a section belongs are kept as they are, for :func:`validate_recipe` to name.
+
+    Args:
+        recipe: a partial recipe, e.g. ``{"model": {"name": "lstm_fcn"}, "data": {"spec": "ucr:GunPoint"}}``.
+
+    Example:
+        >>> with_defaults({"data": {"spec": "ucr:GunPoint"}})["data"]["batch_size"]
+        32
+    """
+    return _fill(recipe, RecipeConfig)
+
+
+def _fill(node: dict[str, Any], cls: type) -> dict[str, Any]:
+    out = section_defaults(cls)
+    hints = field_types(cls)
+    for key, value in node.items():
+        sub = nested_section(hints[key]) if key in hints else None
+        if sub is not None and value is None and type(None) not in typing.get_args(hints[key]):
+            value = {}  # `pretrain:` with nothing under it: the section with its defaults
+        out[key] = _fill(value, sub) if sub is not None and isinstance(value, dict) else copy.deepcopy(value)
     return out
 
 
@@ -153,14 +154,37 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
                                    "`cnnlstm recipes` lists them, or pass a path to a .yaml file")
         raw = parse_yaml(read_recipe_text(shipped), str(shipped))
         raw.setdefault("name", name_or_path)
-    recipe = _merge(DEFAULTS, raw)
-    if "pretrain" in raw:  # a pretraining stage inherits the recipe's optimiser, trainer and data defaults
-        pretrain = raw["pretrain"] or {}
-        if not isinstance(pretrain, dict):  # merging needs a mapping; say so before _merge trips over it
-            raise ConfigError(f"recipe section 'pretrain' must be a mapping (data:, encoder:, ...), got {pretrain!r}")
-        recipe["pretrain"] = _merge({k: DEFAULTS[k] for k in ("data", "optim", "trainer", "early_stopping")},
-                                    pretrain)
-    return recipe
+    return with_defaults(raw)
+
+
+def resolve_config(recipe: str | dict[str, Any], *, data: str | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The validated recipe a run trains with: loaded, merged with the defaults, overridden and checked.
+
+    The one way a recipe becomes a run's config: ``fit``, ``resume``, ``cnnlstm tune``, ``cnnlstm summary`` and
+    the benchmarks all call it. A dict goes through the same steps as a YAML file, so a partial dict works.
+
+    Args:
+        recipe: a shipped recipe name, a YAML path, or a recipe dict (partial or whole).
+        data: a dataset spec replacing ``data.spec``.
+        overrides: ``key.path=value`` strings (see :func:`apply_overrides`).
+
+    Raises:
+        ConfigError: an unknown key (with the closest valid one), a wrong type or a value out of range.
+
+    Example:
+        >>> resolve_config({"model": {"name": "lstm_fcn"}, "data": {"spec": "ucr:GunPoint"}})["optim"]["lr"]
+        0.001
+    """
+    if isinstance(recipe, str):
+        config = load_recipe(recipe)
+    elif isinstance(recipe, dict):
+        config = with_defaults(recipe)
+    else:
+        raise ConfigError(f"a recipe is a name, a YAML path or a dict, got {type(recipe).__name__}")
+    if data is not None:
+        config["data"] = {**(config["data"] if isinstance(config.get("data"), dict) else {}), "spec": data}
+    return validate_recipe(apply_overrides(config, list(overrides)))
 
 
 def read_recipe_text(path: Path) -> str:
@@ -238,7 +262,8 @@ def _validate(node: Any, schema: Any, prefix: str) -> Any:
 
 
 def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Check every key and value type of a merged recipe; return it with numbers normalised.
+    """Check every key, value type and value range of a recipe; return it merged with the defaults, numbers
+    normalised (``1`` for a float key becomes ``1.0``, YAML 1.1's ``"1e-3"`` becomes ``0.001``).
 
     Raises:
         ConfigError: unknown key (with the closest valid one), wrong type, or a missing required entry.
@@ -247,38 +272,24 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         >>> validate_recipe(load_recipe("basic_motions"))["data"]["spec"]  # doctest: +SKIP
         'ucr:BasicMotions'
     """
-    out = _validate(recipe, SCHEMA, "")
-    if not out.get("data", {}).get("spec"):
+    out = _validate(with_defaults(recipe) if isinstance(recipe, dict) else recipe, SCHEMA, "")
+    if not out["data"].get("spec"):
         raise ConfigError("the recipe names no data: set data.spec (or pass --data SPEC)")
     if not out.get("model", {}).get("name"):
         raise ConfigError("the recipe names no model: set model.name (`cnnlstm models` lists them)")
-    for section in [out, out.get("pretrain")]:
-        if not section:
-            continue
-        data = section["data"]
-        if not 0.0 < data["val_fraction"] < 1.0:
-            raise ConfigError(f"data.val_fraction must be between 0 and 1, got {data['val_fraction']}")
-        if data["batch_size"] < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {data['batch_size']}")
-        if data.get("num_workers", 0) < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {data['num_workers']}")
-        epochs = section["trainer"].get("max_epochs")
-        if epochs is not None and epochs != -1 and epochs < 1:  # Lightning reads -1 as "no limit"
-            raise ConfigError(f"trainer.max_epochs must be >= 1 (or -1 for no limit), got {epochs}")
-        _check_swa(section["optim"].get("swa") or {})
-        every = section["trainer"].get("checkpoint_every_n_steps")
-        if every is not None and every < 1:
-            raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {every}")
-        _check_tbptt(section, pretrain=section is not out)
-    if "pretrain" in out and not out["pretrain"].get("data", {}).get("spec"):
-        raise ConfigError("pretrain.data.spec is missing: name the data the encoder is pretrained on")
+    section_from_dict(RecipeConfig, out)  # each section's own range checks (data.batch_size >= 1, ...)
+    _check_tbptt(out, pretrain=False)
+    if "pretrain" in out:
+        _check_tbptt(out["pretrain"], pretrain=True)
+        if not out["pretrain"]["data"].get("spec"):
+            raise ConfigError("pretrain.data.spec is missing: name the data the encoder is pretrained on")
     return out
 
 
 def _check_tbptt(section: dict[str, Any], pretrain: bool) -> None:
     """``trainer.tbptt_steps``: a positive int, on the main stage only, without the automatic-optimisation
     features it replaces (gradient accumulation, weight averaging); the model and task are checked at build."""
-    steps = section["trainer"].get("tbptt_steps")
+    steps = section["trainer"]["tbptt_steps"]
     if steps is None:
         return
     if pretrain:
@@ -286,23 +297,51 @@ def _check_tbptt(section: dict[str, Any], pretrain: bool) -> None:
                           "trainer.tbptt_steps (the sequence stage) instead")
     if steps < 1:
         raise ConfigError(f"trainer.tbptt_steps must be >= 1 (time steps per chunk) or null, got {steps}")
-    if section["trainer"].get("accumulate_grad_batches", 1) > 1:
+    if section["trainer"]["accumulate_grad_batches"] > 1:
         raise ConfigError("trainer.tbptt_steps steps the optimiser after every chunk, so it cannot accumulate "
                           "gradients over batches: set trainer.accumulate_grad_batches=1 or drop tbptt_steps")
-    if section["optim"].get("swa"):
+    if section["optim"]["swa"]:
         raise ConfigError("optim.swa does not run with trainer.tbptt_steps (weight averaging needs Lightning's "
                           "automatic optimisation): drop one of them")
 
 
-def _check_swa(swa: dict[str, Any]) -> None:
-    start = swa.get("start_epoch", 0.8)
-    if isinstance(start, float) and not 0.0 < start <= 1.0:
-        raise ConfigError(f"optim.swa.start_epoch is an epoch (int >= 1) or a fraction of max_epochs in (0, 1], "
-                          f"got {start}")
-    if isinstance(start, int) and start < 1:
-        raise ConfigError(f"optim.swa.start_epoch must be >= 1 (1-based epoch), got {start}")
-    if not swa.get("lr", 1.0) > 0:
-        raise ConfigError(f"optim.swa.lr must be > 0, got {swa.get('lr')}")
+def check_key(key: str, recipe: dict[str, Any] | None = None) -> None:
+    """Check that a dotted key path is a recipe key; keys inside open sections (``model.*``) always are.
+
+    Args:
+        key: e.g. ``"trainer.max_epochs"`` or ``"model.hidden_size"``.
+        recipe: when given, a ``pretrain.*`` key also needs the recipe to have a pretraining stage.
+
+    Raises:
+        ConfigError: an unknown key, naming the closest valid one (``did you mean 'trainer.max_epochs'``).
+
+    Example:
+        >>> check_key("optim.lr")  # a recipe key: nothing to say
+        >>> check_key("optim.lrr")
+        Traceback (most recent call last):
+        ...
+        cnnlstm.errors.ConfigError: unknown recipe key 'optim.lrr' (did you mean 'optim.lr', 'optim.loss', 'optim.swa'?)
+    """
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"recipe key {key!r} has an empty part")
+    _schema_at(path)
+    if recipe is not None and path[0] == "pretrain" and len(path) > 1 and "pretrain" not in recipe:
+        raise ConfigError(f"recipe key {key!r}: recipe {recipe.get('name', '')!r} has no pretrain stage")
+
+
+def has_key(key: str) -> bool:
+    """Whether a dotted key path is a recipe key (see :func:`check_key`).
+
+    Example:
+        >>> has_key("model.hidden_size"), has_key("optim.lr"), has_key("optim.lrr")
+        (True, True, False)
+    """
+    try:
+        check_key(key)
+    except ConfigError:
+        return False
+    return True
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -324,9 +363,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
         path = key.strip().split(".")
         if not all(path):
             raise ConfigError(f"override {item!r} has an empty key")
-        _schema_at(path)
-        if path[0] == "pretrain" and len(path) > 1 and "pretrain" not in out:
-            raise ConfigError(f"override {key!r}: recipe {out.get('name', '')!r} has no pretrain stage")
+        check_key(key, out)
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:

@@ -30,7 +30,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from cnnlstm._io import atomic_write, write_through_temp
-from cnnlstm.engine.recipe import DEFAULTS, _merge, parse_yaml, read_recipe_text, validate_recipe
+from cnnlstm.engine.recipe import parse_yaml, read_recipe_text, resolve_config
 from cnnlstm.errors import ConfigError, WeightsError
 from cnnlstm.models import create_model, model_config
 
@@ -88,7 +88,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{run_dir} is not a run directory: it has no config.yaml (pass the --out of a fit)")
     config = parse_yaml(read_recipe_text(path), str(path))  # a damaged config.yaml is a ConfigError, not a crash
     try:  # over the defaults, as a recipe is: a hand-trimmed config.yaml gets a message, not a KeyError
-        return validate_recipe(_merge(DEFAULTS, config))
+        return resolve_config(config)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}; fix or restore the run's config.yaml") from None
 

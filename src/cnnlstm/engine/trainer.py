@@ -29,6 +29,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
+from cnnlstm.config import EarlyStoppingConfig, SwaConfig, TrainerConfig, section_defaults
 from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
 from cnnlstm.errors import ConfigError, did_you_mean
 from cnnlstm.tasks import Task
@@ -145,7 +146,7 @@ def resolve_clip(value: Any, model: nn.Module) -> float | None:
     return None if value is None or value <= 0 else float(value)
 
 
-def swa_callback(swa: dict[str, Any] | None) -> StochasticWeightAveraging | None:
+def swa_callback(swa: SwaConfig | dict[str, Any] | None) -> StochasticWeightAveraging | None:
     """Lightning's stochastic weight averaging for a recipe's ``optim.swa`` (``None``: off).
 
     ``start_epoch`` is a 1-based epoch (int) or a fraction of ``max_epochs`` (float); from then on the
@@ -158,12 +159,13 @@ def swa_callback(swa: dict[str, Any] | None) -> StochasticWeightAveraging | None
         >>> swa_callback(None) is None
         True
     """
-    if not swa:
+    if swa is None:
         return None
-    start = swa.get("start_epoch", 0.8)
+    swa = swa if isinstance(swa, SwaConfig) else SwaConfig(**swa)
+    start = swa.start_epoch
     start = start if isinstance(start, int) else float(start)  # Lightning's int is 1-based, like the recipe's
-    return StochasticWeightAveraging(swa_lrs=float(swa.get("lr", 1e-4)), swa_epoch_start=start,
-                                     annealing_epochs=int(swa.get("annealing_epochs", 1)))
+    return StochasticWeightAveraging(swa_lrs=float(swa.lr), swa_epoch_start=start,
+                                     annealing_epochs=int(swa.annealing_epochs))
 
 
 def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run_dir: Path | None,
@@ -189,8 +191,10 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
     Example:
         >>> trainer, ckpt = make_trainer({"max_epochs": 1}, {}, task, Path("runs/x"))  # doctest: +SKIP
     """
-    monitor = early.get("monitor") or task.monitor
-    mode = early.get("mode") or (task.monitor_mode if monitor == task.monitor else "min")
+    early = {**section_defaults(EarlyStoppingConfig), **early}
+    settings = {**section_defaults(TrainerConfig), **section}  # cnnlstm's own keys a partial section leaves out
+    monitor = early["monitor"] or task.monitor
+    mode = early["mode"] or (task.monitor_mode if monitor == task.monitor else "min")
     if not monitor.startswith("val/"):
         raise ConfigError(f"early_stopping.monitor must be a validation metric (val/...), got {monitor!r}; "
                           "choosing on training or test metrics would bias the result")
@@ -205,23 +209,21 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
         folder = run_dir / "checkpoints"
         ckpt = ModelCheckpoint(dirpath=folder, filename="best", monitor=monitor, mode=mode, save_top_k=1,
                                save_last=False, enable_version_counter=False)
-        callbacks += [ckpt, LastCheckpoint(folder / "last.ckpt", section.get("checkpoint_every_n_steps"))]
-    if early.get("enabled", True) and run_dir is not None:
-        callbacks.insert(0, EarlyStopping(monitor=monitor, mode=mode, patience=int(early.get("patience", 10)),
-                                          min_delta=float(early.get("min_delta", 0.0))))
-    kwargs = {k: section[k] for k in PASSTHROUGH if k in section}
+        callbacks += [ckpt, LastCheckpoint(folder / "last.ckpt", settings["checkpoint_every_n_steps"])]
+    if early["enabled"] and run_dir is not None:
+        callbacks.insert(0, EarlyStopping(monitor=monitor, mode=mode, patience=int(early["patience"]),
+                                          min_delta=float(early["min_delta"])))
+    kwargs = {k: section[k] for k in PASSTHROUGH if k in section}  # what the section leaves out: Lightning's default
     if kwargs.get("strategy") == "ddp":
         # Lightning's "ddp" with a bounded wait: a rank that hangs (rather than dies, which the others see at once)
         # stops every other rank after trainer.ddp_timeout seconds instead of the process group's 30 minutes.
-        timeout = float(section.get("ddp_timeout", 1800))
-        if timeout <= 0:
-            raise ConfigError(f"trainer.ddp_timeout must be > 0 seconds, got {timeout:g}")
-        kwargs["strategy"] = DDPStrategy(timeout=datetime.timedelta(seconds=timeout))
-    clip = resolve_clip(section.get("gradient_clip_val", "auto"), task.model)
+        # The recipe check (TrainerConfig) keeps the timeout positive.
+        kwargs["strategy"] = DDPStrategy(timeout=datetime.timedelta(seconds=float(settings["ddp_timeout"])))
+    clip = resolve_clip(settings["gradient_clip_val"], task.model)
     if not task.automatic_optimization:  # a TBPTT task clips and steps per chunk itself; Lightning refuses both
         kwargs["accumulate_grad_batches"] = 1
         clip = None
-    logger = make_loggers(section.get("logger"), run_dir) if run_dir is not None else False
+    logger = make_loggers(settings["logger"], run_dir) if run_dir is not None else False
     try:
         trainer = pl.Trainer(
             **kwargs,

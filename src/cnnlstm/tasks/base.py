@@ -8,7 +8,7 @@ and :meth:`Task.make_metrics` (a fresh ``MetricCollection`` for one stage).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
@@ -16,14 +16,12 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from cnnlstm.config import SCHEDULERS, OptimConfig
 from cnnlstm.errors import CnnLstmError, ConfigError, did_you_mean
 from cnnlstm.tasks.loss_reader import DeferredLoss, LossReading
 from cnnlstm.tasks.weighted_mean import WeightedMean
 
 __all__ = ["OptimConfig", "Task", "StageDict", "TrainingDivergedError", "SCHEDULERS"]
-
-SCHEDULERS = ("cosine", "plateau", "none")
-
 
 class StageDict(nn.ModuleDict):
     """A ModuleDict keyed by stage (``"train"``, ``"val"``, ``"test"``).
@@ -45,48 +43,6 @@ class TrainingDivergedError(CnnLstmError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-@dataclass
-class OptimConfig:
-    """Optimiser settings of a recipe's ``optim`` section (AdamW plus an optional schedule).
-
-    Args:
-        lr: AdamW learning rate.
-        weight_decay: AdamW decoupled weight decay.
-        scheduler: ``"cosine"`` (anneal to 0 over ``max_epochs``), ``"plateau"`` (halve when ``val/loss``
-            stalls for 3 epochs) or ``"none"``.
-        label_smoothing: cross-entropy label smoothing (classification and captioning); training loss only,
-            validation and test losses are plain cross-entropy, so they stay comparable across recipes.
-        swa: stochastic weight averaging settings (``lr``, ``start_epoch``, ``annealing_epochs``) or ``None``;
-            read by the engine's trainer, which adds Lightning's ``StochasticWeightAveraging``.
-        loss: the training objective, where a task offers a choice (its :attr:`Task.loss_choices`; forecasting:
-            ``mse``, ``l1``, ``bce``, ``mse+ssim``); ``None`` is the task's default (its first choice).
-        encoder_lr: learning rate of the model's trainable encoder parameters (fine-tuning a pretrained encoder
-            usually wants 10-100x less than the new layers), or ``None`` for ``lr`` everywhere.
-
-    Example:
-        >>> OptimConfig(lr=3e-3, scheduler="none").scheduler
-        'none'
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    scheduler: str = "cosine"
-    label_smoothing: float = 0.0
-    swa: dict[str, Any] | None = None
-    loss: str | None = None
-    encoder_lr: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"optim.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
-        if self.encoder_lr is not None and not self.encoder_lr > 0:
-            raise ConfigError(f"optim.encoder_lr must be > 0 (or null for optim.lr), got {self.encoder_lr}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-
-
 class Task(pl.LightningModule):
     """Base LightningModule: model call, AdamW + schedule, epoch metrics and a NaN/inf guard.
 
@@ -98,7 +54,8 @@ class Task(pl.LightningModule):
 
     Args:
         model: a registered model; it is called as ``model(**{k: batch[k] for k in model.input_names})``.
-        optim: optimiser settings (a dict is converted to :class:`OptimConfig`).
+        optim: optimiser settings, the recipe's typed ``optim`` section (a dict is converted to
+            :class:`~cnnlstm.config.OptimConfig`).
 
     Example:
         >>> task = ClassificationTask(create_model("lstm_fcn", in_channels=3, num_classes=4))  # doctest: +SKIP

@@ -74,7 +74,7 @@ def _evaluate_best(study: optuna.Study, best: FrozenTrial, plan: SearchPlan, out
     engine = importlib.import_module("cnnlstm.engine.fit")
     run_dir = Path(best.user_attrs.get("run_dir", ""))
     if weights_path(run_dir).is_file():
-        accelerator = str(plan.base["trainer"].get("accelerator", "auto"))
+        accelerator = str(plan.base["trainer"]["accelerator"])
         metrics = engine.evaluate_run(run_dir, accelerator=accelerator).metrics
     else:  # the trial ran on another machine: retrain its recipe here (same seed) and test that
         log(f"trial {best.number}'s weights are not in {run_dir}; training best.yaml again to test it")

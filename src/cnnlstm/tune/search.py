@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 
 from cnnlstm.engine.data import load_bundle
-from cnnlstm.engine.recipe import DEFAULTS, apply_overrides, load_recipe, validate_recipe
+from cnnlstm.engine.recipe import check_key, resolve_config
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import get_model_class
 from cnnlstm.tasks import TASKS, task_for_kind
@@ -95,7 +95,7 @@ class SearchPlan:
         config["trainer"]["max_epochs"] = self.max_epochs
         config["early_stopping"]["monitor"] = self.metric
         config["early_stopping"]["mode"] = "min" if self.direction == "minimize" else "max"
-        return validate_recipe(config)
+        return resolve_config(config)
 
 
 class _FamilyTrial:
@@ -152,15 +152,6 @@ def split_search(recipe: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     if unknown:
         raise ConfigError(f"unknown search key(s) {unknown}; valid keys: {', '.join(SEARCH_KEYS)}")
     return recipe, search
-
-
-def _with_defaults(recipe: dict[str, Any], defaults: dict[str, Any] = DEFAULTS) -> dict[str, Any]:
-    """``recipe`` over the engine's defaults (what ``load_recipe`` does for files), for recipe dicts."""
-    out = copy.deepcopy(defaults)
-    for key, value in recipe.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _with_defaults(value, out[key]) if both else copy.deepcopy(value)
-    return out
 
 
 def _constructor_keys(family: str) -> set[str] | None:
@@ -239,16 +230,12 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         >>> sorted(plan.spaces)  # doctest: +SKIP
         ['deep_conv_lstm', 'lstm_fcn', 'mlstm_fcn']
     """
-    raw = load_recipe(recipe) if isinstance(recipe, str) else _with_defaults(recipe)
-    raw, search = split_search(raw)
-    if data is not None:
-        raw["data"] = {**raw.get("data", {}), "spec": data}
-    base = validate_recipe(apply_overrides(raw, list(overrides or [])))
+    base, search = split_search(resolve_config(recipe, data=data, overrides=list(overrides or [])))
     if models is not None:
         search["models"] = models
     if max_epochs is not None:
         search["max_epochs"] = max_epochs
-    if base["trainer"].get("devices", 1) not in (1, "1") or base["trainer"].get("num_nodes", 1) != 1:
+    if base["trainer"]["devices"] not in (1, "1") or base["trainer"]["num_nodes"] != 1:
         raise ConfigError("cnnlstm tune runs each trial on one device: set trainer.devices=1, and start several "
                           "`cnnlstm tune` processes on one --storage to use more devices")
     bundle = load_bundle(base["data"], seed=base["seed"])  # its kind decides the task, metric and families
@@ -281,7 +268,7 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         for dim in space.values():
             for target in _dim_keys(dim):
                 if not target.startswith("model."):
-                    apply_overrides(base, [f"{target}=0"])  # raises ConfigError naming the closest valid key
+                    check_key(target, base)  # raises ConfigError naming the closest valid key
         spaces[family] = space
     for key in common:
         if not any(key in s for s in spaces.values()):
