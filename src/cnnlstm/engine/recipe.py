@@ -14,6 +14,8 @@ Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_dec
 ``data.num_workers`` / ``pin_memory`` / ``persistent_workers``, ``data.feature_cache`` and
 ``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's bytes). Long sequences:
 ``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
+Fine-tuning a pretrained encoder: ``optim.encoder_lr`` and ``optim.unfreeze_at_epoch`` (frozen for that many
+epochs, then ``model.freeze`` applies; :mod:`cnnlstm.engine.unfreeze`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ _DATA = {"spec": str, "val_fraction": float, "batch_size": int, "num_workers": i
          "feature_cache_dtype": str}
 _SWA = {"lr": float, "start_epoch": _NUM, "annealing_epochs": int}
 _OPTIM = {"lr": float, "weight_decay": float, "scheduler": str, "label_smoothing": float,
-          "swa": _SWA, "loss": _OPT_STR, "encoder_lr": (float, type(None))}
+          "swa": _SWA, "loss": _OPT_STR, "encoder_lr": (float, type(None)),
+          "unfreeze_at_epoch": (int, type(None))}
 _TRAINER = {
     "max_epochs": int, "min_epochs": int, "accelerator": str, "devices": (int, str, list), "strategy": str,
     "num_nodes": int, "precision": (int, str), "gradient_clip_val": (float, str, type(None)),
