@@ -76,16 +76,22 @@ def _pool(steps: Tensor, pooling: str) -> Tensor:
 
 
 def _attention_reference(model: nn.Module, grids: list[Tensor], pooling: str) -> Tensor:
-    """Sharma et al. 2015, one step at a time: softmax(W_a h_{t-1} + b_a) over positions, their weighted sum in."""
-    cell, attend = model.rnn.cell, model.rnn.attend
+    """One step at a time: location score W_a h + b_a (Sharma et al. 2015) plus content score x_i . (W_q h + b_q)
+    / sqrt(C); the LSTM reads the weighted features and the weighted (row, column) in [-1, 1]."""
+    cell, attend, query = model.rnn.cell, model.rnn.attend, model.rnn.query
     h = torch.zeros(cell.hidden_size)
     c = torch.zeros(cell.hidden_size)
     per_step = []
-    for g in grids:  # (C, h, w)
-        scores = attend.weight @ h + attend.bias  # (h*w,), positions row-major
-        weights = torch.exp(scores - scores.max()) / torch.exp(scores - scores.max()).sum()
-        read = sum(weights[i] * g[:, i // g.shape[2], i % g.shape[2]] for i in range(len(weights)))  # (C,)
-        gates = cell.weight_ih @ read + cell.bias_ih + cell.weight_hh @ h + cell.bias_hh
+    for g in grids:  # (C, gh, gw)
+        C, gh, gw = g.shape
+        q = query.weight @ h + query.bias  # (C,)
+        scores = [attend.weight[r * gw + k] @ h + attend.bias[r * gw + k] + g[:, r, k] @ q / C**0.5
+                  for r in range(gh) for k in range(gw)]  # row-major positions
+        weights = torch.softmax(torch.stack(scores), dim=0)
+        read = sum(weights[r * gw + k] * g[:, r, k] for r in range(gh) for k in range(gw))  # (C,)
+        where = sum(weights[r * gw + k] * torch.tensor([-1 + 2 * r / (gh - 1), -1 + 2 * k / (gw - 1)])
+                    for r in range(gh) for k in range(gw))  # (2,)
+        gates = cell.weight_ih @ torch.cat([read, where]) + cell.bias_ih + cell.weight_hh @ h + cell.bias_hh
         i, f, cand, o = gates.chunk(4)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
         h = torch.sigmoid(o) * torch.tanh(c)

@@ -1,11 +1,17 @@
 """An LSTM that attends over each step's feature grid, driven by its own previous state (Sharma et al. 2015).
 
 "Action recognition using visual attention": at step ``t`` the LSTM's previous hidden state ``h_{t-1}`` scores
-every position ``i`` of the frame's ``h x w`` feature grid, ``a_t = softmax(W_a h_{t-1} + b_a)`` over the ``L = h w``
-positions, and the LSTM reads the attended feature ``sum_i a_{t,i} x_{t,i}`` (a ``C``-vector) instead of the globally
-pooled one. What the recurrence has seen so far decides where it looks next, so the pooled vector's loss of position
-is replaced by a learned, state-dependent choice of position. The first step starts from ``h_0 = 0``, so its weights
-are ``softmax(b_a)``, a learned prior over positions.
+every position ``i`` of the frame's ``h x w`` feature grid, the scores are a softmax ``a_t`` over the ``L = h w``
+positions, and the LSTM reads the attended feature ``sum_i a_{t,i} x_{t,i}`` (a ``C``-vector) instead of the
+globally pooled one. What the recurrence has seen so far decides where it looks next.
+
+Sharma et al. score positions from the state alone (``W_a h_{t-1} + b_a``, a location prior). That cannot find a
+moving object: the state knows where to look only from what it read, and a read that starts near-uniform is the
+pooled vector, which has lost position (a direction-of-motion probe stayed at chance). So the score adds a content
+term, the state's query against each position's features (``x_{t,i} . (W_q h_{t-1} + b_q) / sqrt(C)``, the soft
+attention of Show, Attend and Tell, Xu et al. 2015; ``b_q`` lets the first step look for content already), and the
+LSTM also reads where it looked, ``sum_i a_{t,i} p_i`` with ``p_i`` the position's (row, column) in [-1, 1], so the
+sequence of attended places (a trajectory) reaches the recurrence. The first step starts from ``h_0 = 0``.
 
 The time loop is a scripted function whose trip count is a tensor, so tracing (TorchScript, ONNX) keeps it a loop
 and an exported model takes clips of any length, with ``lengths``, as eager mode does.
@@ -27,16 +33,21 @@ from cnnlstm.layers.pooling import TemporalPool
 __all__ = ["SpatialAttentionLSTM"]
 
 
-def _scan(steps: Tensor, x: Tensor, valid: Tensor, h: Tensor, c: Tensor, w_att: Tensor, b_att: Tensor,
-          w_ih: Tensor, w_hh: Tensor, bias: Tensor, hidden: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    # x: (B, T, L, C) positions; valid: (B, T, 1) float, 1 on valid steps; h, c: (B, H).
+def _scan(steps: Tensor, x: Tensor, coords: Tensor, valid: Tensor, h: Tensor, c: Tensor, w_att: Tensor,
+          b_att: Tensor, w_q: Tensor, b_q: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor, hidden: int,
+          scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # x: (B, T, L, C) positions; coords: (L, 2); valid: (B, T, 1) float, 1 on valid steps; h, c: (B, H).
     n = int(steps)
     outputs: list[Tensor] = []
     weights: list[Tensor] = []
     for t in range(n):
-        alpha = torch.softmax(F.linear(h, w_att, b_att), dim=1)  # (B, L): where to look, from the previous state
-        read = torch.bmm(alpha.unsqueeze(1), x[:, t]).squeeze(1)  # (B, 1, L) @ (B, L, C) -> (B, C)
-        gates = F.linear(read, w_ih) + F.linear(h, w_hh) + bias  # (B, 4H): nn.LSTMCell's gates i, f, g, o
+        xt = x[:, t]  # (B, L, C)
+        query = F.linear(h, w_q, b_q).unsqueeze(2)  # (B, C, 1): what to look for, from the previous state
+        scores = F.linear(h, w_att, b_att) + torch.bmm(xt, query).squeeze(2) * scale  # (B, L): where + what
+        alpha = torch.softmax(scores, dim=1)  # (B, L)
+        read = torch.bmm(alpha.unsqueeze(1), xt).squeeze(1)  # (B, 1, L) @ (B, L, C) -> (B, C)
+        where = torch.mm(alpha, coords)  # (B, 2): the attended (row, column)
+        gates = F.linear(torch.cat([read, where], dim=1), w_ih) + F.linear(h, w_hh) + bias  # (B, 4H): i, f, g, o
         # Slices, not chunk: the exporter cannot split a tensor of unknown rank.
         gi, gf = gates[:, :hidden], gates[:, hidden : 2 * hidden]
         gg, go = gates[:, 2 * hidden : 3 * hidden], gates[:, 3 * hidden :]
@@ -86,8 +97,13 @@ class SpatialAttentionLSTM(nn.Module):
         self.positions = self.grid_size[0] * self.grid_size[1]
         self.input_size = in_channels * self.positions
         self.hidden_size = hidden_size
-        self.cell = nn.LSTMCell(in_channels, hidden_size)
-        self.attend = nn.Linear(hidden_size, self.positions)  # h_{t-1} -> one score per grid position
+        self.cell = nn.LSTMCell(in_channels + 2, hidden_size)  # the attended features and (row, column)
+        self.attend = nn.Linear(hidden_size, self.positions)  # h_{t-1} -> one location score per grid position
+        self.query = nn.Linear(hidden_size, in_channels)  # h_{t-1} -> the features to look for
+        rows = torch.linspace(-1.0, 1.0, self.grid_size[0]) if self.grid_size[0] > 1 else torch.zeros(1)
+        cols = torch.linspace(-1.0, 1.0, self.grid_size[1]) if self.grid_size[1] > 1 else torch.zeros(1)
+        coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(self.positions, 2)  # (L, 2)
+        self.register_buffer("coords", coords, persistent=False)  # a constant of the grid, not a weight
         self.pooling = pooling
         self.pool = TemporalPool(pooling, input_size=hidden_size)
         self.out_features = hidden_size
@@ -112,8 +128,9 @@ class SpatialAttentionLSTM(nn.Module):
         bias = cell.bias_ih + cell.bias_hh  # (4H,)
         valid = mask.to(x.dtype).unsqueeze(2)  # (B, T, 1)
         steps = torch._shape_as_tensor(x)[1]  # a tensor, so the trip count stays dynamic when traced
-        out, weights, h, c = _scan(steps, positions, valid, state[0], state[1], self.attend.weight, self.attend.bias,
-                                   cell.weight_ih, cell.weight_hh, bias, self.hidden_size)
+        out, weights, h, c = _scan(steps, positions, self.coords.to(x.dtype), valid, state[0], state[1],
+                                   self.attend.weight, self.attend.bias, self.query.weight, self.query.bias,
+                                   cell.weight_ih, cell.weight_hh, bias, self.hidden_size, self.in_channels ** -0.5)
         # Values leaving a scripted function have unknown rank for the exporter; reshaping restores it.
         size = (B, self.hidden_size)
         return (out.reshape(B, T, self.hidden_size), weights.reshape(B, T, self.positions),
