@@ -7,7 +7,8 @@ ImageNet classifier sees; it keeps *what* is in the frame but not *where*); ``"g
 stage average-pooled to a small ``grid_size`` grid and flattened, so the LSTM sees each position apart;
 ``"conv_lstm"`` keeps the same grid as a map and runs a ConvLSTM over the frames' maps (Shi et al. 2015), pooled
 over space only afterwards; ``"attention"`` lets the LSTM choose where to look: at each step its previous hidden
-state weighs the grid's positions and the weighted sum of the position vectors is its input (Sharma et al. 2015).
+state weighs the grid's positions and the weighted sum of the position vectors, with the attended (row, column),
+is its input (Sharma et al. 2015, plus a content score; see :mod:`cnnlstm.layers.spatial_attention`).
 Direction of motion, swipes and trajectories need one of the grid modes.
 """
 
