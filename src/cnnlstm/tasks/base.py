@@ -63,7 +63,7 @@ class OptimConfig:
         encoder_lr: learning rate of the model's trainable encoder parameters (fine-tuning a pretrained encoder
             usually wants 10-100x less than the new layers), or ``None`` for ``lr`` everywhere.
         unfreeze_at_epoch: keep the whole encoder frozen for this many epochs, then train what ``model.freeze``
-            leaves trainable (at ``encoder_lr``): the frozen-then-unfrozen fine-tuning schedule, applied by
+            leaves trainable (at ``encoder_lr``, or ``lr`` without it): the frozen-then-unfrozen schedule, applied by
             :class:`~cnnlstm.engine.unfreeze.EncoderUnfreeze`; ``None``: ``model.freeze`` from the first epoch.
 
     Example:
