@@ -101,3 +101,19 @@ def test_feature_cache_is_refused_or_skipped_and_misuse_is_an_error(clips: Path,
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match="unfreeze_at_epoch must be"):
             OptimConfig(unfreeze_at_epoch=bad)
+
+
+def test_the_state_follows_the_epoch_counter_so_a_resumed_run_gets_the_right_phase() -> None:
+    from types import SimpleNamespace
+
+    model = create_model("frame_lstm", num_classes=2, encoder_kwargs={"widths": (4, 8)}, hidden_size=4, freeze=1)
+    encoder = model.encoder
+    trained_then = [p.requires_grad for p in encoder.parameters()]  # model.freeze: 1, the unfrozen phase
+    callback = unfreeze_callback(model, 2)
+    model.train()
+    for epoch, frozen in ((3, False), (0, True), (2, False), (1, True)):  # any order: a resume starts anywhere
+        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch), None)
+        grads = [p.requires_grad for p in encoder.parameters()]
+        assert grads == ([False] * len(grads) if frozen else trained_then)
+        batch_norms = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert all(not m.training for m in batch_norms) if frozen else any(m.training for m in batch_norms)
