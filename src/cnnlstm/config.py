@@ -127,6 +127,9 @@ class OptimConfig:
             ``mse``, ``l1``, ``bce``, ``mse+ssim``); ``None`` is the task's default (its first choice).
         encoder_lr: learning rate of the model's trainable encoder parameters (fine-tuning a pretrained encoder
             usually wants 10-100x less than the new layers), or ``None`` for ``lr`` everywhere.
+        unfreeze_at_epoch: keep the whole encoder frozen for this many epochs, then train what ``model.freeze``
+            leaves trainable (at ``encoder_lr``, or ``lr`` without it): the frozen-then-unfrozen schedule, applied by
+            ``cnnlstm.engine.unfreeze.EncoderUnfreeze``; ``None``: ``model.freeze`` from the first epoch.
 
     Example:
         >>> OptimConfig(swa={"lr": 0.01}).swa.annealing_epochs
@@ -140,6 +143,7 @@ class OptimConfig:
     swa: SwaConfig | None = None
     loss: str | None = None
     encoder_lr: float | None = None
+    unfreeze_at_epoch: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.swa, dict):
@@ -150,6 +154,11 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.encoder_lr is not None and not self.encoder_lr > 0:
             raise ConfigError(f"optim.encoder_lr must be > 0 (or null for optim.lr), got {self.encoder_lr}")
+        if self.unfreeze_at_epoch is not None and (isinstance(self.unfreeze_at_epoch, bool)
+                                                   or not isinstance(self.unfreeze_at_epoch, int)
+                                                   or self.unfreeze_at_epoch < 1):
+            raise ConfigError("optim.unfreeze_at_epoch must be an epoch count >= 1 (the encoder stays frozen that "
+                              f"many epochs) or null, got {self.unfreeze_at_epoch!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -14,6 +14,7 @@ from PIL import Image
 from cnnlstm.data import load_dataset
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, encoder_normalization, recorded_normalization
 from cnnlstm.encoders import build_encoder, save_encoder
+from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model
 
 MEAN, STD = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
@@ -37,6 +38,20 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     enc = build_encoder("cnn", widths=(4, 8))
     enc.pretrained_config = {**enc.pretrained_config, "mean": MEAN, "std": STD}  # what "its" training used
     return save_encoder(enc, tmp_path_factory.mktemp("enc") / "enc.safetensors")
+
+
+@pytest.fixture(scope="module")
+def bicubic_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights whose config names a resize filter, as timm's pretrained_cfg does (bicubic for most models)."""
+    enc = build_encoder("cnn", widths=(4, 8))
+    enc.pretrained_config = {**enc.pretrained_config, "mean": MEAN, "std": STD, "interpolation": "bicubic"}
+    return save_encoder(enc, tmp_path_factory.mktemp("enc") / "enc.safetensors")
+
+
+def _resized(clip: Path, filter_: Image.Resampling, size: int = 8) -> torch.Tensor:
+    """A clip's frames resized by PIL directly and scaled to [0, 1]: (T, C, H, W)."""
+    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).resize((size, size), filter_), dtype=np.float32)
+                                         / 255).permute(2, 0, 1) for p in sorted(clip.iterdir())])
 
 
 def _model(weights: Path | bool) -> torch.nn.Module:
@@ -79,29 +94,60 @@ def test_given_mean_std_win_and_a_disagreement_is_one_warning_line(clips: Path, 
     assert "\n" not in record.getMessage() and "differ" in record.getMessage()
 
 
+def test_encoder_interpolation_resizes_every_split_and_is_recorded(clips: Path, bicubic_weights: Path,
+                                                                  caplog) -> None:
+    model = _model(bicubic_weights)
+    assert encoder_normalization(model)["interpolation"] == "bicubic"
+    bundle = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5)
+    out = apply_encoder_preprocessing(bundle, model)
+    assert out.info["normalization"]["interpolation"] == "bicubic"
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    for split in (out.train, out.test, out.train.without_augmentation()):
+        clip = Path(split.clips[1].path)
+        torch.testing.assert_close(split[1]["x"], (_resized(clip, Image.Resampling.BICUBIC) - mean) / std)
+        assert not torch.allclose(split[1]["x"], (_resized(clip, Image.Resampling.BILINEAR) - mean) / std)
+    # given mean/std stay as given; the encoder's filter still applies, and is recorded with them
+    given = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5, mean=list(MEAN), std=list(STD))
+    out = apply_encoder_preprocessing(given, model)
+    assert out.train.interpolation == "bicubic" and out.info["normalization"]["mean"] == pytest.approx(MEAN)
+    torch.testing.assert_close(out.train[1]["x"], (_resized(Path(out.train.clips[1].path),
+                                                            Image.Resampling.BICUBIC) - mean) / std)
+    # a filter given in the data options wins, with one warning line
+    chosen = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5, interpolation="bilinear")
+    with caplog.at_level(logging.WARNING, logger="cnnlstm.data.preprocess"):
+        out = apply_encoder_preprocessing(chosen, model)
+    assert out.train.dataset.interpolation == "bilinear" and out.info["normalization"]["interpolation"] == "bilinear"
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage() and "interpolation=bilinear" in record.getMessage()
+    with pytest.raises(ConfigError, match="interpolation must be one of"):
+        load_dataset(f"frames:{clips}", num_frames=3, interpolation="cubic")
+
+
 @pytest.mark.slow
-def test_fit_records_the_encoders_mean_std_and_predict_and_test_apply_it(clips: Path, weights: Path,
+def test_fit_records_the_encoders_mean_std_and_predict_and_test_apply_it(clips: Path, bicubic_weights: Path,
                                                                          tmp_path: Path) -> None:
     from cnnlstm.engine import evaluate_run, fit
+    from cnnlstm.engine.fit import rebuild_run
     from cnnlstm.engine.predict import predict
     from cnnlstm.engine.rundir import load_weights, weights_path
 
     recipe = {"seed": 0, "data": {"spec": f"frames:{clips}", "val_fraction": 0.5, "batch_size": 4,
-                                  "options": {"num_frames": 3, "test_fraction": 0.5}, "feature_cache": False},
+                                  "options": {"num_frames": 3, "size": 8, "test_fraction": 0.5},
+                                  "feature_cache": False},
               "model": {"name": "frame_lstm", "encoder_kwargs": {"widths": [4, 8]}, "hidden_size": 4,
-                        "pretrained": str(weights), "freeze": "all"},
+                        "pretrained": str(bicubic_weights), "freeze": "all"},
               "optim": {"lr": 0.01}, "trainer": {"max_epochs": 1, "enable_progress_bar": False}}
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps(recipe))  # JSON is YAML; a file gets the recipe defaults merged in
     result = fit(str(path), out=tmp_path / "run", verbose=False)
     info = json.loads((result.run_dir / "data_info.json").read_text())
-    assert info["normalization"]["mean"] == pytest.approx(MEAN)
+    assert info["normalization"]["mean"] == pytest.approx(MEAN) and info["normalization"]["interpolation"] == "bicubic"
+    assert rebuild_run(result.run_dir)[1].train.interpolation == "bicubic"  # the run alone replays the filter
     # `cnnlstm test` rebuilds the data from the run alone and scores the same as fit's own test.
     assert evaluate_run(result.run_dir).metrics["test/acc"] == pytest.approx(result.metrics["test/acc"])
     clip = clips / "left" / "clip0"
     (prediction,) = predict(result.run_dir, [str(clip)])
-    frames = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)
-                          for p in sorted(clip.iterdir())])  # (T, C, H, W) in [0, 1]
+    frames = _resized(clip, Image.Resampling.BICUBIC)  # (T, C, 8, 8) in [0, 1], resized as the encoder wants
     normed = (frames - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
     with torch.no_grad():
         probs = torch.softmax(load_weights(weights_path(result.run_dir))(normed[None]), dim=1)[0]

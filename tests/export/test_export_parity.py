@@ -134,7 +134,7 @@ def test_bad_arguments_raise_config_errors(tmp_path: Path) -> None:
         export_onnx(model, tmp_path / "m.onnx", example_inputs=flat)
 
 
-@pytest.mark.parametrize("mode", ["grid", "conv_lstm"])
+@pytest.mark.parametrize("mode", ["grid", "conv_lstm", "attention"])
 def test_frame_lstm_grid_modes_export_with_parity(mode: str, tmp_path: Path) -> None:
     model = build("frame_lstm", frame_features=mode, feature_stage=0, grid_size=4, pooling="mean",
                   frame_difference=True)

@@ -80,8 +80,8 @@ def test_wrong_step_shapes_and_empty_streams_raise_shape_errors() -> None:
 
 
 @pytest.mark.parametrize(("mode", "pooling", "difference"), [("grid", "last", True), ("conv_lstm", "mean", False),
-                                                             ("conv_lstm", "max", True)])
+                                                             ("conv_lstm", "max", True), ("attention", "mean", True)])
 def test_frame_lstm_grid_modes_stream_frames(mode: str, pooling: str, difference: bool) -> None:
-    model = build("frame_lstm", frame_features=mode, feature_stage=0, grid_size=4, pooling=pooling, num_layers=2,
-                  frame_difference=difference)
+    model = build("frame_lstm", frame_features=mode, feature_stage=0, grid_size=4, pooling=pooling,
+                  num_layers=1 if mode == "attention" else 2, frame_difference=difference)
     _assert_streams_exactly(model, torch.rand(2, 4, 3, 32, 32))

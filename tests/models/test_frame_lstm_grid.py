@@ -1,7 +1,8 @@
-"""frame_lstm's grid frame features ("grid", "conv_lstm") against a per-frame, per-step loop written here.
+"""frame_lstm's grid frame features ("grid", "conv_lstm", "attention") against a per-frame, per-step loop here.
 
 The reference runs each valid frame of each clip through the encoder's stages alone, pools the map to the
-grid with plain averaging, and steps an LSTM (or a ConvLSTM) by its textbook equations, one step at a time.
+grid with plain averaging, and steps an LSTM (or a ConvLSTM, or an LSTM that attends over the grid from its
+previous hidden state) by its textbook equations, one step at a time.
 """
 
 from __future__ import annotations
@@ -67,13 +68,41 @@ def _conv_lstm_reference(model: nn.Module, grids: list[Tensor], pooling: str) ->
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
         h = torch.sigmoid(o) * torch.tanh(c)
         per_step.append(torch.cat([h.mean(dim=(1, 2)), h.amax(dim=(1, 2))]))  # spatial mean and max
-    steps = torch.stack(per_step)  # (T, 2 C_h)
+    return _pool(torch.stack(per_step), pooling)  # per step (2 C_h,)
+
+
+def _pool(steps: Tensor, pooling: str) -> Tensor:
     return steps[-1] if pooling == "last" else steps.mean(0) if pooling == "mean" else steps.amax(0)
+
+
+def _attention_reference(model: nn.Module, grids: list[Tensor], pooling: str) -> Tensor:
+    """One step at a time: location score W_a h + b_a (Sharma et al. 2015) plus content score x_i . (W_q h + b_q)
+    / sqrt(C); the LSTM reads the weighted features and the weighted (row, column) in [-1, 1]."""
+    cell, attend, query = model.rnn.cell, model.rnn.attend, model.rnn.query
+    h = torch.zeros(cell.hidden_size)
+    c = torch.zeros(cell.hidden_size)
+    per_step = []
+    for g in grids:  # (C, gh, gw)
+        C, gh, gw = g.shape
+        q = query.weight @ h + query.bias  # (C,)
+        scores = [attend.weight[r * gw + k] @ h + attend.bias[r * gw + k] + g[:, r, k] @ q / C**0.5
+                  for r in range(gh) for k in range(gw)]  # row-major positions
+        weights = torch.softmax(torch.stack(scores), dim=0)
+        read = sum(weights[r * gw + k] * g[:, r, k] for r in range(gh) for k in range(gw))  # (C,)
+        where = sum(weights[r * gw + k] * torch.tensor([-1 + 2 * r / (gh - 1), -1 + 2 * k / (gw - 1)])
+                    for r in range(gh) for k in range(gw))  # (2,)
+        gates = cell.weight_ih @ torch.cat([read, where]) + cell.bias_ih + cell.weight_hh @ h + cell.bias_hh
+        i, f, cand, o = gates.chunk(4)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        per_step.append(h)
+    return _pool(torch.stack(per_step), pooling)
 
 
 @pytest.mark.parametrize(("mode", "pooling", "difference"), [
     ("grid", "last", False), ("grid", "last", True), ("conv_lstm", "last", False), ("conv_lstm", "mean", True),
-    ("conv_lstm", "max", False)])
+    ("conv_lstm", "max", False), ("attention", "last", False), ("attention", "mean", True),
+    ("attention", "max", True)])
 def test_padded_batch_matches_a_per_frame_per_step_loop(mode: str, pooling: str, difference: bool) -> None:
     model = _model(mode, pooling=pooling, frame_difference=difference)
     inputs = model.example_input(batch_size=3, num_frames=4)  # lengths 4, 3, 2, zero-padded
@@ -85,17 +114,20 @@ def test_padded_batch_matches_a_per_frame_per_step_loop(mode: str, pooling: str,
                 grids = [torch.cat([g, g - grids[max(t - 1, 0)]]) for t, g in enumerate(grids)]
             if mode == "grid":
                 feats = _lstm_reference(model, grids)
+            elif mode == "attention":
+                feats = _attention_reference(model, grids, pooling)
             else:
                 feats = _conv_lstm_reference(model, grids, pooling)
             expected = model.head(feats[None])  # (1, K)
             torch.testing.assert_close(out[b : b + 1], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["grid", "conv_lstm"])
+@pytest.mark.parametrize("mode", ["grid", "conv_lstm", "attention"])
 @pytest.mark.parametrize("pooling", ["last", "attention"])
 def test_padding_invariance_and_chunked_encoding(mode: str, pooling: str) -> None:
-    model = _model(mode, pooling=pooling, num_layers=2, frame_difference=True)
-    chunked = _model(mode, pooling=pooling, num_layers=2, chunk_size=2, frame_difference=True)
+    layers = 1 if mode == "attention" else 2  # the attention LSTM has one layer
+    model = _model(mode, pooling=pooling, num_layers=layers, frame_difference=True)
+    chunked = _model(mode, pooling=pooling, num_layers=layers, chunk_size=2, frame_difference=True)
     inputs = model.example_input(batch_size=3, num_frames=5)
     with torch.no_grad():
         out = model(**inputs)
@@ -109,7 +141,7 @@ def test_padding_invariance_and_chunked_encoding(mode: str, pooling: str) -> Non
         torch.testing.assert_close(model(noisy, inputs["lengths"]), out, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["grid", "conv_lstm"])
+@pytest.mark.parametrize("mode", ["grid", "conv_lstm", "attention"])
 def test_cached_feature_path_equals_frames_and_trains_only_the_recurrence(mode: str) -> None:
     model = _model(mode, freeze="all", pooling="mean")
     inputs = model.example_input(batch_size=2, num_frames=3)
@@ -139,6 +171,32 @@ def test_bad_settings_say_what_to_change() -> None:
         _model("grid", frame_difference=True).forward_chunk(torch.rand(2, 2, 3, 16, 16))
     with pytest.raises(ConfigError, match="frame_difference needs"):
         _model("pooled", frame_difference=True)
+    with pytest.raises(ConfigError, match=r"freeze=1 trains encoder stages 1-1, but .* reads stage 0"):
+        _model("conv_lstm", freeze=1)  # stage 0's grid never runs stage 1: freeze=2 would train stage 0
+    _model("conv_lstm", freeze=2)
+    for bad in ({"num_layers": 2}, {"bidirectional": True}):
+        with pytest.raises(ConfigError, match="one LSTM layer forward in time"):
+            _model("attention", **bad)
+    with pytest.raises(ConfigError, match="truncated BPTT"):
+        _model("attention").forward_chunk(torch.rand(2, 2, 3, 16, 16))
+
+
+def test_attention_weights_are_a_distribution_over_the_grid_on_valid_steps_only() -> None:
+    model = _model("attention", frame_difference=True)
+    inputs = model.example_input(batch_size=3, num_frames=4)  # lengths 4, 3, 2
+    with torch.no_grad():
+        feats = model.recurrent_input(model.forward_sequence_features(**inputs))
+        out, weights = model.rnn.forward_sequence(feats, inputs["lengths"])
+    assert weights.shape == (3, 4, 16) and out.shape == (3, 4, 6)
+    valid = torch.arange(4)[None] < inputs["lengths"][:, None]  # (B, T)
+    torch.testing.assert_close(weights.sum(-1), valid.float())
+    assert (weights[valid] > 0).all() and not (weights[valid] == weights[valid][:1]).all()  # not uniform
+    assert out[~valid].abs().sum() == 0
+    # Streaming one frame at a time gives the same hidden states as the whole clip.
+    state = None
+    for t in range(4):
+        step, state = model.rnn.step(feats[0, t][None], state)
+        torch.testing.assert_close(step[0], out[0, t], rtol=0, atol=1e-6)
 
 
 def test_grid_mode_chunks_for_truncated_bptt_like_the_whole_clip() -> None:

@@ -119,7 +119,8 @@ def _unwrap(dataset: Dataset) -> tuple[Dataset, list[int] | None]:
 def _pipeline(base: Dataset) -> dict[str, Any]:
     """Preprocessing and frame sampling a dataset declares (``FramesDataset`` and look-alikes)."""
     out: dict[str, Any] = {"class": f"{type(base).__module__}.{type(base).__qualname__}"}
-    for attr in ("size", "mode", "in_channels", "mean", "std", "num_frames", "random_sampling", "sampling"):
+    for attr in ("size", "mode", "in_channels", "mean", "std", "num_frames", "random_sampling", "sampling",
+                 "interpolation"):
         if hasattr(base, attr):
             out[attr] = getattr(base, attr)
     return out

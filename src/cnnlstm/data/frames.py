@@ -8,8 +8,9 @@ is read, never all at once, and only the frames that sample uses are kept.
 A clip becomes ``num_frames`` frames by segment sampling (as in TSN): the clip is cut into ``num_frames``
 equal segments and one frame is taken from each, its middle (``"uniform"``) or a random one
 (``"random"``, training only). Shorter clips repeat frames. Every frame is converted to RGB (or L when
-``in_channels=1``), resized to ``size`` and scaled to [0, 1], then normalised with ``mean``/``std`` when
-given (pass the encoder's ``pretrained_config`` values).
+``in_channels=1``), resized to ``size`` with ``interpolation`` (PIL's filter of that name; default bilinear) and
+scaled to [0, 1], then normalised with ``mean``/``std`` when given. A pretrained encoder's own mean/std and
+interpolation (timm's ``pretrained_cfg``) are applied for the user by :mod:`cnnlstm.data.preprocess`.
 """
 
 from __future__ import annotations
@@ -43,14 +44,32 @@ __all__ = [
     "load_images",
     "sample_frame_indices",
     "FramesDataset",
+    "INTERPOLATIONS",
     "load_frames",
     "read_clip",
     "check_frame_headers",
+    "check_interpolation",
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 SAMPLINGS = ("uniform", "random")
+#: resize filters by the names timm's ``pretrained_cfg["interpolation"]`` and torchvision use
+INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+                  "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
+def check_interpolation(name: str | None, owner: str = "interpolation") -> str | None:
+    """``name`` when it is one of :data:`INTERPOLATIONS` (or ``None``), else a ``ConfigError`` listing them.
+
+    Example:
+        >>> check_interpolation("bicubic")
+        'bicubic'
+    """
+    if name is not None and name not in INTERPOLATIONS:
+        raise ConfigError(f"{owner} must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,7 @@ class FramesDataset(Dataset):
         mean: per-channel mean subtracted after scaling to [0, 1], or None.
         std: per-channel std divided by, or None.
         random_sampling: a random frame per segment (training) instead of the middle one.
+        interpolation: the resize filter, one of :data:`INTERPOLATIONS`.
 
     Shape:
         - sample ``x``: (num_frames, in_channels, H, W)
@@ -275,6 +295,7 @@ class FramesDataset(Dataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         random_sampling: bool = False,
+        interpolation: str = "bilinear",
     ) -> None:
         if len(clips) != len(labels):
             raise ConfigError(f"FramesDataset got {len(clips)} clips but {len(labels)} labels")
@@ -286,6 +307,7 @@ class FramesDataset(Dataset):
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.random_sampling = random_sampling
+        self.interpolation = check_interpolation(interpolation, "FramesDataset interpolation")
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -299,6 +321,12 @@ class FramesDataset(Dataset):
         """The same clips with the middle frame of each segment: for validation carved from training."""
         view = copy.copy(self)
         view.random_sampling = False
+        return view
+
+    def with_interpolation(self, interpolation: str) -> FramesDataset:
+        """The same clips resized with another filter (a pretrained encoder's, see :mod:`cnnlstm.data.preprocess`)."""
+        view = copy.copy(self)
+        view.interpolation = check_interpolation(interpolation, "FramesDataset interpolation")
         return view
 
     def _pick(self, n_frames: int) -> list[int]:
@@ -319,7 +347,7 @@ class FramesDataset(Dataset):
         for image in images:
             image = image.convert(self.mode)  # mixed modes (P, RGBA, L, CMYK) -> one
             if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
+                image = image.resize((width, height), INTERPOLATIONS[self.interpolation])  # PIL sizes are (W, H)
             arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, -1))
         x = torch.from_numpy(np.stack(arrays))  # (T, H, W, C) uint8
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (T, C, H, W) in [0, 1]
@@ -367,6 +395,7 @@ def load_frames(
     in_channels: int = 3,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    interpolation: str | None = None,
     test_dir: str | None = None,
     test_fraction: float | None = None,
     **options: Any,
@@ -382,6 +411,7 @@ def load_frames(
         in_channels: 3 (RGB, default) or 1 (grayscale).
         mean: per-channel mean to subtract after scaling to [0, 1] (e.g. the encoder's ImageNet mean).
         std: per-channel std to divide by.
+        interpolation: resize filter (:data:`INTERPOLATIONS`; default: the pretrained encoder's, else bilinear).
         test_dir: a folder with the same layout holding the test clips.
         test_fraction: share of each class's clips held out for testing when there is no ``test_dir``
             (default 0.2; stratified and seeded).
@@ -393,16 +423,17 @@ def load_frames(
         >>> bundle = load_frames("data/clips", num_frames=8, size=112)  # doctest: +SKIP
     """
     reject_unknown_options("frames", options, ["num_frames", "sampling", "size", "in_channels", "mean", "std",
-                                               "test_dir", "test_fraction"])
+                                               "interpolation", "test_dir", "test_fraction"])
     return _load_class_folders(f"frames:{path}", find_clips, path, seed=seed, num_frames=num_frames,
                                sampling=sampling, size=size, in_channels=in_channels, mean=mean, std=std,
-                               test_dir=test_dir, test_fraction=test_fraction)
+                               interpolation=interpolation, test_dir=test_dir, test_fraction=test_fraction)
 
 
 def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], list[str]]], path: str, *, seed: int,
                         num_frames: int, sampling: str, size: int | Sequence[int] | None, in_channels: int,
                         mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
-                        test_dir: str | None, test_fraction: float | None) -> DatasetBundle:
+                        interpolation: str | None, test_dir: str | None, test_fraction: float | None
+                        ) -> DatasetBundle:
     """A frames bundle from a folder per class (``find`` lists its clips): the body of both folder sources."""
     if sampling not in SAMPLINGS:
         raise ConfigError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -411,6 +442,7 @@ def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], lis
     if not (isinstance(num_frames, int) and num_frames >= 1):
         raise ConfigError(f"num_frames must be a positive int, got {num_frames!r}")
     mean, std = _channel_option("mean", mean, in_channels), _channel_option("std", std, in_channels)
+    check_interpolation(interpolation)
     clips, classes = find(Path(path))
     if test_dir is not None:
         if test_fraction is not None:
@@ -427,7 +459,8 @@ def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], lis
         _import_av()  # fail now with the install hint, not later inside a DataLoader worker
     y_train, y_test, class_names = encode_labels(classes, test_classes, where=where)
     hw = _first_frame_size(clips[0]) if size is None else _size_option(size)
-    common = {"num_frames": num_frames, "size": hw, "in_channels": in_channels, "mean": mean, "std": std}
+    common = {"num_frames": num_frames, "size": hw, "in_channels": in_channels, "mean": mean, "std": std,
+              "interpolation": interpolation or "bilinear"}
     return DatasetBundle(
         name=where,
         kind="frames",
@@ -440,7 +473,7 @@ def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], lis
             "image_size": hw,
             "num_frames": num_frames,
             "sampling": sampling,
-            "normalization": {"mean": mean, "std": std},
+            "normalization": {"mean": mean, "std": std, "interpolation": interpolation},
         },
         collate_fn=pad_collate,
     )
@@ -456,6 +489,7 @@ def load_images(
     in_channels: int = 3,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
+    interpolation: str | None = None,
     test_dir: str | None = None,
     test_fraction: float | None = None,
     **options: Any,
@@ -473,6 +507,7 @@ def load_images(
         in_channels: 3 (RGB, default) or 1 (grayscale).
         mean: per-channel mean to subtract after scaling to [0, 1] (default: the pretrained encoder's own).
         std: per-channel std to divide by.
+        interpolation: resize filter (:data:`INTERPOLATIONS`; default: the pretrained encoder's, else bilinear).
         test_dir: a folder with the same layout holding the test images.
         test_fraction: share of each class's images held out for testing when there is no ``test_dir``
             (default 0.2; stratified and seeded).
@@ -483,13 +518,15 @@ def load_images(
     Example:
         >>> bundle = load_images("data/photos", size=64)  # doctest: +SKIP
     """
-    reject_unknown_options("images", options, ["size", "in_channels", "mean", "std", "test_dir", "test_fraction"])
+    reject_unknown_options("images", options, ["size", "in_channels", "mean", "std", "interpolation", "test_dir",
+                                               "test_fraction"])
     return _load_class_folders(f"images:{path}", find_images, path, seed=seed, num_frames=1, sampling="uniform",
-                               size=size, in_channels=in_channels, mean=mean, std=std, test_dir=test_dir,
-                               test_fraction=test_fraction)
+                               size=size, in_channels=in_channels, mean=mean, std=std, interpolation=interpolation,
+                               test_dir=test_dir, test_fraction=test_fraction)
 
 
-def read_clip(path: str | Path, *, num_frames: int | None, size: tuple[int, int], in_channels: int = 3) -> Tensor:
+def read_clip(path: str | Path, *, num_frames: int | None, size: tuple[int, int], in_channels: int = 3,
+              interpolation: str = "bilinear") -> Tensor:
     """One clip read the way training reads the clips of a ``frames:`` or ``images:`` folder (for ``predict``).
 
     A folder of frame images and a video file give ``num_frames`` frames by segment sampling (the middle of each
@@ -500,6 +537,7 @@ def read_clip(path: str | Path, *, num_frames: int | None, size: tuple[int, int]
         num_frames: frames per clip, as the run was trained with.
         size: (H, W) the frames are resized to.
         in_channels: 3 (RGB) or 1 (grayscale).
+        interpolation: the resize filter the run used (its ``data_info.json`` records it).
 
     Shape:
         - returns: ``(T, in_channels, H, W)`` float32 in [0, 1], no mean/std applied.
@@ -528,5 +566,5 @@ def read_clip(path: str | Path, *, num_frames: int | None, size: tuple[int, int]
     if num_frames is None:  # every frame: a folder's count (videos are sampled to 16 when the run names none)
         num_frames = len(clip.frames) if clip.frames is not None else 16
     dataset = FramesDataset([clip], torch.zeros(1, dtype=torch.long), num_frames=num_frames, size=size,
-                            in_channels=in_channels)
+                            in_channels=in_channels, interpolation=interpolation)
     return dataset[0]["x"]  # (T, C, H, W)

@@ -1,12 +1,13 @@
 """A pretrained encoder's input preprocessing, applied to image and frame data in one place.
 
 Pretrained weights expect the inputs they were trained with: timm records them in the model's
-``pretrained_cfg`` (ImageNet mean/std for most, 0.5/0.5 for EfficientNet-Lite), and a cnnlstm encoder file
-stores its own. :func:`apply_encoder_preprocessing` reads them from the model's encoder
-(``encoder.pretrained_config``, only when ``encoder.pretrained`` is set), wraps the training and test splits so
-every sample's pixels are normalised with them, and records them in ``bundle.info["normalization"]``: the run
-writes that to ``data_info.json``, where ``cnnlstm predict`` (eager or ONNX) reads it again. Mean/std given in
-the data options win; when they disagree with the encoder's, one warning line says so.
+``pretrained_cfg`` (ImageNet mean/std for most, 0.5/0.5 for EfficientNet-Lite; the resize filter,
+``interpolation``, bicubic for most), and a cnnlstm encoder file stores its own. :func:`apply_encoder_preprocessing`
+reads them from the model's encoder (``encoder.pretrained_config``, only when ``encoder.pretrained`` is set), has
+the training and test splits resize frames with that filter and normalise every sample's pixels with that mean/std,
+and records them in ``bundle.info["normalization"]``: the run writes that to ``data_info.json``, where ``cnnlstm
+predict`` (eager or ONNX) and the exported model's copy of ``data_info.json`` carry it again. Mean/std or an
+interpolation given in the data options win; when they disagree with the encoder's, one warning line says so.
 
 Every data source that yields pixels in [0, 1] under a known sample key (:data:`IMAGE_KEYS`) gets this for free;
 a new image source only adds its kind there.
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from cnnlstm.data._registry import DatasetBundle
+from cnnlstm.data.frames import INTERPOLATIONS
 
 __all__ = ["IMAGE_KEYS", "NormalizedDataset", "apply_encoder_preprocessing", "encoder_normalization",
            "normalize_images", "recorded_normalization"]
@@ -61,7 +63,8 @@ def encoder_normalization(model: nn.Module) -> dict[str, Any] | None:
         model: a model with an ``encoder`` attribute (``frame_lstm``, ``multi_input``, ``captioner``).
 
     Returns:
-        ``{"mean": [...], "std": [...], "source": "..."}``, one value per input channel.
+        ``{"mean": [...], "std": [...], "source": "..."}``, one value per input channel, and ``"interpolation"``
+        (the resize filter) when the encoder names one (timm encoders do).
 
     Example:
         >>> encoder_normalization(create_model("frame_lstm", num_classes=2, encoder="timm:tf_efficientnet_lite0",
@@ -72,8 +75,11 @@ def encoder_normalization(model: nn.Module) -> dict[str, Any] | None:
     config = getattr(encoder, "pretrained_config", None) or {}
     if encoder is None or not getattr(encoder, "pretrained", False) or "mean" not in config or "std" not in config:
         return None
-    return {"mean": [float(v) for v in config["mean"]], "std": [float(v) for v in config["std"]],
-            "source": f"encoder {getattr(encoder, 'name', '?')!r} pretrained_config"}
+    out = {"mean": [float(v) for v in config["mean"]], "std": [float(v) for v in config["std"]],
+           "source": f"encoder {getattr(encoder, 'name', '?')!r} pretrained_config"}
+    if config.get("interpolation") in INTERPOLATIONS:  # timm also knows "random" (training-time augmentation)
+        out["interpolation"] = str(config["interpolation"])
+    return out
 
 
 class NormalizedDataset(Dataset):
@@ -121,6 +127,14 @@ class NormalizedDataset(Dataset):
         view = getattr(self.dataset, "without_augmentation", None)
         return self if view is None else NormalizedDataset(view(), self.mean, self.std, self.key)
 
+    def with_interpolation(self, interpolation: str) -> NormalizedDataset:
+        """The wrapped dataset resized with another filter (see :meth:`FramesDataset.with_interpolation`), normalised.
+
+        Raises:
+            AttributeError: the wrapped dataset does not resize.
+        """
+        return NormalizedDataset(self.dataset.with_interpolation(interpolation), self.mean, self.std, self.key)
+
 
 def recorded_normalization(data_info: dict[str, Any]) -> dict[str, Any] | None:
     """The encoder normalisation a run applied (its ``data_info.json``), or ``None`` when it applied none.
@@ -146,9 +160,10 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
             of a finished run).
 
     Returns:
-        The bundle with normalised ``train``/``test`` and ``info["normalization"]`` = ``{mean, std, source}``;
-        unchanged when the encoder is not pretrained or the data options already gave mean/std (then a warning
-        when they differ from the encoder's).
+        The bundle with normalised ``train``/``test`` and ``info["normalization"]`` = ``{mean, std, source}``,
+        plus ``interpolation`` when the splits resize frames (they then resize with the encoder's filter);
+        unchanged when the encoder is not pretrained. Mean/std or an interpolation already given in the data
+        options are kept (a warning line when they differ from the encoder's).
 
     Example:
         >>> bundle = apply_encoder_preprocessing(load_dataset("frames:clips"), model)  # doctest: +SKIP
@@ -159,6 +174,15 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
     if wanted is None or key is None:
         return bundle
     given = bundle.info.get("normalization") or {}
+    norm, train, test = dict(given), bundle.train, bundle.test
+    resize = wanted.get("interpolation")
+    if resize is not None and hasattr(train, "with_interpolation"):
+        if given.get("interpolation") is None:
+            train, test = train.with_interpolation(resize), test.with_interpolation(resize)
+            norm["interpolation"] = resize
+        elif given["interpolation"] != resize:
+            log.warning("data.options interpolation=%s differs from what %s expects (%s); using the given value "
+                        "(drop it to use the encoder's)", given["interpolation"], wanted["source"], resize)
     if given.get("mean") is not None or given.get("std") is not None:
         channels = len(wanted["mean"])
         mean = list(given.get("mean") or [0.0] * channels)
@@ -167,11 +191,15 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
             log.warning("data.options mean=%s std=%s differ from what %s expects (mean=%s std=%s); using the given "
                         "values (drop them to use the encoder's)", mean, std, wanted["source"], wanted["mean"],
                         wanted["std"])
-        return bundle
-    mean, std = wanted["mean"], wanted["std"]
-    info = {**bundle.info, "normalization": {**given, "mean": mean, "std": std, "source": wanted["source"]}}
-    return dataclasses.replace(bundle, train=NormalizedDataset(bundle.train, mean, std, key),
-                               test=NormalizedDataset(bundle.test, mean, std, key), info=info)
+        if norm == given:
+            return bundle
+        # mean/std as given, recorded with the source so a rebuilt run replays the encoder's interpolation too
+        norm = {**norm, "mean": mean, "std": std, "source": wanted["source"]}
+    else:
+        mean, std = wanted["mean"], wanted["std"]
+        norm = {**norm, "mean": mean, "std": std, "source": wanted["source"]}
+        train, test = NormalizedDataset(train, mean, std, key), NormalizedDataset(test, mean, std, key)
+    return dataclasses.replace(bundle, train=train, test=test, info={**bundle.info, "normalization": norm})
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:

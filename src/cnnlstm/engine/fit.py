@@ -470,6 +470,13 @@ def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
             raise ConfigError("data.feature_cache: true with data.augment: augmented frames cannot be cached; "
                               "drop one of them")
         return bundle, model
+    unfreeze = config["optim"].get("unfreeze_at_epoch")
+    if unfreeze is not None:  # the encoder trains after the frozen epochs, so its features do not stay fixed
+        if mode is True:
+            raise ConfigError(f"data.feature_cache: true, but optim.unfreeze_at_epoch: {unfreeze} trains the encoder "
+                              "after that, so its features change; set data.feature_cache: auto or false")
+        log.info("feature cache off: the encoder is unfrozen after epoch %d (optim.unfreeze_at_epoch)", unfreeze)
+        return bundle, model
     from cnnlstm.engine.feature_cache import use_feature_cache
 
     data = config["data"]

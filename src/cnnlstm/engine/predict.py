@@ -193,6 +193,9 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
     kind = info.get("kind", "series")
     size = info.get("image_size")
     size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+    # The resize filter training used (a pretrained encoder's, or the data options'); runs before it was recorded
+    # resized bilinearly.
+    resize = (info.get("normalization") or {}).get("interpolation") or "bilinear"
     out = []
     for item in inputs:
         path = Path(item)
@@ -205,17 +208,21 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
         elif kind == "frames" and str(info.get("name", "")).startswith("images:") and path.is_dir():
             # An images run: a folder holds images to classify, each a clip of one frame.
             for image in _images_in(path):
-                clip = read_clip(image, num_frames=1, size=size, in_channels=channels)  # (1, C, H, W)
+                clip = read_clip(image, num_frames=1, size=size, in_channels=channels,
+                                 interpolation=resize)  # (1, C, H, W)
                 out.append((str(image), {"x": _normalise_pixels(clip, kind, info)}))
         elif kind == "frames":
             if path.suffix != ".npz":  # a frame folder, a video or a still image, sampled as training sampled it
-                clip = read_clip(path, num_frames=info.get("num_frames"), size=size, in_channels=channels)
+                clip = read_clip(path, num_frames=info.get("num_frames"), size=size, in_channels=channels,
+                                 interpolation=resize)
             else:
                 clip = read_clip_file(path)  # (T, C, H, W)
                 if clip.shape[1] != channels:
                     raise DataError(f"{path}: the run reads {channels}-channel frames, got {tuple(clip.shape)}")
                 if size is not None and tuple(clip.shape[-2:]) != size:  # frames are resized in training too
-                    clip = F.interpolate(clip, size=size, mode="bilinear", align_corners=False)  # (T, C, H', W')
+                    # torch has no lanczos, box or hamming filter: those runs read .npz clips resized bilinearly
+                    mode = resize if resize in ("nearest", "bicubic") else "bilinear"
+                    clip = F.interpolate(clip, size=size, mode=mode)  # (T, C, H', W')
             out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
             for file in _images_in(path) if path.is_dir() else [path]:

@@ -16,6 +16,8 @@ Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_dec
 ``data.num_workers`` / ``pin_memory`` / ``persistent_workers``, ``data.feature_cache`` and
 ``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's bytes). Long sequences:
 ``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
+Fine-tuning a pretrained encoder: ``optim.encoder_lr`` and ``optim.unfreeze_at_epoch`` (frozen for that many
+epochs, then ``model.freeze`` applies; :mod:`cnnlstm.engine.unfreeze`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from torch import nn
 
 from cnnlstm.config import EarlyStoppingConfig, SwaConfig, TrainerConfig, section_defaults
 from cnnlstm.engine.resume import AtomicCheckpointIO, LastCheckpoint
+from cnnlstm.engine.unfreeze import unfreeze_callback
 from cnnlstm.errors import ConfigError, did_you_mean
 from cnnlstm.tasks import Task
 
@@ -204,6 +205,9 @@ def make_trainer(section: dict[str, Any], early: dict[str, Any], task: Task, run
     swa = swa_callback(task.optim.swa)
     if swa is not None:
         callbacks.insert(0, swa)
+    unfreeze = unfreeze_callback(task.model, task.optim.unfreeze_at_epoch)
+    if unfreeze is not None:
+        callbacks.insert(0, unfreeze)
     ckpt = None
     if run_dir is not None and checkpoints:
         folder = run_dir / "checkpoints"

@@ -62,7 +62,8 @@ class _LSTMState:
 class _FrameLSTM:
     def __init__(self, model: nn.Module) -> None:
         rnn = model.rnn
-        self.conv = getattr(model, "frame_features", "pooled") == "conv_lstm"  # ConvLSTM over frame grids
+        # A ConvLSTM or an attention LSTM over frame grids: each layer steps itself (rnn.step)
+        self.conv = getattr(model, "frame_features", "pooled") in ("conv_lstm", "attention")
         if not self.conv:
             _unidirectional(rnn.lstm, "frame_lstm")
         if rnn.pooling not in ("last", "mean", "max"):

@@ -6,7 +6,10 @@ What a frame contributes (``frame_features``): ``"pooled"`` is the encoder's glo
 ImageNet classifier sees; it keeps *what* is in the frame but not *where*); ``"grid"`` is the map of one encoder
 stage average-pooled to a small ``grid_size`` grid and flattened, so the LSTM sees each position apart;
 ``"conv_lstm"`` keeps the same grid as a map and runs a ConvLSTM over the frames' maps (Shi et al. 2015), pooled
-over space only afterwards. Direction of motion, swipes and trajectories need one of the grid modes.
+over space only afterwards; ``"attention"`` lets the LSTM choose where to look: at each step its previous hidden
+state weighs the grid's positions and the weighted sum of the position vectors, with the attended (row, column),
+is its input (Sharma et al. 2015, plus a content score; see :mod:`cnnlstm.layers.spatial_attention`).
+Direction of motion, swipes and trajectories need one of the grid modes.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from cnnlstm.layers.checks import check_input, require_dropout, require_positive
 from cnnlstm.layers.grid_recurrent import ConvLSTMPool, GridLayerNorm, append_differences
 from cnnlstm.layers.masking import check_lengths, lengths_to_mask
 from cnnlstm.layers.recurrent import LSTMState, SequenceLSTM
+from cnnlstm.layers.spatial_attention import SpatialAttentionLSTM
 from cnnlstm.layers.temporal import TimeDistributed
 from cnnlstm.models._registry import register_model
 
 __all__ = ["FrameLSTM", "StageGrid", "FRAME_FEATURES", "example_lengths", "as_image_size"]
 
 #: what each frame contributes to the recurrence (see the module docstring)
-FRAME_FEATURES = ("pooled", "grid", "conv_lstm")
+FRAME_FEATURES = ("pooled", "grid", "conv_lstm", "attention")
 
 
 def as_image_size(image_size: int | tuple[int, int] | list[int], owner: str = "model") -> tuple[int, int]:
@@ -107,6 +111,17 @@ class StageGrid(nn.Module):
         return maps.flatten(1)  # (N, D*gh*gw)
 
 
+def _check_trainable_stages_are_read(encoder: FrameEncoder, freeze: str | int, stage: int, mode: str) -> None:
+    """A grid mode runs the encoder only up to its stage: ``freeze: N`` must leave one of those stages trainable."""
+    if isinstance(freeze, bool) or not isinstance(freeze, int) or freeze == 0:
+        return
+    first_trained, last = encoder.num_stages - freeze, encoder.num_stages - 1
+    if first_trained > stage:
+        raise ConfigError(f"frame_lstm: freeze={freeze} trains encoder stages {first_trained}-{last}, but "
+                          f"frame_features={mode!r} reads stage {stage} and never runs them; use freeze >= "
+                          f"{encoder.num_stages - stage} (or 'none') to fine-tune the stages it reads, or 'all'")
+
+
 @register_model("frame_lstm")
 class FrameLSTM(nn.Module):
     """Clip classifier: per-frame CNN -> LSTM -> temporal pooling -> dropout -> linear head.
@@ -130,8 +145,10 @@ class FrameLSTM(nn.Module):
         chunk_size: encode at most this many frames at once (bounds memory for long clips).
         image_size: frame size ``H`` or ``(H, W)`` used by :meth:`example_input`.
         frame_features: ``"pooled"`` (the encoder's pooled vector), ``"grid"`` (a stage's map pooled to
-            ``grid_size`` and flattened into the LSTM) or ``"conv_lstm"`` (a ConvLSTM with ``hidden_size``
-            channels over the stage's maps, then spatial mean and max; features ``2 H``).
+            ``grid_size`` and flattened into the LSTM), ``"conv_lstm"`` (a ConvLSTM with ``hidden_size``
+            channels over the stage's maps, then spatial mean and max; features ``2 H``) or ``"attention"`` (an
+            LSTM whose previous hidden state weighs the grid's positions each step and reads their weighted sum;
+            one layer, forward in time).
         feature_stage: encoder feature stage of the grid modes (timm ``feature_info`` order; ``-1`` the last).
         grid_size: ``h`` or ``(h, w)`` of the grid the stage's map is average-pooled to (grid modes).
         frame_difference: grid modes also read, per position, each frame's change from the previous frame
@@ -189,6 +206,7 @@ class FrameLSTM(nn.Module):
         per_frame: nn.Module = self.encoder
         if frame_features != "pooled":
             per_frame = StageGrid(self.encoder, feature_stage, as_image_size(grid_size, "frame_lstm grid_size"))
+            _check_trainable_stages_are_read(self.encoder, freeze, per_frame.stage, frame_features)
         # Not registered as submodules: they only wrap self.encoder, whose weights must appear once in state_dict.
         object.__setattr__(self, "_per_frame", per_frame)
         object.__setattr__(self, "_frames", TimeDistributed(per_frame, chunk_size=chunk_size))
@@ -199,7 +217,7 @@ class FrameLSTM(nn.Module):
         if frame_features != "pooled":
             self.frame_norm = GridLayerNorm(per_frame.channels, per_frame.grid_size)
         if frame_difference and frame_features == "pooled":
-            raise ConfigError("frame_lstm: frame_difference needs frame_features 'grid' or 'conv_lstm'")
+            raise ConfigError("frame_lstm: frame_difference needs frame_features 'grid', 'conv_lstm' or 'attention'")
         self.frame_difference = bool(frame_difference)
         steps = 2 if self.frame_difference else 1  # grid channels the recurrence reads per position
         if frame_features == "conv_lstm":
@@ -208,6 +226,12 @@ class FrameLSTM(nn.Module):
                                   "bidirectional: false")
             self.rnn: nn.Module = ConvLSTMPool(steps * per_frame.channels, per_frame.grid_size, hidden_size,
                                                num_layers, dropout=dropout, pooling=pooling)
+        elif frame_features == "attention":
+            if bidirectional or num_layers != 1:
+                raise ConfigError("frame_lstm: frame_features='attention' runs one LSTM layer forward in time (its "
+                                  "state chooses where the next step looks); set bidirectional: false, num_layers: 1")
+            self.rnn = SpatialAttentionLSTM(steps * per_frame.channels, per_frame.grid_size, hidden_size,
+                                            pooling=pooling)
         else:
             self.rnn = SequenceLSTM(
                 steps * self.frame_dim,
