@@ -3,7 +3,7 @@
 No set is a builtin: text lines are lowercase words and digits of 3-8 characters drawn in several fonts
 (the ``captcha`` package's DroidSansMono, Pillow's default font, DejaVu/Liberation where installed) at several
 sizes, clean (no captcha noise); the forecasting set is bouncing geometric shapes (discs, squares, triangles),
-not digits; a second forecasting set is soft Gaussian blobs drifting over a static grey gradient (48 x 48,
+not digits; a second forecasting set is soft Gaussian blobs drifting over a static grey gradient (40 x 40,
 18 frames), where the background is not black. Each set is written to disk (``text:DIR`` and
 ``forecast:PATH``) and the shipped recipe is run on it with only ``--data`` changed.
 
@@ -106,7 +106,7 @@ def write_bouncing_shapes(path: Path, n_train: int = 600, n_test: int = 100, ste
     return path
 
 
-def write_drifting_blobs(path: Path, n_train: int = 600, n_test: int = 100, steps: int = 18, canvas: int = 48,
+def write_drifting_blobs(path: Path, n_train: int = 400, n_test: int = 100, steps: int = 18, canvas: int = 40,
                          seed: int = 1) -> Path:
     """Two or three soft Gaussian blobs (sigma 2-5 px, peak 100-200 above the background) drifting at 0.5-2 px per
     frame and bouncing off the walls, added over a static per-clip grey gradient (levels 10-70) with faint
