@@ -133,6 +133,11 @@ def test_forecasting_loss_gradients_and_wrong_choices() -> None:
         assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0, name
     with pytest.raises(ConfigError, match="did you mean 'bce'"):
         ForecastingTask(Fixed(torch.zeros(1, 1, 1, 4, 4), "frames"), optim={"loss": "bec"})
+    clipped = Fixed(torch.zeros(1, 1, 1, 4, 4), "frames")
+    clipped.output = "clamp"
+    with pytest.raises(ConfigError, match="model.output: sigmoid"):
+        ForecastingTask(clipped, optim={"loss": "bce"})
+    assert ForecastingTask(clipped, optim={"loss": "mse"}).loss_name == "mse"
     with pytest.raises(ConfigError, match="loss is fixed"):
         ClassificationTask(Fixed(torch.zeros(1, 3), "logits"), optim={"loss": "mse"})
 

@@ -138,6 +138,10 @@ class ForecastingTask(Task):
         self.ssim_sigma = ssim_sigma(self.ssim_kernel)
         super().__init__(model, optim)
         self.loss_name = self.optim.loss or self.loss_choices[0]
+        if self.loss_name == "bce" and getattr(model, "output", None) == "clamp":
+            # Cross-entropy's gradient at a clipped 0 or 1 is unbounded (log 0); it needs a sigmoid's open interval.
+            raise ConfigError("optim.loss 'bce' needs forecasts strictly inside (0, 1), but the model clips them "
+                              "(model.output: clamp); set model.output: sigmoid or choose another optim.loss")
 
     def make_metrics(self, stage: str) -> MetricCollection:
         if stage == "train":
