@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
-from torchmetrics.image import StructuralSimilarityIndexMeasure
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError
 
 from benchmarks.runs import fit_seeds, mean_std
+from cnnlstm.tasks.forecasting import frame_ssim, ssim_sigma
 
 __all__ = ["HELP", "RECIPE", "add_arguments", "score_forecasts", "copy_last", "evaluate_run_forecasts",
            "run_forecast", "run", "markdown"]
@@ -105,23 +105,22 @@ def score_forecasts(predict: Callable[[Tensor], Tensor], dataset: Dataset, colla
     Example:
         >>> scores = score_forecasts(lambda x: copy_last(x, 5), bundle.test, bundle.collate_fn)  # doctest: +SKIP
     """
-    mse, mae = MeanSquaredError().to(device), MeanAbsoluteError().to(device)
-    ssim = None
+    mse, mae, ssim = MeanSquaredError().to(device), MeanAbsoluteError().to(device), MeanMetric().to(device)
+    sigma = None
     step_sq: Tensor | None = None
     count = 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         x, y = batch["x"].to(device).float(), batch["y"].to(device).float()  # (B, T, C, H, W), (B, K, C, H, W)
         pred = predict(x).float().contiguous()  # (B, K, C, H, W); copy_last gives an expanded view
-        if ssim is None:
-            kernel = ssim_kernel(*y.shape[-2:])
-            ssim = StructuralSimilarityIndexMeasure(data_range=data_range, sigma=1.5 * kernel / 11).to(device)
+        if sigma is None:
+            sigma = ssim_sigma(ssim_kernel(*y.shape[-2:]))
         mse.update(pred, y)
         mae.update(pred, y)
-        ssim.update(pred.flatten(0, 1), y.flatten(0, 1))  # (B*K, C, H, W): SSIM of each predicted frame
+        ssim.update(frame_ssim(pred.flatten(0, 1), y.flatten(0, 1), data_range=data_range, sigma=sigma))  # (B*K,)
         sq = (pred - y).pow(2).flatten(2).sum(dim=(0, 2))  # (K,) squared error per step ahead
         step_sq = sq if step_sq is None else step_sq + sq
         count += y.shape[0] * y[0, 0].numel()
-    if ssim is None:
+    if sigma is None:
         raise ValueError("score_forecasts got an empty dataset")
     return {"mse": float(mse.compute()), "mae": float(mae.compute()), "ssim": float(ssim.compute()),
             "mse_by_step": [float(v) / count for v in step_sq]}

@@ -1,13 +1,14 @@
 """Held-out sets for the generic ``text_lines`` and ``forecast`` recipes, written in the user layouts, then fitted.
 
-Neither set is a builtin: text lines are lowercase words and digits of 3-8 characters drawn in several fonts
+No set is a builtin: text lines are lowercase words and digits of 3-8 characters drawn in several fonts
 (the ``captcha`` package's DroidSansMono, Pillow's default font, DejaVu/Liberation where installed) at several
 sizes, clean (no captcha noise); the forecasting set is bouncing geometric shapes (discs, squares, triangles),
-not digits. Each set is written to disk (``text:DIR`` and ``forecast:PATH``) and the shipped recipe is run on
-it with only ``--data`` changed.
+not digits; a second forecasting set is soft Gaussian blobs drifting over a static grey gradient (40 x 40,
+18 frames), where the background is not black. Each set is written to disk (``text:DIR`` and
+``forecast:PATH``) and the shipped recipe is run on it with only ``--data`` changed.
 
 Usage:
-    python -m benchmarks.heldout_user_data OUT [--only text|forecast] [--set KEY=VALUE ...]
+    python -m benchmarks.heldout_user_data OUT [--only text|forecast|blobs] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["write_text_lines", "write_bouncing_shapes", "main"]
+__all__ = ["write_text_lines", "write_bouncing_shapes", "write_drifting_blobs", "main"]
 
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -105,6 +106,40 @@ def write_bouncing_shapes(path: Path, n_train: int = 600, n_test: int = 100, ste
     return path
 
 
+def write_drifting_blobs(path: Path, n_train: int = 400, n_test: int = 100, steps: int = 18, canvas: int = 40,
+                         seed: int = 1) -> Path:
+    """Two or three soft Gaussian blobs (sigma 2-5 px, peak 100-200 above the background) drifting at 0.5-2 px per
+    frame and bouncing off the walls, added over a static per-clip grey gradient (levels 10-70) with faint
+    sensor noise (sigma 2): uint8 ``train``/``test`` arrays ``(N, steps, canvas, canvas)`` in one ``.npz``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:canvas, :canvas].astype(np.float64)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        frames = np.zeros((n, steps, canvas, canvas), dtype=np.uint8)
+        for k in range(n):
+            angle = rng.uniform(0, 2 * np.pi)
+            ramp = (np.cos(angle) * (xx - canvas / 2) + np.sin(angle) * (yy - canvas / 2)) / canvas + 0.5
+            low, high = rng.uniform(10, 70, size=2)
+            clip = np.repeat((low + (high - low) * ramp)[None], steps, axis=0)  # (steps, H, W) static background
+            for _ in range(int(rng.integers(2, 4))):
+                sigma, peak = rng.uniform(2, 5), rng.uniform(100, 200)
+                pos = rng.uniform(sigma, canvas - sigma, size=2)
+                heading = rng.uniform(0, 2 * np.pi)
+                vel = rng.uniform(0.5, 2.0) * np.array([np.cos(heading), np.sin(heading)])
+                for t in range(steps):
+                    clip[t] += peak * np.exp(-((xx - pos[0]) ** 2 + (yy - pos[1]) ** 2) / (2 * sigma**2))
+                    pos = pos + vel
+                    for d in range(2):  # reflect off the walls
+                        if pos[d] < 0 or pos[d] > canvas - 1:
+                            pos[d] = -pos[d] if pos[d] < 0 else 2 * (canvas - 1) - pos[d]
+                            vel[d] = -vel[d]
+            frames[k] = (clip + rng.normal(0, 2, size=clip.shape)).clip(0, 255).round().astype(np.uint8)
+        arrays[split] = frames
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
 def _fit(recipe: str, spec: str, run: Path, overrides: list[str]) -> dict:
     from cnnlstm.cli import main as cli
 
@@ -119,21 +154,20 @@ def _fit(recipe: str, spec: str, run: Path, overrides: list[str]) -> dict:
 def copy_last_ssim(spec: str, seed: int = 0) -> float:
     """SSIM of the copy-last-frame forecast on the test split, with the forecasting task's SSIM settings."""
     import torch
-    from torchmetrics.image import StructuralSimilarityIndexMeasure
 
     from cnnlstm.data import load_dataset
+    from cnnlstm.tasks.forecasting import frame_ssim
 
     test = load_dataset(spec, seed=seed).test
     x = torch.stack([test[i]["x"] for i in range(len(test))])  # (N, T, C, H, W)
     y = torch.stack([test[i]["y"] for i in range(len(test))])  # (N, K, C, H, W)
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, sigma=1.5)
-    return float(ssim(x[:, -1:].expand_as(y).flatten(0, 1), y.flatten(0, 1)))
+    return float(frame_ssim(x[:, -1:].expand_as(y).flatten(0, 1), y.flatten(0, 1)).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--only", choices=("text", "forecast"))
+    parser.add_argument("--only", choices=("text", "forecast", "blobs"))
     parser.add_argument("--set", nargs="+", default=[], dest="overrides")
     args = parser.parse_args(argv)
     results = {}
@@ -148,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
             write_bouncing_shapes(data)
         results["forecast"] = _fit("forecast", f"forecast:{data}", args.out / "run_forecast", args.overrides)
         results["forecast"]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
+    if args.only in (None, "blobs"):
+        data = args.out / "blobs.npz"
+        if not data.exists():
+            write_drifting_blobs(data)
+        results["blobs"] = _fit("forecast", f"forecast:{data}", args.out / "run_blobs", args.overrides)
+        results["blobs"]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
     print(json.dumps({"cpu_threads": os.cpu_count(), **results}, indent=1))
     return 0
 

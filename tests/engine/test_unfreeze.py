@@ -11,11 +11,11 @@ import torch
 import yaml
 from PIL import Image
 
-from cnnlstm.models.cached_features import CachedFeaturesModel
 from cnnlstm.engine import fit
 from cnnlstm.engine.unfreeze import unfreeze_callback
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import create_model
+from cnnlstm.models.cached_features import CachedFeaturesModel
 from cnnlstm.tasks.base import OptimConfig
 
 

@@ -16,7 +16,7 @@ def _build(**extra):
     return create_model("conv_lstm_forecaster", **{**SMALL, **extra})
 
 
-def _reference(model, x: torch.Tensor) -> torch.Tensor:
+def _reference(model, x: torch.Tensor, squash=torch.sigmoid) -> torch.Tensor:
     """Encoder and forecaster as explicit loops over cell.forward; patches cut with reshape/permute."""
     B, T, C, H, W = x.shape
     p = model.patch_size
@@ -35,7 +35,7 @@ def _reference(model, x: torch.Tensor) -> torch.Tensor:
             states[k] = model.forecaster[k](below, states[k])
             below = states[k][0]
         maps = torch.cat([states[0][0], states[1][0]], dim=1)  # (B, 7, H/p, W/p)
-        y = torch.sigmoid(F.conv2d(maps, model.head.weight, model.head.bias))  # (B, C*p*p, H/p, W/p)
+        y = squash(F.conv2d(maps, model.head.weight, model.head.bias))  # (B, C*p*p, H/p, W/p)
         y = y.reshape(B, C, p, p, H // p, W // p).permute(0, 1, 4, 2, 5, 3).reshape(B, C, H, W)
         frames.append(y)
     return torch.stack(frames, dim=1)
@@ -85,4 +85,26 @@ def test_wrong_inputs_and_configs_say_what_to_change() -> None:
         _build(peephole=True)
     with pytest.raises(ConfigError, match="num_layers=3"):
         _build(num_layers=3)
+    with pytest.raises(ConfigError, match="output='relu'; it must be one of sigmoid, clamp"):
+        _build(output="relu")
     assert _build(num_classes=2).num_classes == 2
+
+
+def test_clamp_output_reaches_zero_and_passes_gradients_straight_through() -> None:
+    model = _build(output="clamp").eval()
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([-0.3, 0.4]))  # channel 0 mostly below 0, channel 1 inside (0, 1)
+    x = torch.rand(2, 4, 2, 6, 6)
+    out = model(x)
+    torch.testing.assert_close(out, _reference(model, x, squash=lambda v: v.clamp(0, 1)))
+    assert (out[:, :, 0] == 0).any() and out.min() == 0 and out.max() <= 1  # exactly 0: no grey floor
+    # Straight through: the gradient reaching the head is the loss's gradient, even where the clip is active,
+    # so a pixel clipped to 0 where the truth is lit is pulled up (plain clamp would give it no gradient).
+    states = model.forecast_states(x).detach().requires_grad_(True)
+    pred = model.forward_head(states)
+    target = torch.ones_like(pred)
+    (grad,) = torch.autograd.grad(F.mse_loss(pred, target, reduction="sum"), states)
+    maps = states.detach().flatten(0, 1).requires_grad_(True)  # the same head without the clip
+    unclipped = F.pixel_shuffle(F.conv2d(maps, model.head.weight, model.head.bias), 1)
+    (want,) = torch.autograd.grad((2 * (pred.detach().flatten(0, 1) - 1) * unclipped).sum(), maps)
+    torch.testing.assert_close(grad.flatten(0, 1), want)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,11 @@ def test_forecasting_loss_gradients_and_wrong_choices() -> None:
         assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0, name
     with pytest.raises(ConfigError, match="did you mean 'bce'"):
         ForecastingTask(Fixed(torch.zeros(1, 1, 1, 4, 4), "frames"), optim={"loss": "bec"})
+    clipped = Fixed(torch.zeros(1, 1, 1, 4, 4), "frames")
+    clipped.output = "clamp"
+    with pytest.raises(ConfigError, match="model.output: sigmoid"):
+        ForecastingTask(clipped, optim={"loss": "bce"})
+    assert ForecastingTask(clipped, optim={"loss": "mse"}).loss_name == "mse"
     with pytest.raises(ConfigError, match="loss is fixed"):
         ClassificationTask(Fixed(torch.zeros(1, 3), "logits"), optim={"loss": "mse"})
 
@@ -168,3 +174,38 @@ def test_recipe_optim_loss_reaches_the_forecasting_task() -> None:
     assert build_task("forecasting", model, {}, default).loss_name == "mse"
     with pytest.raises(ConfigError, match="optim.loss"):
         validate_recipe(apply_overrides(load_recipe("moving_digits"), ["optim.loss=3"]))
+
+
+def _reference_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5, side: int = 11) -> float:
+    """SSIM as Wang et al. 2004 define it, in float64 numpy: an 11 x 11 Gaussian window (sigma 1.5) slid over
+    every position where it fits, C1 = (0.01 L)^2, C2 = (0.03 L)^2, population (co)variances, mean of the map
+    (scikit-image's ``structural_similarity(..., gaussian_weights=True, use_sample_covariance=False)``)."""
+    g = np.exp(-((np.arange(side) - side // 2) ** 2) / (2 * sigma**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()  # (side, side), sums to 1
+    win = np.lib.stride_tricks.sliding_window_view
+    wa, wb = win(a, (side, side)), win(b, (side, side))  # (H-side+1, W-side+1, side, side)
+    mean = lambda v: (v * w).sum(axis=(-2, -1))  # noqa: E731 - a weighted window mean
+    ma, mb = mean(wa), mean(wb)
+    va, vb, cov = mean(wa * wa) - ma**2, mean(wb * wb) - mb**2, mean(wa * wb) - ma * mb
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    return float(s.mean())
+
+
+def test_forecasting_ssim_is_the_standard_gaussian_ssim() -> None:
+    # The task's SSIM (and so every val/ssim, test/ssim in docs/benchmarks.md) against an independent float64
+    # implementation of Wang et al.'s definition, on sparse bright blobs over black like moving digits.
+    gen = torch.Generator().manual_seed(0)
+    y = (torch.rand(2, 3, 1, 32, 32, generator=gen) > 0.9).float()  # (B, K, C, H, W)
+    pred = (y + 0.3 * torch.rand(y.shape, generator=gen)).clamp(0, 1) * 0.8
+    task = ForecastingTask(Fixed(pred, "frames"))
+    values = _epoch(task, {"x": torch.zeros(2, 3, 1, 32, 32), "y": y})
+    want = np.mean([_reference_ssim(p[0].double().numpy(), t[0].double().numpy())
+                    for p, t in zip(pred.flatten(0, 1), y.flatten(0, 1), strict=True)])
+    assert values["ssim"] == pytest.approx(want, abs=1e-4)
+    # The grey floor: truth 0 everywhere, forecast a flat 0.02: luminance C1 / (0.02^2 + C1) = 0.2, structure 1.
+    floor = _reference_ssim(np.full((16, 16), 0.02), np.zeros((16, 16)))
+    assert floor == pytest.approx(1e-4 / (0.02**2 + 1e-4))
+    task = ForecastingTask(Fixed(torch.full((1, 2, 1, 16, 16), 0.02), "frames"))
+    assert _epoch(task, {"x": torch.zeros(1, 3, 1, 16, 16), "y": torch.zeros(1, 2, 1, 16, 16)})["ssim"] == \
+        pytest.approx(floor, abs=1e-3)

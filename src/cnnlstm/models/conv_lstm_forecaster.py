@@ -7,8 +7,12 @@ the layer below). At each step the hidden maps of all forecasting layers are con
 convolution turns them into a frame. Like the paper, frames can first be cut into ``patch_size`` x
 ``patch_size`` patches stacked on channels (space-to-depth), which shrinks the maps the recurrence runs on.
 
-Output pixels pass through a sigmoid, so forecasts lie in ``[0, 1]``, the range frame data is normalised to;
-the forecasting task trains them with MSE.
+Forecasts lie in ``[0, 1]``, the range frame data is normalised to. ``output="sigmoid"`` squashes the head's
+values smoothly; a sigmoid never reaches 0, and under MSE its gradient vanishes as it approaches 0, so an empty
+(black) background keeps a faint grey floor that SSIM's luminance term punishes heavily (truth 0, forecast 0.02:
+luminance 0.2). ``output="clamp"`` clips the head's values to ``[0, 1]`` so a forecast can be exactly 0, and
+passes gradients straight through the clip (Bengio et al. 2013's straight-through estimator), so a pixel clipped
+to 0 where the truth is lit is still pulled up.
 """
 
 from __future__ import annotations
@@ -24,7 +28,29 @@ from cnnlstm.layers.checks import check_input, require_dropout, require_positive
 from cnnlstm.layers.conv_lstm import ConvLSTM, ConvLSTMCell, State
 from cnnlstm.models._registry import register_model
 
-__all__ = ["ConvLSTMForecaster"]
+__all__ = ["ConvLSTMForecaster", "OUTPUTS", "straight_through_clamp"]
+
+#: ``output`` choices of :class:`ConvLSTMForecaster`, the default first
+OUTPUTS = ("sigmoid", "clamp")
+
+
+def straight_through_clamp(x: Tensor) -> Tensor:
+    """``x`` clipped to ``[0, 1]`` in the forward pass, the identity in the backward pass.
+
+    Args:
+        x: any tensor.
+
+    Shape:
+        - x: any; output: same as ``x``.
+
+    Example:
+        >>> x = torch.tensor([-0.5, 0.25, 1.5], requires_grad=True)
+        >>> y = straight_through_clamp(x); y.sum().backward()
+        >>> y.tolist(), x.grad.tolist()
+        ([0.0, 0.25, 1.0], [1.0, 1.0, 1.0])
+    """
+    return x + (x.clamp(0.0, 1.0) - x).detach()
+
 
 
 @register_model("conv_lstm_forecaster")
@@ -45,6 +71,8 @@ class ConvLSTMForecaster(nn.Module):
         layer_norm: layer-normalised gates and cell states.
         image_size: frame size ``H`` (or ``(H, W)``); sizes the peepholes and :meth:`example_input`. Without
             peepholes the model is fully convolutional and takes any multiple of ``patch_size``.
+        output: ``"sigmoid"`` or ``"clamp"`` (clip to ``[0, 1]``, straight-through gradient): how the head's
+            values become pixels (see the module docstring).
 
     Shape:
         - x: ``(B, T, C, H, W)`` frames in ``[0, 1]``.
@@ -74,6 +102,7 @@ class ConvLSTMForecaster(nn.Module):
         peephole: bool = False,
         layer_norm: bool = False,
         image_size: int | Sequence[int] | None = None,
+        output: str = "sigmoid",
     ) -> None:
         super().__init__()
         name = "conv_lstm_forecaster"
@@ -88,6 +117,8 @@ class ConvLSTMForecaster(nn.Module):
                 f"conv_lstm_forecaster predicts frames with in_channels={in_channels} channels; num_classes "
                 f"(={num_classes}) must equal it or be left out"
             )
+        if output not in OUTPUTS:
+            raise ConfigError(f"conv_lstm_forecaster: output={output!r}; it must be one of {', '.join(OUTPUTS)}")
         if not isinstance(hidden_size, (list, tuple)):
             hidden = [hidden_size] * (2 if num_layers is None else num_layers)
         else:
@@ -108,6 +139,7 @@ class ConvLSTMForecaster(nn.Module):
         self.in_channels = in_channels
         self.num_classes = in_channels
         self.horizon = horizon
+        self.output = output
         self.patch_size = patch_size
         self.image_size = image_size
         self.hidden_channels = hidden
@@ -182,7 +214,8 @@ class ConvLSTMForecaster(nn.Module):
         B, K = states.shape[:2]
         frames = self.head(states.flatten(0, 1))  # (B*K, C*p*p, H/p, W/p)
         frames = F.pixel_shuffle(frames, self.patch_size)  # (B*K, C, H, W)
-        return torch.sigmoid(frames).unflatten(0, (B, K))  # (B, K, C, H, W)
+        frames = torch.sigmoid(frames) if self.output == "sigmoid" else straight_through_clamp(frames)
+        return frames.unflatten(0, (B, K))  # (B, K, C, H, W)
 
     def forward(self, x: Tensor) -> Tensor:
         """Forecast the next ``horizon`` frames.

@@ -7,6 +7,11 @@ last input frame K times), so a number like ``val/mse`` always has its context: 
 cannot tell apart and blurs; ``bce`` (per-pixel binary cross-entropy, for frames in ``[0, 1]`` such as
 digits on black) and ``mse+ssim`` (MSE plus ``1 - SSIM``, which rewards local structure) push towards sharper
 frames, ``l1`` towards the per-pixel median.
+
+SSIM is Wang et al. (2004)'s, as scikit-image and the published forecasting tables compute it: a Gaussian
+window (11 x 11, sigma 1.5), ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``, averaged over the positions where the
+window fits inside the frame (:func:`frame_ssim`). torchmetrics' SSIM also averages reflect-padded windows over
+the border, which on a 32 x 32 frame is more than half the map.
 """
 
 from __future__ import annotations
@@ -16,17 +21,53 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection
 from torchmetrics.functional.image import structural_similarity_index_measure
-from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.tasks.base import OptimConfig, Task
 
-__all__ = ["FORECAST_LOSSES", "ForecastingTask", "forecast_loss"]
+__all__ = ["FORECAST_LOSSES", "ForecastingTask", "forecast_loss", "frame_ssim", "ssim_sigma"]
 
 #: ``optim.loss`` choices of the forecasting task, the default first
 FORECAST_LOSSES = ("mse", "l1", "bce", "mse+ssim")
+
+
+def ssim_sigma(kernel: int) -> float:
+    """The Gaussian SSIM window's sigma for an odd window side: 1.5 at the standard 11, scaled down with it.
+
+    Example:
+        >>> ssim_sigma(11), round(ssim_sigma(5), 4)
+        (1.5, 0.6818)
+    """
+    return 1.5 * kernel / 11
+
+
+def frame_ssim(pred: Tensor, target: Tensor, *, data_range: float = 1.0, sigma: float = 1.5) -> Tensor:
+    """SSIM of each frame (Wang et al. 2004): a Gaussian window, averaged where the window fits inside the frame.
+
+    The window's side is ``2 * int(3.5 * sigma + 0.5) + 1`` (11 for sigma 1.5), as in scikit-image's
+    ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``; border positions, where the
+    window would leave the frame, are not averaged.
+
+    Args:
+        pred: frames, compared with ``target``.
+        target: reference frames.
+        data_range: pixel value range ``L`` (``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``).
+        sigma: the Gaussian window's sigma.
+
+    Shape:
+        - pred, target: ``(N, C, H, W)`` with ``H`` and ``W`` at least the window's side; output: ``(N,)``.
+
+    Example:
+        >>> frames = torch.rand(2, 1, 16, 16)
+        >>> frame_ssim(frames, frames).tolist()
+        [1.0, 1.0]
+    """
+    pad = int(3.5 * sigma + 0.5)  # torchmetrics' window is 2 * pad + 1 wide and its map keeps the frame's size
+    _, full = structural_similarity_index_measure(pred, target, data_range=data_range, sigma=sigma,
+                                                  reduction="none", return_full_image=True)  # (N, C, H, W)
+    return full[..., pad : full.shape[-2] - pad, pad : full.shape[-1] - pad].flatten(1).mean(dim=1)  # (N,)
 
 
 def forecast_loss(name: str, pred: Tensor, target: Tensor, *, data_range: float = 1.0, sigma: float = 1.5) -> Tensor:
@@ -35,7 +76,7 @@ def forecast_loss(name: str, pred: Tensor, target: Tensor, *, data_range: float 
     Args:
         name: one of :data:`FORECAST_LOSSES`: ``mse``; ``l1`` (mean absolute error); ``bce`` (binary
             cross-entropy of pixels in ``[0, 1]``, the target read as the probability of a lit pixel);
-            ``mse+ssim`` (``mse + 1 - SSIM``, SSIM with a Gaussian window of ``sigma`` over each frame).
+            ``mse+ssim`` (``mse + 1 - SSIM``, :func:`frame_ssim` with a Gaussian window of ``sigma``).
         pred: predicted frames, in ``[0, 1]`` for ``bce``.
         target: true frames, in ``[0, 1]`` for ``bce``.
         data_range: pixel value range, for SSIM.
@@ -59,9 +100,8 @@ def forecast_loss(name: str, pred: Tensor, target: Tensor, *, data_range: float 
         with torch.autocast(pred.device.type, enabled=False):
             return F.binary_cross_entropy(pred.float(), target.float())
     if name == "mse+ssim":
-        ssim = structural_similarity_index_measure(
-            pred.flatten(0, 1), target.flatten(0, 1), data_range=data_range, sigma=sigma)  # over B*K frames
-        return F.mse_loss(pred, target) + (1.0 - ssim)
+        ssim = frame_ssim(pred.flatten(0, 1), target.flatten(0, 1), data_range=data_range, sigma=sigma)  # (B*K,)
+        return F.mse_loss(pred, target) + (1.0 - ssim.mean())
     raise ConfigError(f"unknown forecasting loss {name!r}; optim.loss must be one of {', '.join(FORECAST_LOSSES)}")
 
 
@@ -95,9 +135,13 @@ class ForecastingTask(Task):
                               f"{getattr(model, 'model_name', type(model).__name__)} outputs {model.output_kind}")
         self.data_range = float(data_range)
         self.ssim_kernel = int(ssim_kernel)
-        self.ssim_sigma = 1.5 * self.ssim_kernel / 11  # Gaussian window: sigma 1.5 for the standard 11, scaled down
+        self.ssim_sigma = ssim_sigma(self.ssim_kernel)
         super().__init__(model, optim)
         self.loss_name = self.optim.loss or self.loss_choices[0]
+        if self.loss_name == "bce" and getattr(model, "output", None) == "clamp":
+            # Cross-entropy's gradient at a clipped 0 or 1 is unbounded (log 0); it needs a sigmoid's open interval.
+            raise ConfigError("optim.loss 'bce' needs forecasts strictly inside (0, 1), but the model clips them "
+                              "(model.output: clamp); set model.output: sigmoid or choose another optim.loss")
 
     def make_metrics(self, stage: str) -> MetricCollection:
         if stage == "train":
@@ -105,7 +149,7 @@ class ForecastingTask(Task):
         return MetricCollection({
             "mse": MeanSquaredError(),
             "mae": MeanAbsoluteError(),
-            "ssim": StructuralSimilarityIndexMeasure(data_range=self.data_range, sigma=self.ssim_sigma),
+            "ssim": MeanMetric(),  # of frame_ssim over every predicted frame
             "baseline_mse": MeanSquaredError(),
         })
 
@@ -122,7 +166,8 @@ class ForecastingTask(Task):
             pred, target = pred.detach(), y.float()
             metrics["mse"].update(pred, target)
             metrics["mae"].update(pred, target)
-            metrics["ssim"].update(pred.flatten(0, 1), target.flatten(0, 1))  # (B*K, C, H, W)
+            metrics["ssim"].update(frame_ssim(pred.flatten(0, 1), target.flatten(0, 1), data_range=self.data_range,
+                                              sigma=self.ssim_sigma))  # (B*K,): one SSIM per frame
             last = x[:, -1:].float().expand_as(target).contiguous()  # (B, K, C, H, W): copy-last-frame forecast
             metrics["baseline_mse"].update(last, target)
         return loss
