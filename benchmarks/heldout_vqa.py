@@ -1,11 +1,17 @@
 """Write a held-out image + question set in the vqa:DIR layout, unlike builtin:sort_of_clevr, for the `vqa` recipe.
 
-Scenes are 64x64 on a black background with 4 objects (triangles, squares, circles) in 4 of 5 colours that
-Sort-of-CLEVR does not use; five questions per scene from five families (shape of a colour, is a colour on the
-left, on the top, is there a colour+shape, how many of a shape). The `vqa` recipe was not tuned on it.
+Set 1 (the defaults): scenes 64x64 on a black background with 4 objects (triangles, squares, circles) in 4
+of 5 colours that Sort-of-CLEVR does not use; five questions per scene from five families (shape of a colour,
+is a colour on the left, on the top, is there a colour+shape, how many of a shape).
+
+Set 2 (``--set2``): another palette (six colours neither Sort-of-CLEVR nor set 1 uses), 5 objects on an 80x80
+grey background (the recipe resizes to 64x64), other wording, and a sixth, relational family: the shape of the
+object nearest to a named one (as Sort-of-CLEVR's "closest" question). ``--types`` adds the optional ``type``
+column (the family), so the test metrics report accuracy per family; it changes no image or question.
 
 Usage:
     python -m benchmarks.heldout_vqa DIR [--train 800] [--test 200] [--seed 1]
+    python -m benchmarks.heldout_vqa DIR2 --set2 --seed 7 --types
     cnnlstm fit --recipe vqa --data vqa:DIR
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,50 +27,92 @@ from PIL import Image
 
 from cnnlstm.data.builtin._shapes import SHAPES, draw_shape, place_objects
 
-__all__ = ["write_heldout"]
+__all__ = ["SET1", "SET2", "SceneSet", "write_heldout"]
 
-COLOURS = {"purple": (128, 0, 160), "cyan": (0, 220, 220), "pink": (255, 120, 200), "brown": (140, 80, 20),
-           "white": (255, 255, 255)}
-SIZE, HALF, OBJECTS = 64, 6, 4
+@dataclass(frozen=True)
+class SceneSet:
+    """What one held-out set draws: palette, scene size, object count and size, background, wording."""
+
+    colours: dict[str, tuple[int, int, int]]
+    size: int
+    half: int
+    objects: int
+    background: int
+    relational: bool
 
 
-def _questions(rng: np.random.Generator, colours: list[str], shapes: list[str], centres: np.ndarray) -> list:
-    k = int(rng.integers(OBJECTS))
+SET1 = SceneSet(colours={"purple": (128, 0, 160), "cyan": (0, 220, 220), "pink": (255, 120, 200),
+                         "brown": (140, 80, 20), "white": (255, 255, 255)},
+                size=64, half=6, objects=4, background=0, relational=False)
+SET2 = SceneSet(colours={"navy": (0, 0, 128), "olive": (128, 128, 0), "teal": (0, 128, 128),
+                         "salmon": (250, 128, 114), "lime": (160, 255, 60), "magenta": (255, 0, 255)},
+                size=80, half=7, objects=5, background=60, relational=True)
+
+
+def _questions(rng: np.random.Generator, spec: SceneSet, colours: list[str], shapes: list[str],
+               centres: np.ndarray) -> list[tuple[str, str, str]]:
+    n, mid = spec.objects, spec.size / 2
+    k = int(rng.integers(n))
     c, s = colours[k], shapes[k]
     other_shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    other_colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    other_colour = list(spec.colours)[int(rng.integers(len(spec.colours)))]
     present = any(cc == other_colour and ss == other_shape for cc, ss in zip(colours, shapes, strict=True))
+    j = (k + 1) % n
+    count = str(sum(ss == other_shape for ss in shapes))
+    if not spec.relational:
+        return [
+            (f"What is the shape of the {c} object?", s, "shape"),
+            (f"Is the {c} object on the left?", "yes" if centres[k, 0] < mid else "no", "left"),
+            (f"Is the {colours[j]} object on the top?", "yes" if centres[j, 1] < mid else "no", "top"),
+            (f"Is there a {other_colour} {other_shape}?", "yes" if present else "no", "exists"),
+            (f"How many {other_shape}s are there?", count, "count"),
+        ]
+    distance = np.abs(centres - centres[k]).sum(axis=1).astype(float)  # city-block, as the scene's margin
+    distance[k] = np.inf
     return [
-        (f"What is the shape of the {c} object?", s),
-        (f"Is the {c} object on the left?", "yes" if centres[k, 0] < SIZE / 2 else "no"),
-        (f"Is the {colours[(k + 1) % OBJECTS]} object on the top?",
-         "yes" if centres[(k + 1) % OBJECTS, 1] < SIZE / 2 else "no"),
-        (f"Is there a {other_colour} {other_shape}?", "yes" if present else "no"),
-        (f"How many {other_shape}s are there?", str(sum(ss == other_shape for ss in shapes))),
+        (f"which shape is the {c} thing", s, "shape"),
+        (f"is the {c} thing in the left half", "yes" if centres[k, 0] < mid else "no", "left"),
+        (f"is the {colours[j]} thing in the bottom half", "yes" if centres[j, 1] >= mid else "no", "bottom"),
+        (f"is any {other_shape} {other_colour}", "yes" if present else "no", "exists"),
+        (f"count the {other_shape}s", count, "count"),
+        (f"which shape is nearest to the {c} thing", shapes[int(distance.argmin())], "nearest"),
     ]
 
 
-def write_heldout(folder: Path, n_train: int, n_test: int, seed: int) -> None:
-    """Write ``n_train`` + ``n_test`` scenes (five questions each) to ``folder`` (train.csv, test.csv, img/)."""
+def _unambiguous(centres: np.ndarray, mid: float) -> bool:
+    """Centres off the midlines by a margin (left/top well defined) and no tie for any object's nearest."""
+    if not (np.abs(centres - mid) >= 2).all():
+        return False
+    distance = np.abs(centres[:, None] - centres[None]).sum(axis=2).astype(float)  # (n, n)
+    np.fill_diagonal(distance, np.inf)
+    nearest = np.sort(distance, axis=1)
+    return bool((nearest[:, 1] - nearest[:, 0] >= 2).all())
+
+
+def write_heldout(folder: Path, n_train: int, n_test: int, seed: int, spec: SceneSet = SET1,
+                  types: bool = False) -> None:
+    """Write ``n_train`` + ``n_test`` scenes (five or six questions each) to ``folder`` (train/test.csv, img/)."""
     rng = np.random.default_rng(seed)
     (folder / "img").mkdir(parents=True)
+    mid = spec.size / 2
+    # Set 1 keeps its original acceptance test, so the same seed draws the same scenes as before.
+    accept = (lambda c: _unambiguous(c, mid)) if spec.relational else (lambda c: bool((np.abs(c - mid) >= 2).all()))
     for split, n, offset in (("train", n_train, 0), ("test", n_test, n_train)):
         rows = []
         for i in range(offset, offset + n):
-            # Centres off the midlines by a margin, so left/top answers are well defined.
-            centres = place_objects(rng, OBJECTS, SIZE, HALF, gap=2,
-                                    accept=lambda c: bool((np.abs(c - SIZE / 2) >= 2).all()))
-            colours = list(rng.choice(list(COLOURS), size=OBJECTS, replace=False))
-            shapes = [SHAPES[int(j)] for j in rng.integers(len(SHAPES), size=OBJECTS)]
-            image = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+            centres = place_objects(rng, spec.objects, spec.size, spec.half, gap=2, accept=accept)
+            colours = list(rng.choice(list(spec.colours), size=spec.objects, replace=False))
+            shapes = [SHAPES[int(j)] for j in rng.integers(len(SHAPES), size=spec.objects)]
+            image = np.full((spec.size, spec.size, 3), spec.background, dtype=np.uint8)
             for (cx, cy), colour, shape in zip(centres, colours, shapes, strict=True):
-                draw_shape(image, shape, int(cx), int(cy), HALF, COLOURS[colour])
+                draw_shape(image, shape, int(cx), int(cy), spec.half, spec.colours[colour])
             name = f"img/{i:05d}.png"
             Image.fromarray(image).save(folder / name)
-            rows += [[name, q, a] for q, a in _questions(rng, colours, shapes, centres)]
+            for q, a, family in _questions(rng, spec, colours, shapes, centres):
+                rows.append([name, q, a, family] if types else [name, q, a])
         with (folder / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["image", "question", "answer"])
+            writer.writerow(["image", "question", "answer", "type"] if types else ["image", "question", "answer"])
             writer.writerows(rows)
 
 
@@ -73,5 +122,7 @@ if __name__ == "__main__":
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set2", action="store_true", help="the second set: other palette, size, wording")
+    parser.add_argument("--types", action="store_true", help="add the type column (question family)")
     args = parser.parse_args()
-    write_heldout(args.folder, args.train, args.test, args.seed)
+    write_heldout(args.folder, args.train, args.test, args.seed, SET2 if args.set2 else SET1, args.types)

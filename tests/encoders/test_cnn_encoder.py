@@ -93,3 +93,29 @@ def test_list_encoders() -> None:
     names = list_encoders("*efficientnet_lite0")
     assert "timm:tf_efficientnet_lite0" in names and "cnn" not in names
     assert list_encoders("timm:resnet10t") == ["timm:resnet10t"]
+
+
+def test_coords_stage_is_a_conv_over_the_input_and_hand_built_coordinate_maps() -> None:
+    stage = ConvStage(2, 3, kernel_size=3, coords=True).eval()
+    x = torch.randn(2, 2, 4, 6)
+    xs = torch.tensor([-1.0, -0.6, -0.2, 0.2, 0.6, 1.0])  # 6 columns evenly over [-1, 1]
+    ys = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])  # 4 rows
+    coords = torch.stack([xs.expand(4, 6), ys[:, None].expand(4, 6)]).expand(2, 2, 4, 6)
+    expected = F.max_pool2d(torch.relu(stage.bn(F.conv2d(torch.cat([x, coords], 1), stage.conv.weight, padding=1))), 2)
+    torch.testing.assert_close(stage(x), expected)
+    assert stage.conv.in_channels == 4 and ConvStage(2, 3).conv.in_channels == 2
+
+
+def test_coords_let_the_pooled_vector_tell_left_from_right() -> None:
+    # The same blob on the left or on the right: without coordinates the conv stack is translation-equivariant
+    # and zero padding is all that separates the pooled vectors; with coordinates they differ by design.
+    left, right = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    left[..., 6:10, 2:6] = 1.0
+    right[..., 6:10, 10:14] = 1.0
+    torch.manual_seed(0)
+    enc = build_encoder("cnn", in_channels=1, widths=(4,), kernel_size=1, coords=True).eval()
+    plain = build_encoder("cnn", in_channels=1, widths=(4,), kernel_size=1).eval()
+    assert not torch.allclose(enc(left), enc(right), atol=1e-3)
+    torch.testing.assert_close(plain(left), plain(right))  # 1x1 convs see no padding: identical vectors
+    with pytest.raises(ConfigError, match="coords must be true or false"):
+        build_encoder("cnn", coords="yes")

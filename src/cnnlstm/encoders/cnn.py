@@ -10,6 +10,7 @@ from torch import nn
 
 from cnnlstm.encoders.base import FrameEncoder
 from cnnlstm.errors import ConfigError
+from cnnlstm.layers.fusion import add_coords
 
 __all__ = ["ConvStage", "SmallCNN"]
 
@@ -25,6 +26,8 @@ class ConvStage(nn.Module):
         out_channels: output channels.
         kernel_size: odd conv kernel size ("same" padding).
         dropout: probability of zeroing a whole channel (``nn.Dropout2d``) in training.
+        coords: append x and y coordinate maps (:func:`~cnnlstm.layers.fusion.add_coords`, CoordConv) to the
+            input before the conv, so the features can say where something is, not only what it is.
 
     Shape:
         x: (N, in_channels, H, W).
@@ -35,13 +38,18 @@ class ConvStage(nn.Module):
         torch.Size([2, 8, 4, 1])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dropout: float = 0.0,
+                 coords: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.coords = bool(coords)
+        self.conv = nn.Conv2d(in_channels + 2 * self.coords, out_channels, kernel_size, padding=kernel_size // 2,
+                              bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coords:
+            x = add_coords(x)  # (N, C_in + 2, H, W)
         x = F.relu(self.bn(self.conv(x)))  # (N, C_out, H, W)
         h, w = x.shape[-2:]
         kernel = (2 if h > 1 else 1, 2 if w > 1 else 1)
@@ -61,6 +69,8 @@ class SmallCNN(FrameEncoder):
         widths: output channels of each stage; the last is ``out_features``.
         kernel_size: odd conv kernel size.
         dropout: ``nn.Dropout2d`` probability after each stage.
+        coords: append x, y coordinate maps to every stage's input (CoordConv, Liu et al. 2018): the pooled
+            vector can then carry where things are ("is the red object on the left?"), not only what is there.
 
     Shape:
         x: (N, C, H, W), any H, W >= 1.
@@ -79,6 +89,7 @@ class SmallCNN(FrameEncoder):
         widths: Sequence[int] = (32, 64, 128),
         kernel_size: int = 3,
         dropout: float = 0.0,
+        coords: bool = False,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -90,12 +101,14 @@ class SmallCNN(FrameEncoder):
             raise ConfigError(f"cnn dropout must be in [0, 1), got {dropout}")
         if in_channels < 1:
             raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
+        if not isinstance(coords, bool):
+            raise ConfigError(f"cnn coords must be true or false, got {coords!r}")
         self.name = "cnn"
         self.in_channels = in_channels
         self.out_features = self.grid_features = widths[-1]
         c_ins = (in_channels, *widths[:-1])  # each stage reads the previous stage's width
         self.stages = nn.Sequential(
-            *(ConvStage(i, o, kernel_size, dropout) for i, o in zip(c_ins, widths, strict=True))
+            *(ConvStage(i, o, kernel_size, dropout, coords) for i, o in zip(c_ins, widths, strict=True))
         )
         self.pretrained_config = {"mean": (0.5,) * in_channels, "std": (0.5,) * in_channels, "input_size": None}
 

@@ -32,8 +32,9 @@ def build_encoder(
     """Build a frame encoder by name, optionally with pretrained weights and frozen stages.
 
     Args:
-        name: ``"cnn"`` (the built-in :class:`SmallCNN`; kwargs ``widths``, ``kernel_size``, ``dropout``) or
-            ``"timm:<model_name>"`` (any timm model without its classifier; kwargs go to ``timm.create_model``).
+        name: ``"cnn"`` (the built-in :class:`SmallCNN`; kwargs ``widths``, ``kernel_size``, ``dropout``,
+            ``coords``) or ``"timm:<model_name>"`` (any timm model without its classifier; kwargs go to
+            ``timm.create_model``).
         in_channels: C of the input images.
         pretrained: ``False``; ``True`` for the model's published weights (packaged offline weights when
             installed, e.g. ``timm:tf_efficientnet_lite0``, otherwise timm's hub download); or a path to a
