@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-warmup", type=int, default=5, help="untimed steps before the first window")
     p.add_argument("--gpu-small", action="store_true", help="tiny sizes, to check the suite on a CPU")
     p.add_argument("--gpu-compile", action="store_true", help="also time the engine path with trainer.compile")
+    p.add_argument("--gpu-variants", action="store_true",
+                   help="also time the engine with channels-last input frames, at 2x and 4x the batch, and "
+                        "profile one engine and one hand-loop window (top kernels and host time per step)")
 
 
 def _sync(device: torch.device) -> None:
@@ -112,6 +115,14 @@ def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, train
         >>> engine_rate(model, {"x": x, "y": y}, items=32, trainer={"precision": "bf16-mixed"},
         ...             warmup=5, steps=10, repeats=3, device=torch.device("cuda"))  # doctest: +SKIP
     """
+    timer = _WindowTimer(warmup, steps, device)
+    _train(model, batch, trainer=trainer, total=warmup + steps * repeats, device=device, callbacks=[timer.hook()])
+    return _windows(timer.marks, steps, items)
+
+
+def _train(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[str, Any], total: int, device: torch.device,
+           callbacks: list[Any]) -> None:
+    """``total`` engine training steps on the same resident batch, with ``callbacks`` on the Trainer."""
     from benchmarks.runs import quiet
     from cnnlstm.engine.fit import apply_speed_settings
     from cnnlstm.engine.trainer import make_trainer
@@ -119,17 +130,13 @@ def engine_rate(model: nn.Module, batch: dict[str, Tensor], *, items: int, train
 
     apply_speed_settings(model, trainer)
     task = build_task("classification", model, {}, {"lr": 1e-3, "scheduler": "none"})
-    timer = _WindowTimer(warmup, steps, device)
-    total = warmup + steps * repeats
     section = {"max_epochs": 1, "accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": 1,
                "limit_val_batches": 0, "enable_progress_bar": False, "log_every_n_steps": 50,
                "precision": trainer.get("precision", "32-true")}
     with quiet():
-        pl_trainer, _ = make_trainer(section, {"enabled": False}, task, None, checkpoints=False,
-                                     callbacks=[timer.hook()])
+        pl_trainer, _ = make_trainer(section, {"enabled": False}, task, None, checkpoints=False, callbacks=callbacks)
         loader = torch.utils.data.DataLoader(_Batches(batch, total), batch_size=None, shuffle=False)
         pl_trainer.fit(task, train_dataloaders=loader)
-    return _windows(timer.marks, steps, items)
 
 
 def engine_syncs(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[str, Any], steps: int,
@@ -180,6 +187,55 @@ def loop_rate(step: Callable[[], None], *, items: int, warmup: int, steps: int, 
     _sync(device)
     marks.append(time.perf_counter())
     return _windows(marks, steps, items)
+
+
+def _profile_table(prof: Any, steps: int) -> str:
+    """The top kernels by device time, and the host time per step, of a finished ``torch.profiler`` run."""
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    events = prof.key_averages()
+    host_us = sum(e.self_cpu_time_total for e in events) / steps
+    return f"host time per step {host_us / 1e3:.2f} ms\n" + events.table(sort_by=sort, row_limit=15)
+
+
+def _profiler(device: torch.device) -> Any:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=acts)
+
+
+def loop_profile(step: Callable[[], None], *, device: torch.device, warmup: int = 5, steps: int = 5) -> str:
+    """Profile ``steps`` hand-loop steps after ``warmup``: :func:`_profile_table`."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    with _profiler(device) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    return _profile_table(prof, steps)
+
+
+def engine_profile(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[str, Any], device: torch.device,
+                   warmup: int = 5, steps: int = 5) -> str:
+    """Profile ``steps`` engine training steps after ``warmup`` (the Trainer of :func:`engine_rate`)."""
+    import lightning.pytorch as pl
+
+    holder: dict[str, Any] = {}
+
+    class Hook(pl.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == warmup:
+                _sync(device)
+                holder["prof"] = _profiler(device)
+                holder["prof"].__enter__()
+
+        def on_train_end(self, trainer: Any, module: Any) -> None:
+            _sync(device)
+            holder["prof"].__exit__(None, None, None)
+
+    _train(model, batch, trainer=trainer, total=warmup + steps, device=device, callbacks=[Hook()])
+    return _profile_table(holder["prof"], steps)
 
 
 def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame: bool = False) -> Callable[[], None]:
@@ -245,6 +301,24 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     m = frame_model().to(memory_format=torch.channels_last)
     frame_paths["hand loop, bf16 autocast + channels_last"] = _summary(
         loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
+    profiles: dict[str, Any] = {}
+    if args.gpu_variants:
+        # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
+        x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
+        frame_paths["cnnlstm engine, bf16-mixed + channels_last, NHWC input"] = _summary(
+            engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=bf16, **windows))
+        for k in (2, 4):
+            xk, yk = x.repeat(k, 1, 1, 1, 1), y.repeat(k)
+            frame_paths[f"cnnlstm engine, bf16-mixed + channels_last, batch {k * B}"] = _summary(
+                engine_rate(frame_model(), {"x": xk, "y": yk}, items=k * B, trainer=bf16, **windows))
+        profiles["engine"] = engine_profile(frame_model(), {"x": x, "y": y}, trainer=bf16, device=device)
+        m = frame_model().to(memory_format=torch.channels_last)
+        profiles["hand loop"] = loop_profile(_hand_step(m, x, y, bf16=True), device=device)
+        for name, text in profiles.items():
+            log(f"gpu: profile of 5 frame_lstm steps, {name}:\n{text}")
+        profiles["engine_syncs_frame_lstm"] = engine_syncs(frame_model(), {"x": x, "y": y}, trainer=bf16,
+                                                           steps=10, device=device)
+        log(f"gpu: host-device syncs in 11 engine steps (frame_lstm): {profiles['engine_syncs_frame_lstm'] or 'none'}")
     frame_paths["cnnlstm engine, fp32"] = _summary(
         engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={"precision": "32-true"}, **windows))
     frame_paths["per-frame Python loop, fp32"] = _summary(
@@ -283,6 +357,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         "frame_paths": frame_paths,
         "series_paths": series_paths,
         "engine_syncs_in_11_steps": syncs,
+        "profiles": profiles,
         "check_max_abs_diff": check,
     }
 

@@ -97,3 +97,13 @@ def test_errors() -> None:
         TimeDistributed(nn.Identity())(torch.randn(2, 3, 4), mask=torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ConfigError, match="chunk_size"):
         TimeDistributed(nn.Identity(), chunk_size=0)
+
+
+@pytest.mark.gpu
+def test_cuda_frames_with_lengths_on_the_cpu_equal_the_all_cuda_call() -> None:
+    # Packing wants lengths on the CPU, so callers (the feature cache among them) may keep them there.
+    torch.manual_seed(0)
+    td = TimeDistributed(_frame_cnn()).cuda().eval()
+    x = _clip().cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(td(x, lengths=LENGTHS), td(x, lengths=LENGTHS.cuda()))

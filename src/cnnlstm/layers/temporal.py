@@ -70,6 +70,8 @@ class TimeDistributed(nn.Module):
         mask = check_mask(mask, B, T, owner="TimeDistributed")
         if mask is None and lengths is not None:
             mask = lengths_to_mask(lengths, T)  # (B, T)
+        if mask is not None:
+            mask = mask.to(x.device)  # lengths may stay on the CPU (packing wants them there) while x is on a GPU
         frames = x.flatten(0, 1)  # (B*T, *in)
         if mask is None:
             y = self._run(frames)  # (B*T, *out)

@@ -23,6 +23,11 @@ from cnnlstm.tasks.weighted_mean import WeightedMean
 
 __all__ = ["OptimConfig", "Task", "StageDict", "TrainingDivergedError", "SCHEDULERS"]
 
+def use_fused_adamw(params: list[nn.Parameter], *, loss_scaled: bool) -> bool | None:
+    """``fused=`` for AdamW: fused on CUDA (one kernel per step), PyTorch's default elsewhere or under loss scaling."""
+    return True if params and all(p.is_cuda for p in params) and not loss_scaled else None
+
+
 class StageDict(nn.ModuleDict):
     """A ModuleDict keyed by stage (``"train"``, ``"val"``, ``"test"``).
 
@@ -281,14 +286,40 @@ class Task(pl.LightningModule):
         rest = [p for p in params if id(p) not in in_encoder]
         return [{"params": rest}, {"params": encoder_params, "lr": self.optim.encoder_lr}]
 
+    def _loss_scaled(self) -> bool:
+        """Whether the Trainer scales the loss (``16-mixed``): then the gradients must be unscaled before clipping."""
+        plugin = getattr(self._trainer, "precision_plugin", None) if self._trainer is not None else None
+        return getattr(plugin, "scaler", None) is not None
+
+    def clip_gradients(self, optimizer: Any, gradient_clip_val: float | None = None,
+                       gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as Lightning does, and also for a fused optimiser under ``bf16-mixed``.
+
+        Lightning's mixed-precision plugin refuses to clip for any optimiser that unscales gradients inside its
+        step (fused AdamW), because under fp16 loss scaling the gradients it would clip are still scaled. Under
+        ``bf16-mixed`` nothing is scaled, so the gradients are true and are clipped here directly (the same
+        ``clip_grad_norm_`` / ``clip_grad_value_`` Lightning itself calls).
+        """
+        if (gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False)
+                and not self._loss_scaled()):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":  # a str or Lightning's GradClipAlgorithmType (a str enum)
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().clip_gradients(optimizer, gradient_clip_val=gradient_clip_val,
+                               gradient_clip_algorithm=gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"{getattr(self.model, 'model_name', 'the model')} has no trainable parameters; "
                               "unfreeze part of it (model.freeze)")
         # One fused kernel per step on a GPU instead of a launch per parameter group and operation (Lightning
-        # moves the model to its device before it asks for the optimiser).
-        fused = True if all(p.is_cuda for p in params) else None
+        # moves the model to its device before it asks for the optimiser); not under fp16 loss scaling, where a
+        # fused step unscales inside itself and gradient clipping could not see true gradients first.
+        fused = use_fused_adamw(params, loss_scaled=self._loss_scaled())
         optimizer = torch.optim.AdamW(self._param_groups(params), lr=self.optim.lr,
                                       weight_decay=self.optim.weight_decay, fused=fused)
         if self.optim.scheduler == "cosine":
