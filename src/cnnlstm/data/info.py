@@ -42,9 +42,10 @@ class DataInfo:
         model_kwargs: model kwargs the data fixes (``num_classes``, ``in_channels``, ``vocab_size``,
             ``image_size``, ``horizon``, ...).
         class_names: one name per class (classification data); ``None`` otherwise.
-        targets: the training split's labels, for stratified validation splits (not recorded in runs).
+        targets: the training split's labels, for stratified validation splits (not recorded in runs, not
+            compared by ``==``, not shown by ``repr``: one entry per sample).
         groups: the source of each training sample (e.g. its scene): validation then takes whole groups (not
-            recorded in runs).
+            recorded, compared or shown either).
         normalization: how the data was normalised (``mode``, ``mean``, ``std``, ``interpolation``, ``source``);
             empty when it was not.
         image_size: ``(H, W)`` frames and images are resized to; ``None`` when the data does not resize.
@@ -61,8 +62,8 @@ class DataInfo:
 
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] | None = None
-    targets: Any = None
-    groups: Any = None
+    targets: Any = field(default=None, compare=False, repr=False)  # per sample: tensors compare elementwise
+    groups: Any = field(default=None, compare=False, repr=False)
     normalization: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
     name: str | None = None
