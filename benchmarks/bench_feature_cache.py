@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.machine import machine_info
-from cnnlstm.data import DatasetBundle, pad_collate
+from cnnlstm.data import DataInfo, DatasetBundle, pad_collate
 from cnnlstm.engine.feature_cache import use_feature_cache
 from cnnlstm.models import create_model
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     train = PanningClips(args.clips, args.frames, args.size, cfg["mean"], cfg["std"], seed=0)
     test = PanningClips(max(2, args.clips // 8), args.frames, args.size, cfg["mean"], cfg["std"], seed=1)
     bundle = DatasetBundle(name="bench:panning_clips", kind="frames", train=train, test=test,
-                           info={"model_kwargs": {"num_classes": 2}}, collate_fn=pad_collate)
+                           info=DataInfo(model_kwargs={"num_classes": 2}), collate_fn=pad_collate)
     identity = {"spec": bundle.name, "options": vars(args), "seed": 0}
 
     with tempfile.TemporaryDirectory() as tmp:

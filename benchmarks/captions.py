@@ -10,7 +10,7 @@ captions the test images once per decoder, timed per caption:
   give the greedy captions exactly, which checks the beam search against the independent loop.
 
 Each caption is scored with corpus BLEU-4 (torchmetrics) against the reading-order caption (the one training
-target, as the task's ``test/bleu4``) and against every valid object order of the scene (``info["references"]``,
+target, as the task's ``test/bleu4``) and against every valid object order of the scene (``info.extras["references"]``,
 several references as in COCO), plus the share of captions equal to the reading-order caption.
 
 Example:
@@ -179,8 +179,9 @@ def _score_run(run_dir: Path, beams: list[int]) -> dict[str, Any]:
     config = read_config(run_dir)
     bundle = load_bundle(config["data"], seed=config["seed"])
     model = load_weights(weights_path(run_dir))
-    return score_decoders(model, bundle.test, list(bundle.info["vocab"]), bundle.info["references"], beams=beams,
-                          max_length=int(bundle.info["max_caption_length"]),  # as the task's test/bleu4
+    extras = bundle.info.extras
+    return score_decoders(model, bundle.test, list(extras["vocab"]), extras["references"], beams=beams,
+                          max_length=int(extras["max_caption_length"]),  # as the task's test/bleu4
                           device=_device(config["trainer"]["accelerator"]))
 
 

@@ -108,7 +108,7 @@ def compare_decoding(run_dir: Path, beam_sizes: list[int], *, batch_size: int = 
     device = _device(config["trainer"]["accelerator"])
     model = load_weights(weights_path(run_dir)).float().eval().to(device)
     bundle = load_bundle(config["data"], seed=config["seed"])
-    charset, test = bundle.info["charset"], bundle.test
+    charset, test = bundle.info.extras["charset"], bundle.test
     start = time.perf_counter()
     samples = [test[i] for i in range(len(test))]  # renders every image once (the dataset caches it)
     render_s = time.perf_counter() - start

@@ -86,11 +86,11 @@ def mean_pooled_runs(encoder_path: Path, config: dict[str, Any], seeds: list[int
     for seed in seeds:
         bundle = load_bundle(config["data"], seed=seed)
         fit_set, val_set = split_train_val(bundle.train, config["data"]["val_fraction"], seed,
-                                           stratify=bundle.info.get("targets"))
+                                           stratify=bundle.info.targets)
         train = _pooled_features(encoder, fit_set, bundle.collate_fn)
         val = _pooled_features(encoder, val_set, bundle.collate_fn)
         test = _pooled_features(encoder, bundle.test, bundle.collate_fn)
-        head = _train_linear(train, val, int(bundle.info["model_kwargs"]["num_classes"]), seed)
+        head = _train_linear(train, val, int(bundle.info.model_kwargs["num_classes"]), seed)
         with torch.no_grad():
             records.append({"seed": seed, "val_acc": float((head(val[0]).argmax(1) == val[1]).float().mean()),
                             "test_acc": float((head(test[0]).argmax(1) == test[1]).float().mean())})

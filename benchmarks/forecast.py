@@ -148,7 +148,7 @@ def evaluate_run_forecasts(run_dir: Path, *, device: str | torch.device = "cpu")
     config = read_config(run_dir)
     bundle = load_bundle(config["data"], seed=config["seed"])
     model = load_weights(weights_path(run_dir)).eval().to(device)
-    data_range = float(bundle.info.get("data_range", 1.0))
+    data_range = float(bundle.info.extras.get("data_range", 1.0))
     horizon = int(bundle.test[0]["y"].shape[0])
     score = dict(dataset=bundle.test, collate=bundle.collate_fn, data_range=data_range, device=device)
     return {"model": score_forecasts(lambda x: model(x=x), **score),

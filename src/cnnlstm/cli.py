@@ -141,7 +141,7 @@ def _summary(args: argparse.Namespace) -> None:
     section = dict(config["model"])
     if config.get("pretrain"):
         section.pop("pretrained", None)  # the summary measures the architecture; no stage-one weights needed
-    name, kwargs = model_kwargs_for(section, bundle.info.get("model_kwargs", {}))
+    name, kwargs = model_kwargs_for(section, bundle.info.model_kwargs)
     kwargs.pop("pretrained", None)
     frames = [_frame_size(f) for f in args.frame_sizes] if args.frame_sizes else None
     with allocation_guard(section):

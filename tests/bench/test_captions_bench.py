@@ -22,7 +22,7 @@ TINY = ["data.options.n_train=20", "data.options.n_test=6", "data.options.image_
 def tiny():
     bundle = shape_captions(n_train=1, n_test=6, image_size=32, object_size=8)
     torch.manual_seed(0)
-    model = create_model("captioner", vocab_size=len(bundle.info["vocab"]), encoder_kwargs={"widths": [4, 8]},
+    model = create_model("captioner", vocab_size=len(bundle.info.extras["vocab"]), encoder_kwargs={"widths": [4, 8]},
                          embedding_dim=8, hidden_size=8, attention_size=8).eval()
     return model, bundle
 
@@ -35,7 +35,7 @@ def test_greedy_loop_matches_generate_with_one_beam(tiny):
 
 def test_untrained_model_beam_one_bleu_equals_greedy_bleu(tiny):
     model, bundle = tiny
-    vocab = bundle.info["vocab"]
+    vocab = bundle.info.extras["vocab"]
     images = torch.stack([bundle.test[i]["images"] for i in range(len(bundle.test))])
     # References that make BLEU informative for an untrained model: its own beam-3 captions (a known answer, 1.0).
     beam3 = [" ".join(vocab[i] for i in ids) for ids in model.generate(images, max_length=7, beam_size=3)]

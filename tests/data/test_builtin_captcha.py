@@ -32,9 +32,9 @@ def _reference_render(text: str, seed: int, height: int = 32, width: int = 100) 
 def test_images_are_the_captcha_of_their_label() -> None:
     bundle = load_dataset("builtin:captcha", seed=3, n_train=6, n_test=3)
     assert bundle.kind == "text_image"
-    assert bundle.info["charset"] == ["<blank>", *"0123456789"]
-    assert bundle.info["model_kwargs"] == {"num_classes": 11, "in_channels": 1, "image_size": (32, 100)}
-    charset = bundle.info["charset"]
+    assert bundle.info.extras["charset"] == ["<blank>", *"0123456789"]
+    assert bundle.info.model_kwargs == {"num_classes": 11, "in_channels": 1, "image_size": (32, 100)}
+    charset = bundle.info.extras["charset"]
     for split in (bundle.train, bundle.test):
         for i in range(len(split)):
             sample = split[i]
@@ -62,7 +62,7 @@ def test_deterministic_per_index_in_any_order_and_with_or_without_cache() -> Non
 
 def test_variable_lengths_and_custom_charset_collate_with_target_lengths() -> None:
     bundle = load_dataset("builtin:captcha", n_train=16, n_test=2, charset="ABC", min_length=2, max_length=5)
-    assert bundle.info["charset"] == ["<blank>", "A", "B", "C"]
+    assert bundle.info.extras["charset"] == ["<blank>", "A", "B", "C"]
     lengths = [len(t) for t in bundle.train.texts]
     assert min(lengths) >= 2 and max(lengths) <= 5 and len(set(lengths)) > 1
     assert all(set(t) <= set("ABC") for t in bundle.train.texts)

@@ -39,7 +39,7 @@ def test_all_six_are_registered() -> None:
 def test_bundle_contract(name: str) -> None:
     bundle = load_dataset(f"builtin:{name}", seed=0, **SMALL[name])
     assert bundle.name == f"builtin:{name}" and bundle.kind == list_datasets()[f"builtin:{name}"][0]
-    assert bundle.info["model_kwargs"] and len(bundle.train) == SMALL[name]["n_train"]
+    assert bundle.info.model_kwargs and len(bundle.train) == SMALL[name]["n_train"]
     samples = [bundle.train[i] for i in range(2)]
     assert set(samples[0]) == KEYS[bundle.kind]
     for key, value in samples[0].items():
@@ -48,9 +48,9 @@ def test_bundle_contract(name: str) -> None:
     batch = bundle.collate_fn(samples)
     assert all(batch[k].shape[0] == 2 for k in KEYS[bundle.kind])
     if bundle.kind in CLASSIFICATION:
-        targets = bundle.info["targets"]
+        targets = bundle.info.targets
         assert targets.shape == (len(bundle.train),) and targets.dtype == torch.int64
-        assert targets.max() < bundle.info["model_kwargs"]["num_classes"] == len(bundle.info["class_names"])
+        assert targets.max() < bundle.info.model_kwargs["num_classes"] == len(bundle.info.class_names)
         assert int(bundle.train[1]["y"]) == int(targets[1])
     with pytest.raises(UnknownNameError, match="valid options: seed"):
         load_dataset(f"builtin:{name}", no_such_option=1)

@@ -25,7 +25,7 @@ def test_deterministic_from_the_seed() -> None:
 
 def test_frames_are_real_digits_and_the_label_is_the_position_of_the_largest() -> None:
     bundle = load_dataset("builtin:digit_sequences", n_train=200, n_test=50)
-    assert bundle.kind == "frames" and bundle.info["model_kwargs"]["num_classes"] == 4
+    assert bundle.kind == "frames" and bundle.info.model_kwargs["num_classes"] == 4
     for split in (bundle.train, bundle.test):
         for i in range(len(split)):
             sample = split[i]
@@ -35,7 +35,7 @@ def test_frames_are_real_digits_and_the_label_is_the_position_of_the_largest() -
             digits = SK.target[src]  # the true digit values, from sklearn's own labels
             assert len(set(digits.tolist())) == 4
             assert int(sample["y"]) == int(np.argmax(digits))  # ordered values determine the label exactly
-    assert torch.bincount(bundle.info["targets"]).tolist() == [50] * 4
+    assert torch.bincount(bundle.info.targets).tolist() == [50] * 4
 
 
 def test_no_test_digit_image_appears_in_training_sequences() -> None:
@@ -61,7 +61,7 @@ def test_a_perfect_frame_classifier_with_mean_pooling_is_at_chance() -> None:
     # model can know. The majority label per histogram (fitted on train) must stay near chance on test.
     bundle = load_dataset("builtin:digit_sequences", seed=0, n_train=4000, n_test=2000)
     train_v, test_v = bundle.train.meta["values"].tolist(), bundle.test.meta["values"].tolist()
-    train_y, test_y = bundle.info["targets"].tolist(), bundle.test.fields["y"].data.tolist()
+    train_y, test_y = bundle.info.targets.tolist(), bundle.test.fields["y"].data.tolist()
     bag_acc = _vote_accuracy([tuple(sorted(v)) for v in train_v], train_y, [tuple(sorted(v)) for v in test_v], test_y)
     assert bag_acc < 0.25 + 0.04
     # The same estimator finds order information when it has it: the first value alone beats chance clearly.
@@ -71,7 +71,7 @@ def test_a_perfect_frame_classifier_with_mean_pooling_is_at_chance() -> None:
 
 def test_variable_lengths_are_padded_by_collate() -> None:
     bundle = load_dataset("builtin:digit_sequences", n_train=40, n_test=8, min_length=2, max_length=6)
-    assert bundle.info["model_kwargs"]["num_classes"] == 6
+    assert bundle.info.model_kwargs["num_classes"] == 6
     lengths = bundle.train.meta["lengths"]
     assert lengths.min() >= 2 and lengths.max() <= 6 and len(set(lengths.tolist())) > 1
     batch = bundle.collate_fn([bundle.train[i] for i in range(8)])

@@ -15,7 +15,7 @@ SK = load_digits()
 def test_samples_are_the_sklearn_images_and_labels() -> None:
     bundle = load_dataset("builtin:digits")
     assert bundle.kind == "images"
-    assert bundle.info["model_kwargs"] == {"num_classes": 10, "in_channels": 1, "image_size": (8, 8)}
+    assert bundle.info.model_kwargs == {"num_classes": 10, "in_channels": 1, "image_size": (8, 8)}
     for split in (bundle.train, bundle.test):
         src = split.meta["source_index"].numpy()
         for i in (0, 7, len(split) - 1):
@@ -24,7 +24,7 @@ def test_samples_are_the_sklearn_images_and_labels() -> None:
             assert sample["y"].dtype == torch.int64
             np.testing.assert_allclose(sample["x"][0].numpy(), SK.images[src[i]] / 16.0, rtol=0, atol=1e-7)
             assert int(sample["y"]) == SK.target[src[i]]
-    np.testing.assert_array_equal(bundle.info["targets"].numpy(), SK.target[bundle.train.meta["source_index"]])
+    np.testing.assert_array_equal(bundle.info.targets.numpy(), SK.target[bundle.train.meta["source_index"]])
     batch = bundle.collate_fn([bundle.train[i] for i in range(3)])
     assert batch["x"].shape == (3, 1, 8, 8) and "lengths" not in batch
 
@@ -49,7 +49,7 @@ def test_subsets_are_seeded_and_balanced() -> None:
     assert len(a.train) == 50 and len(a.test) == 20
     assert torch.equal(a.train.meta["source_index"], b.train.meta["source_index"])
     assert not torch.equal(a.train.meta["source_index"], c.train.meta["source_index"])
-    assert torch.bincount(a.info["targets"], minlength=10).tolist() == [5] * 10
+    assert torch.bincount(a.info.targets, minlength=10).tolist() == [5] * 10
     full_test = set(load_dataset("builtin:digits").test.meta["source_index"].tolist())
     assert set(a.test.meta["source_index"].tolist()) <= full_test
 

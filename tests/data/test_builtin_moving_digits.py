@@ -23,7 +23,7 @@ def test_forecast_shapes_and_determinism() -> None:
     a = load_dataset("builtin:moving_digits", seed=1, **SMALL)
     b = load_dataset("builtin:moving_digits", seed=1, **SMALL)
     c = load_dataset("builtin:moving_digits", seed=2, **SMALL)
-    assert a.kind == "forecast" and a.info["model_kwargs"] == {"in_channels": 1, "horizon": 5, "image_size": (32, 32)}
+    assert a.kind == "forecast" and a.info.model_kwargs == {"in_channels": 1, "horizon": 5, "image_size": (32, 32)}
     s = a.train[0]
     assert s["x"].shape == (10, 1, 32, 32) and s["y"].shape == (5, 1, 32, 32) and s["x"].dtype == torch.float32
     assert 0 <= float(s["x"].min()) and float(s["x"].max()) <= 1
@@ -67,8 +67,8 @@ def test_digits_come_from_the_shared_partition() -> None:
 @pytest.mark.parametrize("directions", [4, 8])
 def test_classify_label_is_the_direction_of_the_centre_of_mass(directions: int) -> None:
     bundle = load_dataset("builtin:moving_digits", task="classify", directions=directions, n_train=48, n_test=8)
-    assert bundle.kind == "frames" and bundle.info["model_kwargs"]["num_classes"] == directions
-    assert torch.bincount(bundle.info["targets"]).tolist() == [48 // directions] * directions
+    assert bundle.kind == "frames" and bundle.info.model_kwargs["num_classes"] == directions
+    assert torch.bincount(bundle.info.targets).tolist() == [48 // directions] * directions
     grid = torch.arange(32, dtype=torch.float32)
     for i in range(len(bundle.train)):
         x, y = bundle.train[i]["x"][:, 0], int(bundle.train[i]["y"])  # (T, H, W)

@@ -47,21 +47,21 @@ def _check_caption(text: str, scene: dict) -> list[int]:
 
 def _scene(split, i: int, info: dict) -> dict:
     k = int(split.meta["num_objects"][i])
-    colours = [info["colours"][c] for c in split.meta["colours"][i, :k].tolist()]
-    shapes = [info["shapes"][s] for s in split.meta["shapes"][i, :k].tolist()]
+    colours = [info.extras["colours"][c] for c in split.meta["colours"][i, :k].tolist()]
+    shapes = [info.extras["shapes"][s] for s in split.meta["shapes"][i, :k].tolist()]
     return {"objects": list(zip(colours, shapes, strict=True)), "centres": split.meta["centres"][i, :k].tolist()}
 
 
 def test_captions_and_references_describe_the_scene(bundle) -> None:
     info = bundle.info
-    assert bundle.kind == "captions" and info["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
-    assert info["model_kwargs"] == {"vocab_size": len(info["vocab"]), "in_channels": 3, "image_size": (64, 64)}
+    assert bundle.kind == "captions" and info.extras["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert info.model_kwargs == {"vocab_size": len(info.extras["vocab"]), "in_channels": 3, "image_size": (64, 64)}
     counts = set()
     for split in (bundle.train, bundle.test):
         for i in range(len(split)):
             ids = split[i]["captions"]
             assert ids.dtype == torch.int64 and ids[0] == 1 and ids[-1] == 2 and (ids[1:-1] > 3).all()
-            text = " ".join(info["vocab"][k] for k in ids[1:-1].tolist())
+            text = " ".join(info.extras["vocab"][k] for k in ids[1:-1].tolist())
             scene = _scene(split, i, info)
             order = _check_caption(text, scene)
             xs = [scene["centres"][j] for j in order]
@@ -72,7 +72,7 @@ def test_captions_and_references_describe_the_scene(bundle) -> None:
                 _check_caption(ref, scene)
             counts.add(len(order))
     assert counts == {1, 2, 3}
-    assert info["references"] == bundle.test.meta["references"]
+    assert info.extras["references"] == bundle.test.meta["references"]
 
 
 def test_pixels_match_the_geometry(bundle) -> None:
@@ -93,7 +93,7 @@ def test_deterministic_random_order_and_collate() -> None:
     b = load_dataset("builtin:shape_captions", seed=7, n_train=30, n_test=5, caption_order="random")
     assert all(torch.equal(a.train[i]["images"], b.train[i]["images"]) for i in range(30))
     assert all(torch.equal(a.train[i]["captions"], b.train[i]["captions"]) for i in range(30))
-    vocab = a.info["vocab"]
+    vocab = a.info.extras["vocab"]
     texts = [" ".join(vocab[k] for k in a.train[i]["captions"][1:-1].tolist()) for i in range(30)]
     assert all(t in refs for t, refs in zip(texts, a.train.meta["references"], strict=True))
     batch = a.collate_fn([a.train[i] for i in range(5)])

@@ -43,8 +43,8 @@ def _expected(words: list[str], centres: list, shapes: list, colours: list[str])
 
 def test_answers_follow_from_the_scene_geometry(bundle) -> None:
     info = bundle.info
-    assert bundle.kind == "vqa" and info["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
-    assert info["model_kwargs"] == {"num_classes": len(info["answers"]), "vocab_size": len(info["vocab"]),
+    assert bundle.kind == "vqa" and info.extras["vocab"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert info.model_kwargs == {"num_classes": len(info.extras["answers"]), "vocab_size": len(info.extras["vocab"]),
                                     "in_channels": 3, "image_size": (64, 64)}
     seen_families = set()
     for split in (bundle.train, bundle.test):
@@ -52,11 +52,11 @@ def test_answers_follow_from_the_scene_geometry(bundle) -> None:
         for i in range(len(split)):
             s = split[i]
             assert s["sequence"].dtype == torch.int64 and s["sequence"].min() >= 4  # words only, no specials
-            words = [info["vocab"][k] for k in s["sequence"].tolist()]
+            words = [info.extras["vocab"][k] for k in s["sequence"].tolist()]
             scene = int(meta["scene_index"][i])
             answer, qtype = _expected(words, meta["centres"][scene].tolist(), meta["shapes"][scene].tolist(),
-                                      info["colours"])
-            assert info["answers"][int(s["y"])] == answer, " ".join(words)
+                                      info.extras["colours"])
+            assert info.extras["answers"][int(s["y"])] == answer, " ".join(words)
             assert int(s["qtype"]) == qtype
             seen_families.add(int(meta["family"][i]))
     assert seen_families == set(range(6))
@@ -64,7 +64,7 @@ def test_answers_follow_from_the_scene_geometry(bundle) -> None:
 
 
 def test_image_pixels_match_the_geometry(bundle) -> None:
-    meta, colours = bundle.train.meta, bundle.info["colours"]
+    meta, colours = bundle.train.meta, bundle.info.extras["colours"]
     for i in range(0, len(bundle.train), 10):  # one question per scene
         image = bundle.train[i]["image"]
         assert image.shape == (3, 64, 64) and image.dtype == torch.float32

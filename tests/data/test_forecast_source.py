@@ -32,7 +32,7 @@ def test_context_and_horizon_cut_each_sequence(tmp_path: Path) -> None:
     np.save(tmp_path / "test.npy", clips[:2])
     bundle = load_dataset(f"forecast:{tmp_path / 'train.npy'}", context=3, horizon=2, test="test.npy")
     assert bundle.kind == "forecast" and len(bundle.train) == 5 and len(bundle.test) == 2
-    assert bundle.info["model_kwargs"] == {"in_channels": 1, "horizon": 2, "image_size": (8, 8)}
+    assert bundle.info.model_kwargs == {"in_channels": 1, "horizon": 2, "image_size": (8, 8)}
     sample = bundle.train[4]
     np.testing.assert_array_equal(sample["x"].numpy(), clips[4, :3, None] / np.float32(255))
     np.testing.assert_array_equal(sample["y"].numpy(), clips[4, 3:5, None] / np.float32(255))

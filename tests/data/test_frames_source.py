@@ -41,8 +41,8 @@ def test_uniform_frames_mixed_sizes_and_modes(tmp_path):
     bundle = load_dataset(f"frames:{tmp_path}", num_frames=4, size=(32, 32), test_fraction=1 / 3, seed=0)
     assert bundle.kind == "frames"
     assert (len(bundle.train), len(bundle.test)) == (4, 2)  # one clip of each class held out
-    assert bundle.info["model_kwargs"] == {"num_classes": 2, "in_channels": 3}
-    assert bundle.info["class_names"] == ["cat", "dog"]
+    assert bundle.info.model_kwargs == {"num_classes": 2, "in_channels": 3}
+    assert bundle.info.class_names == ["cat", "dog"]
     by_length = {}
     for split in (bundle.train, bundle.test):
         for i in range(len(split)):
@@ -65,7 +65,7 @@ def test_grayscale_normalisation_and_default_size(tmp_path):
     raw = x * 0.25 + 0.5  # undo the normalisation by hand: grey levels of whole frames
     expected = torch.tensor(levels(raw), dtype=torch.float32).mul(LEVEL / 255).view(-1, 1, 1, 1)
     torch.testing.assert_close(raw, expected.expand_as(raw), atol=1 / 255, rtol=0)
-    assert bundle.info["model_kwargs"]["in_channels"] == 1
+    assert bundle.info.model_kwargs["in_channels"] == 1
 
 
 def test_random_sampling_for_training_only(tmp_path):
@@ -77,7 +77,7 @@ def test_random_sampling_for_training_only(tmp_path):
     for d in draws:  # one frame from each third-length segment [0,3), [3,6), [6,9), [9,12)
         assert all(3 * i + 1 <= f <= 3 * i + 3 for i, f in enumerate(d))
     assert {tuple(levels(bundle.test[0]["x"])) for _ in range(3)} == {(2, 5, 8, 11)}
-    _, val = split_train_val(bundle.train, 0.5, seed=0, stratify=bundle.info["targets"])
+    _, val = split_train_val(bundle.train, 0.5, seed=0, stratify=bundle.info.targets)
     assert {tuple(levels(val[0]["x"])) for _ in range(3)} == {(2, 5, 8, 11)}  # validation is not augmented
 
 

@@ -22,9 +22,9 @@ def test_train_test_layout_round_trips(tmp_path):
     x_train, x_test = series(4), series(2, seed=1)
     spec = save(tmp_path, X_train=x_train, y_train=["b", "a", "b", "a"], X_test=x_test, y_test=["a", "b"])
     bundle = load_dataset(spec)
-    assert bundle.info["class_names"] == ["a", "b"]
-    assert bundle.info["model_kwargs"] == {"num_classes": 2, "in_channels": 2}
-    assert bundle.info["targets"] == [1, 0, 1, 0]
+    assert bundle.info.class_names == ["a", "b"]
+    assert bundle.info.model_kwargs == {"num_classes": 2, "in_channels": 2}
+    assert bundle.info.targets == [1, 0, 1, 0]
     torch.testing.assert_close(bundle.train[2]["x"], torch.from_numpy(x_train[2]))
     assert [int(bundle.test[i]["y"]) for i in range(2)] == [0, 1]
 
@@ -33,7 +33,7 @@ def test_univariate_2d_arrays_get_one_channel(tmp_path):
     x = np.arange(12, dtype=np.float64).reshape(3, 4)
     bundle = load_dataset(save(tmp_path, X_train=x, y_train=[0, 1, 0], X_test=x, y_test=[1, 0, 1]))
     assert bundle.train[1]["x"].tolist() == [[4.0], [5.0], [6.0], [7.0]]
-    assert bundle.info["model_kwargs"]["in_channels"] == 1
+    assert bundle.info.model_kwargs["in_channels"] == 1
 
 
 def test_x_y_split_is_stratified_seeded_and_complete(tmp_path):
@@ -97,7 +97,7 @@ def test_bad_files_raise_clear_errors(tmp_path, arrays, error, message):
 def test_float_ids_are_accepted_as_classes(tmp_path):
     bundle = load_dataset(save(tmp_path, X_train=series(4), y_train=np.array([0.0, 1.0, 0.0, 1.0]),
                                X_test=series(2), y_test=np.array([1.0, 0.0])))
-    assert bundle.info["class_names"] == ["0", "1"]
+    assert bundle.info.class_names == ["0", "1"]
 
 
 def test_option_conflicts_and_missing_file(tmp_path):

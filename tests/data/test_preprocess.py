@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlstm.data import load_dataset
+from cnnlstm.data import DataInfo, load_dataset
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, encoder_normalization, recorded_normalization
 from cnnlstm.encoders import build_encoder, save_encoder
 from cnnlstm.errors import ConfigError
@@ -70,9 +70,10 @@ def test_pretrained_encoder_mean_std_is_applied_to_every_split_and_recorded(clip
         torch.testing.assert_close(normed[1]["x"], (raw[1]["x"] - mean) / std)
         assert normed[1]["y"] == raw[1]["y"]
     assert out.train.targets == bundle.train.targets and len(out.train) == len(bundle.train)
-    recorded = out.info["normalization"]
+    recorded = out.info.normalization
     assert recorded["mean"] == pytest.approx(MEAN) and "encoder 'cnn'" in recorded["source"]
-    assert recorded_normalization(json.loads(json.dumps(out.info)))["std"] == pytest.approx(STD)
+    replayed = DataInfo.from_dict(json.loads(json.dumps(out.info.to_dict())))  # as data_info.json holds it
+    assert recorded_normalization(replayed)["std"] == pytest.approx(STD)
 
 
 def test_untrained_encoder_or_series_data_are_left_alone(clips: Path) -> None:
@@ -100,7 +101,7 @@ def test_encoder_interpolation_resizes_every_split_and_is_recorded(clips: Path, 
     assert encoder_normalization(model)["interpolation"] == "bicubic"
     bundle = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5)
     out = apply_encoder_preprocessing(bundle, model)
-    assert out.info["normalization"]["interpolation"] == "bicubic"
+    assert out.info.normalization["interpolation"] == "bicubic"
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     for split in (out.train, out.test, out.train.without_augmentation()):
         clip = Path(split.clips[1].path)
@@ -109,14 +110,14 @@ def test_encoder_interpolation_resizes_every_split_and_is_recorded(clips: Path, 
     # given mean/std stay as given; the encoder's filter still applies, and is recorded with them
     given = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5, mean=list(MEAN), std=list(STD))
     out = apply_encoder_preprocessing(given, model)
-    assert out.train.interpolation == "bicubic" and out.info["normalization"]["mean"] == pytest.approx(MEAN)
+    assert out.train.interpolation == "bicubic" and out.info.normalization["mean"] == pytest.approx(MEAN)
     torch.testing.assert_close(out.train[1]["x"], (_resized(Path(out.train.clips[1].path),
                                                             Image.Resampling.BICUBIC) - mean) / std)
     # a filter given in the data options wins, with one warning line
     chosen = load_dataset(f"frames:{clips}", num_frames=3, size=8, test_fraction=0.5, interpolation="bilinear")
     with caplog.at_level(logging.WARNING, logger="cnnlstm.data.preprocess"):
         out = apply_encoder_preprocessing(chosen, model)
-    assert out.train.dataset.interpolation == "bilinear" and out.info["normalization"]["interpolation"] == "bilinear"
+    assert out.train.dataset.interpolation == "bilinear" and out.info.normalization["interpolation"] == "bilinear"
     (record,) = caplog.records
     assert "\n" not in record.getMessage() and "interpolation=bilinear" in record.getMessage()
     with pytest.raises(ConfigError, match="interpolation must be one of"):

@@ -40,8 +40,8 @@ def test_lines_keep_their_aspect_ratio_and_the_charset_comes_from_training(tmp_p
     root = _folder(tmp_path / "d", [("ab", 40), ("b a", 24), ("cab", 50)], [("ba", 30)])
     bundle = load_dataset(f"text:{root}")
     assert bundle.kind == "text_image"
-    assert bundle.info["charset"] == ["<blank>", " ", "a", "b", "c"]
-    assert bundle.info["model_kwargs"] == {"num_classes": 5, "in_channels": 1, "image_height": 32}
+    assert bundle.info.extras["charset"] == ["<blank>", " ", "a", "b", "c"]
+    assert bundle.info.model_kwargs == {"num_classes": 5, "in_channels": 1, "image_height": 32}
     sample = bundle.train[1]
     assert sample["x"].shape == (1, 32, 48)  # 16 x 24 doubled to height 32: width 48
     assert sample["targets"].tolist() == [3, 1, 2] and sample["text"] == "b a"
@@ -85,12 +85,12 @@ def test_captcha_written_in_the_text_layout_reads_back_sample_for_sample(tmp_pat
     out = write_dataset("builtin:captcha", tmp_path / "captcha", n_train=6, n_test=3, seed=4)
     builtin = load_dataset("builtin:captcha", seed=4, n_train=6, n_test=3)
     ours = load_dataset(f"text:{out}")
-    assert ours.info["charset"][0] == "<blank>"
+    assert ours.info.extras["charset"][0] == "<blank>"
     for mine, theirs in ((ours.train, builtin.train), (ours.test, builtin.test)):
         assert len(mine) == len(theirs)
         for i in range(len(mine)):
             torch.testing.assert_close(mine[i]["x"], theirs[i]["x"], rtol=0, atol=0)
-            assert mine[i]["text"] == "".join(builtin.info["charset"][k] for k in theirs[i]["targets"].tolist())
+            assert mine[i]["text"] == "".join(builtin.info.extras["charset"][k] for k in theirs[i]["targets"].tolist())
     with pytest.raises(Exception, match="not an empty folder"):
         write_dataset("builtin:captcha", out, n_train=2, n_test=1)
 

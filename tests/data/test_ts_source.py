@@ -39,8 +39,8 @@ def pair(tmp_path):
 
 def test_round_trip_keeps_values_lengths_and_labels(pair):
     bundle = load_dataset(f"ts:{pair}")
-    assert bundle.info["class_names"] == ["running", "walking"]  # sorted training labels
-    assert bundle.info["model_kwargs"] == {"num_classes": 2, "in_channels": 2}
+    assert bundle.info.class_names == ["running", "walking"]  # sorted training labels
+    assert bundle.info.model_kwargs == {"num_classes": 2, "in_channels": 2}
     for split, rows in ((bundle.train, TRAIN), (bundle.test, TEST)):
         assert len(split) == len(rows)
         for i, (channels, label) in enumerate(rows):

@@ -35,14 +35,14 @@ def test_gunpoint_matches_aeon_transposed(gunpoint):
     x_ref, y_ref = load_gunpoint(split="train")  # (50, 1, 150), labels "1"/"2"
     assert (len(gunpoint.train), len(gunpoint.test)) == (50, 150)
     assert gunpoint.kind == "series"
-    assert gunpoint.info["model_kwargs"] == {"num_classes": 2, "in_channels": 1}
-    assert gunpoint.info["class_names"] == ["1", "2"]
+    assert gunpoint.info.model_kwargs == {"num_classes": 2, "in_channels": 1}
+    assert gunpoint.info.class_names == ["1", "2"]
     sample = gunpoint.train[7]
     assert sample["x"].shape == (150, 1) and sample["x"].dtype == torch.float32
     assert sample["y"].dtype == torch.int64
     np.testing.assert_allclose(sample["x"].numpy(), x_ref[7].T, rtol=1e-6)
-    expected = [gunpoint.info["class_names"].index(label) for label in y_ref]
-    assert gunpoint.info["targets"] == expected
+    expected = [gunpoint.info.class_names.index(label) for label in y_ref]
+    assert gunpoint.info.targets == expected
     assert [int(gunpoint.train[i]["y"]) for i in range(50)] == expected
 
 
@@ -51,7 +51,7 @@ def test_japanese_vowels_keeps_every_length(vowels):
 
     x_ref, _ = load_japanese_vowels(split="test")  # list of (12, T_i)
     assert (len(vowels.train), len(vowels.test)) == (270, 370)
-    assert vowels.info["model_kwargs"] == {"num_classes": 9, "in_channels": 12}
+    assert vowels.info.model_kwargs == {"num_classes": 9, "in_channels": 12}
     lengths = [vowels.train[i]["x"].shape[0] for i in range(270)] + [vowels.test[i]["x"].shape[0] for i in range(370)]
     assert (min(lengths), max(lengths)) == (7, 29)
     assert [vowels.test[i]["x"].shape for i in range(370)] == [(s.shape[1], 12) for s in x_ref]
@@ -82,7 +82,7 @@ def test_channel_normalization_uses_training_statistics_only():
     norm = load_dataset("ucr:BasicMotions", normalize="channel")
     train = torch.stack([raw.train[i]["x"] for i in range(len(raw.train))]).double()  # (40, 100, 6)
     mean, std = train.mean((0, 1)), train.std((0, 1), unbiased=False)
-    assert norm.info["normalization"]["mean"] == pytest.approx(mean.tolist())
+    assert norm.info.normalization["mean"] == pytest.approx(mean.tolist())
     expected = (raw.test[0]["x"].double() - mean) / std  # test data, training statistics
     torch.testing.assert_close(norm.test[0]["x"].double(), expected, atol=1e-5, rtol=1e-5)
 

@@ -30,18 +30,18 @@ def test_vqa_reads_rows_images_and_training_vocabulary(tmp_path: Path) -> None:
     before = _digest(root)
     bundle = load_dataset(f"vqa:{root}")
     assert bundle.kind == "vqa" and len(bundle.train) == 16 and len(bundle.test) == 8
-    assert bundle.info["answers"] == ["blue", "no", "red", "yes"]  # training answers, sorted
-    vocab = bundle.info["vocab"]
+    assert bundle.info.extras["answers"] == ["blue", "no", "red", "yes"]  # training answers, sorted
+    vocab = bundle.info.extras["vocab"]
     assert vocab[:4] == ["<pad>", "<start>", "<end>", "<unk>"] and "which" not in vocab
     assert vocab[4:] == sorted({"what", "colour", "is", "the", "square", "?", "on", "left"})
     first = bundle.train[0]
     expected = np.asarray(Image.open(root / "img/000.png").convert("RGB"), dtype=np.float32) / 255
     assert torch.equal(first["image"], torch.from_numpy(expected).permute(2, 0, 1))
     assert [vocab[i] for i in first["sequence"]] == ["what", "colour", "is", "the", "square", "?"]
-    assert bundle.info["answers"][int(first["y"])] == "red"
+    assert bundle.info.extras["answers"][int(first["y"])] == "red"
     assert vocab[int(bundle.test[0]["sequence"][0])] == "<unk>"
-    assert bundle.info["groups"].tolist() == [i // 2 for i in range(16)]  # two questions per image
-    assert bundle.info["model_kwargs"] == {"num_classes": 4, "vocab_size": len(vocab), "in_channels": 3,
+    assert bundle.info.groups.tolist() == [i // 2 for i in range(16)]  # two questions per image
+    assert bundle.info.model_kwargs == {"num_classes": 4, "vocab_size": len(vocab), "in_channels": 3,
                                            "image_size": (32, 32)}
     assert _digest(root) == before  # nothing the user wrote is touched
 
@@ -59,8 +59,8 @@ def test_vqa_without_test_csv_carves_whole_images_seeded(tmp_path: Path) -> None
     assert len(test_images) == 2 and not train_images & test_images and len(train_images) == 8
     assert a.test.meta["lines"] == b.test.meta["lines"]  # the same seed, the same split
     # validation takes whole images too
-    train, val = split_train_val(a.train, 0.25, seed=0, groups=a.info["groups"])
-    groups = a.info["groups"]
+    train, val = split_train_val(a.train, 0.25, seed=0, groups=a.info.groups)
+    groups = a.info.groups
     assert not set(groups[train.indices].tolist()) & set(groups[val.indices].tolist())
 
 
@@ -78,12 +78,12 @@ def test_vqa_unseen_test_answer_warns_once_and_counts_wrong(tmp_path: Path) -> N
         bundle = load_dataset(f"vqa:{root}")
     messages = [str(w.message) for w in caught if "never given in training" in str(w.message)]
     assert len(messages) == 1 and "2 test answer(s)" in messages[0] and "'green'" in messages[0]
-    assert "green" not in bundle.info["answers"]
+    assert "green" not in bundle.info.extras["answers"]
     assert [int(bundle.test[i]["y"]) for i in (0, 2)] == [UNSEEN_ANSWER, UNSEEN_ANSWER]
     # The task counts them wrong: logits that pick every other row's answer correctly give 6 of 8 right.
-    model = create_model("multi_input", num_classes=4, vocab_size=len(bundle.info["vocab"]),
+    model = create_model("multi_input", num_classes=4, vocab_size=len(bundle.info.extras["vocab"]),
                          encoder_kwargs={"widths": [4]})
-    task = ClassificationTask(model, class_names=bundle.info["answers"])
+    task = ClassificationTask(model, class_names=bundle.info.extras["answers"])
     y = torch.stack([bundle.test[i]["y"] for i in range(8)])
     logits = torch.nn.functional.one_hot(y.clamp(min=0), 4).float()
     task.score(logits, {"y": y}, "test")
@@ -96,13 +96,13 @@ def test_vqa_unseen_test_answer_warns_once_and_counts_wrong(tmp_path: Path) -> N
 def test_captions_group_references_by_image(tmp_path: Path) -> None:
     root = make_captions(tmp_path / "c")
     bundle = load_dataset(f"captions:{root}")
-    vocab = bundle.info["vocab"]
+    vocab = bundle.info.extras["vocab"]
     assert len(bundle.train) == 16 and len(bundle.test) == 4  # a sample per training row, per test image
     first = bundle.test[0]
     assert first["references"] == ["a red square on the left", "a red square at the left"]
     assert [vocab[i] for i in first["captions"]] == ["<start>", "a", "red", "square", "on", "the", "left", "<end>"]
-    assert bundle.info["groups"].tolist() == [i // 2 for i in range(16)]
-    assert bundle.info["max_caption_length"] == 8 and bundle.info["references"][0] == first["references"]
+    assert bundle.info.groups.tolist() == [i // 2 for i in range(16)]
+    assert bundle.info.extras["max_caption_length"] == 8 and bundle.info.extras["references"][0] == first["references"]
 
 
 def _broken(root: Path, case: str) -> tuple[Path, str]:
@@ -186,7 +186,7 @@ def test_shape_captions_written_to_disk_loads_back(tmp_path: Path) -> None:
     folder = write_dataset("builtin:shape_captions", tmp_path / "caps", seed=2, **options)
     builtin, disk = load_dataset("builtin:shape_captions", seed=2, **options), load_dataset(f"captions:{folder}")
     assert len(disk.train) == 12 and len(disk.test) == 4
-    vocab_a, vocab_b = builtin.info["vocab"], disk.info["vocab"]
+    vocab_a, vocab_b = builtin.info.extras["vocab"], disk.info.extras["vocab"]
     for i in range(12):
         a, b = builtin.train[i], disk.train[i]
         assert torch.equal(a["images"], b["images"])  # PNGs are lossless

@@ -68,8 +68,8 @@ def test_chronological_split_never_straddles(tmp_path):
     train, test = steps_of(bundle.train), steps_of(bundle.test)
     assert max(max(s) for s in train) < 75 <= min(min(s) for s in test)
     assert train[0] == list(range(8)) and test[0] == list(range(75, 83))  # test windows start at the cut
-    assert bundle.info["class_names"] == ["sit", "stand", "walk"]
-    assert bundle.info["model_kwargs"] == {"num_classes": 3, "in_channels": 2}
+    assert bundle.info.class_names == ["sit", "stand", "walk"]
+    assert bundle.info.model_kwargs == {"num_classes": 3, "in_channels": 2}
     assert bundle.train[0]["y"].item() == ["sit", "stand", "walk"].index(labels[7])  # last step's label
 
 

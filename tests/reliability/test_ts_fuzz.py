@@ -90,6 +90,6 @@ def test_mutated_real_files_through_the_ts_source(tmp_path_factory: pytest.TempP
             bundle = load_dataset(f"ts:{folder / 'x_TRAIN.ts'}")
     except CnnLstmError:
         return
-    assert len(bundle.train) > 0 and bundle.info["model_kwargs"]["num_classes"] >= 2
+    assert len(bundle.train) > 0 and bundle.info.model_kwargs["num_classes"] >= 2
     sample = bundle.train[0]
     assert sample["x"].dim() == 2 and sample["x"].isfinite().all()

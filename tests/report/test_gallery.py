@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnlstm.data import DataInfo
 from cnnlstm.report.gallery import DRAWERS, MIN_FRAME_SIDE, draw_sample, image_uri, strip_uri
 
 
@@ -50,7 +51,8 @@ def test_every_kind_draws_its_sample(kind: str) -> None:
               "sequence": torch.tensor([4, 5, 0]), "images": torch.rand(3, 8, 8)}
     score = {"index": 0, "loss": 1.5, "true": "ab", "pred": "", "cer": 1.0, "probability": 0.4,
              "forecast": torch.rand(2, 1, 8, 8)}
-    item = draw_sample(kind, sample, score, {"vocab": ["<pad>", "<start>", "<end>", "<unk>", "what", "colour"]})
+    item = draw_sample(kind, sample, score,
+                       DataInfo(extras={"vocab": ["<pad>", "<start>", "<end>", "<unk>", "what", "colour"]}))
     assert item.index == 0 and item.loss == 1.5 and item.figures
     for _, uri in item.figures:
         assert _pixels(uri).size > 0

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnlstm.data import DataInfo
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks import CaptioningTask, ClassificationTask, CTCTask, ForecastingTask, build_task, task_for_kind
 from cnnlstm.tasks.forecasting import FORECAST_LOSSES, forecast_loss
@@ -169,9 +170,9 @@ def test_recipe_optim_loss_reaches_the_forecasting_task() -> None:
 
     config = validate_recipe(apply_overrides(load_recipe("moving_digits"), ["optim.loss=mse+ssim"]))
     model = create_model("conv_lstm_forecaster", in_channels=1, hidden_size=4, horizon=2)
-    assert build_task("forecasting", model, {}, config["optim"]).loss_name == "mse+ssim"
+    assert build_task("forecasting", model, DataInfo(), config["optim"]).loss_name == "mse+ssim"
     default = validate_recipe(load_recipe("moving_digits"))["optim"]
-    assert build_task("forecasting", model, {}, default).loss_name == "mse"
+    assert build_task("forecasting", model, DataInfo(), default).loss_name == "mse"
     with pytest.raises(ConfigError, match="optim.loss"):
         validate_recipe(apply_overrides(load_recipe("moving_digits"), ["optim.loss=3"]))
 

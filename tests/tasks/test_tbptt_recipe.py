@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cnnlstm.cli import main
+from cnnlstm.data import DataInfo
 from cnnlstm.engine import fit, load_weights
 from cnnlstm.engine.recipe import apply_overrides, load_recipe, resolve_config, validate_recipe
 from cnnlstm.errors import ConfigError
@@ -120,7 +121,7 @@ def test_other_tasks_and_the_pretrain_stage_are_refused() -> None:
 
     model = create_model("frame_lstm", num_classes=3, in_channels=1, hidden_size=4, encoder_kwargs={"widths": (4,)})
     with pytest.raises(ConfigError, match="classification only"):
-        build_task("forecasting", model, {}, tbptt_steps=2)
+        build_task("forecasting", model, DataInfo(), tbptt_steps=2)
     config = apply_overrides(load_recipe("digit_sequences"), ["pretrain.trainer.tbptt_steps=2"])
     with pytest.raises(ConfigError, match="pretrain.trainer.tbptt_steps"):
         validate_recipe(config)

@@ -15,12 +15,14 @@ from cnnlstm.data._registry import (
 )
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import FramesDataset, sample_frame_indices
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.series import bundled_ucr_names, read_ts
 from cnnlstm.data.series_dataset import SeriesDataset
 from cnnlstm.data.splits import grouped_split, split_train_val, stratified_split
 from cnnlstm.data.windows import sliding_windows
 
 __all__ = [
+    "DataInfo",
     "DatasetBundle",
     "FramesDataset",
     "SeriesDataset",

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from cnnlstm.data.info import DataInfo
 from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 
 __all__ = [
@@ -42,10 +43,11 @@ class DatasetBundle:
         kind: one of :data:`DATASET_KINDS`.
         train: training split; validation is carved from it later (``split_train_val``).
         test: test split, evaluated once at the end of a run.
-        info: ``model_kwargs`` (what the data fixes, e.g. ``num_classes``, ``in_channels``),
-            ``class_names``, ``targets`` (train labels, for stratified splits), ``groups`` (optional: the
-            source of each training sample, e.g. its scene; validation then takes whole groups) and
-            kind-specific entries (``charset``, ``vocab``, ``answers``, ...).
+        info: a :class:`~cnnlstm.data.info.DataInfo`: ``model_kwargs`` (what the data fixes, e.g.
+            ``num_classes``, ``in_channels``), ``class_names``, ``targets`` (train labels, for stratified
+            splits), ``groups`` (optional: the source of each training sample, e.g. its scene; validation then
+            takes whole groups), ``normalization``, ``image_size`` and kind-specific ``extras`` (``charset``,
+            ``vocab``, ``answers``, ...).
         collate_fn: turns a list of sample dicts into a batch dict (pads and adds ``lengths``).
     """
 
@@ -53,7 +55,7 @@ class DatasetBundle:
     kind: str
     train: Dataset
     test: Dataset
-    info: dict[str, Any] = field(default_factory=dict)
+    info: DataInfo = field(default_factory=DataInfo)
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
 
 

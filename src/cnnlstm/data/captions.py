@@ -25,6 +25,7 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.manifest import (
     ManifestRow,
     image_size_option,
@@ -129,14 +130,12 @@ def load_captions(path: str, *, seed: int = 0, image_size: int | Sequence[int] |
         kind="captions",
         train=train,
         test=test,
-        info={
-            "model_kwargs": {"vocab_size": len(vocab), "in_channels": in_channels, "image_size": size},
-            "vocab": list(vocab.itos),
-            "groups": train.meta["image_index"],  # validation takes whole images, never one training saw
-            "references": test.references,
-            "max_caption_length": longest,
-            "image_size": list(size),
-        },
+        info=DataInfo(
+            model_kwargs={"vocab_size": len(vocab), "in_channels": in_channels, "image_size": size},
+            groups=train.meta["image_index"],  # validation takes whole images, never one training saw
+            image_size=size,
+            extras={"vocab": list(vocab.itos), "references": test.references, "max_caption_length": longest},
+        ),
         collate_fn=pad_collate,
     )
 
@@ -144,12 +143,12 @@ def load_captions(path: str, *, seed: int = 0, image_size: int | Sequence[int] |
 def write_captions(bundle: DatasetBundle, folder: Path) -> None:
     """Write a ``captions`` bundle in the ``captions:DIR`` layout: PNGs, ``train.csv`` and ``test.csv``.
 
-    One row per sample, its caption decoded with ``info["vocab"]``.
+    One row per sample, its caption decoded with ``info.extras["vocab"]``.
 
     Example:
         >>> write_captions(load_dataset("builtin:shape_captions", n_train=8, n_test=4), Path("caps"))  # doctest: +SKIP
     """
-    vocab = Vocabulary.from_itos(bundle.info["vocab"])
+    vocab = Vocabulary.from_itos(bundle.info.extras["vocab"])
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
         paths = split_images(dataset, "images", folder, split)
         rows = [[name, vocab.decode(dataset[i]["captions"])] for i, name in enumerate(paths)]

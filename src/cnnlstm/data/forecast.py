@@ -27,6 +27,7 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import IMAGE_EXTENSIONS, _natural_key
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.manifest import open_image
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
@@ -238,14 +239,12 @@ def load_forecast(
         kind="forecast",
         train=_windows(train, context, horizon),
         test=_windows(test_seqs, context, horizon),
-        info={
-            "model_kwargs": {"in_channels": int(channels), "horizon": int(horizon),
-                             "image_size": (int(height), int(width))},
-            "context": int(context),
-            "horizon": int(horizon),
-            "image_size": [int(height), int(width)],
-            "data_range": 1.0,
-        },
+        info=DataInfo(
+            model_kwargs={"in_channels": int(channels), "horizon": int(horizon),
+                          "image_size": (int(height), int(width))},
+            image_size=(int(height), int(width)),
+            extras={"context": int(context), "horizon": int(horizon), "data_range": 1.0},
+        ),
         collate_fn=pad_collate,
     )
 

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.data.validate import check_non_empty, encode_labels
 from cnnlstm.errors import ConfigError, DataError
@@ -466,15 +467,14 @@ def _load_class_folders(where: str, find: Callable[[Path], tuple[list[Clip], lis
         kind="frames",
         train=FramesDataset(clips, torch.from_numpy(y_train), random_sampling=sampling == "random", **common),
         test=FramesDataset(test_clips, torch.from_numpy(y_test), **common),
-        info={
-            "model_kwargs": {"num_classes": len(class_names), "in_channels": in_channels},
-            "class_names": class_names,
-            "targets": y_train.tolist(),
-            "image_size": hw,
-            "num_frames": num_frames,
-            "sampling": sampling,
-            "normalization": {"mean": mean, "std": std, "interpolation": interpolation},
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(class_names), "in_channels": in_channels},
+            class_names=class_names,
+            targets=y_train.tolist(),
+            image_size=hw,
+            normalization={"mean": mean, "std": std, "interpolation": interpolation},
+            extras={"num_frames": num_frames, "sampling": sampling},
+        ),
         collate_fn=pad_collate,
     )
 

@@ -5,7 +5,7 @@ Pretrained weights expect the inputs they were trained with: timm records them i
 ``interpolation``, bicubic for most), and a cnnlstm encoder file stores its own. :func:`apply_encoder_preprocessing`
 reads them from the model's encoder (``encoder.pretrained_config``, only when ``encoder.pretrained`` is set), has
 the training and test splits resize frames with that filter and normalise every sample's pixels with that mean/std,
-and records them in ``bundle.info["normalization"]``: the run writes that to ``data_info.json``, where ``cnnlstm
+and records them in ``bundle.info.normalization``: the run writes that to ``data_info.json``, where ``cnnlstm
 predict`` (eager or ONNX) and the exported model's copy of ``data_info.json`` carry it again. Mean/std or an
 interpolation given in the data options win; when they disagree with the encoder's, one warning line says so.
 
@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from cnnlstm.data._registry import DatasetBundle
 from cnnlstm.data.frames import INTERPOLATIONS
+from cnnlstm.data.info import DataInfo
 
 __all__ = ["IMAGE_KEYS", "NormalizedDataset", "apply_encoder_preprocessing", "encoder_normalization",
            "normalize_images", "recorded_normalization"]
@@ -136,16 +137,16 @@ class NormalizedDataset(Dataset):
         return NormalizedDataset(self.dataset.with_interpolation(interpolation), self.mean, self.std, self.key)
 
 
-def recorded_normalization(data_info: dict[str, Any]) -> dict[str, Any] | None:
+def recorded_normalization(data_info: DataInfo) -> dict[str, Any] | None:
     """The encoder normalisation a run applied (its ``data_info.json``), or ``None`` when it applied none.
 
     A rebuilt model loads its weights from the run, not as "pretrained", so the run's record decides.
 
     Example:
-        >>> recorded_normalization({"normalization": {"mean": [0.5], "std": [0.5], "source": "encoder 'cnn' ..."}})
+        >>> recorded_normalization(DataInfo(normalization={"mean": [0.5], "std": [0.5], "source": "encoder 'cnn' ..."}))
         {'mean': [0.5], 'std': [0.5], 'source': "encoder 'cnn' ..."}
     """
-    norm = data_info.get("normalization") or {}
+    norm = data_info.normalization
     return dict(norm) if norm.get("source") and norm.get("mean") is not None else None
 
 
@@ -160,7 +161,7 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
             of a finished run).
 
     Returns:
-        The bundle with normalised ``train``/``test`` and ``info["normalization"]`` = ``{mean, std, source}``,
+        The bundle with normalised ``train``/``test`` and ``info.normalization`` = ``{mean, std, source}``,
         plus ``interpolation`` when the splits resize frames (they then resize with the encoder's filter);
         unchanged when the encoder is not pretrained. Mean/std or an interpolation already given in the data
         options are kept (a warning line when they differ from the encoder's).
@@ -173,7 +174,7 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
         wanted = encoder_normalization(model)
     if wanted is None or key is None:
         return bundle
-    given = bundle.info.get("normalization") or {}
+    given = bundle.info.normalization
     norm, train, test = dict(given), bundle.train, bundle.test
     resize = wanted.get("interpolation")
     if resize is not None and hasattr(train, "with_interpolation"):
@@ -199,7 +200,8 @@ def apply_encoder_preprocessing(bundle: DatasetBundle, model: nn.Module | None =
         mean, std = wanted["mean"], wanted["std"]
         norm = {**norm, "mean": mean, "std": std, "source": wanted["source"]}
         train, test = NormalizedDataset(train, mean, std, key), NormalizedDataset(test, mean, std, key)
-    return dataclasses.replace(bundle, train=train, test=test, info={**bundle.info, "normalization": norm})
+    info = dataclasses.replace(bundle.info, normalization=norm)
+    return dataclasses.replace(bundle, train=train, test=test, info=info)
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:

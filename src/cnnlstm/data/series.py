@@ -163,7 +163,7 @@ def load_ucr(
 
     Example:
         >>> bundle = load_ucr("GunPoint")
-        >>> len(bundle.train), len(bundle.test), bundle.info["model_kwargs"]
+        >>> len(bundle.train), len(bundle.test), bundle.info.model_kwargs
         (50, 150, {'num_classes': 2, 'in_channels': 1})
     """
     reject_unknown_options("ucr", options, ["normalize", "extract_path"])

@@ -7,7 +7,7 @@ checks (:mod:`cnnlstm.data.validate`) and one meaning of ``normalize``:
 - ``"series"``: z-normalise each series, each channel over its own time steps (the UCR convention), done
   per sample when it is read, so nothing is copied.
 - ``"channel"``: subtract each channel's mean and divide by its std, both computed on the TRAINING split
-  only and applied to both splits (no test statistics leak into training). ``info["normalization"]``
+  only and applied to both splits (no test statistics leak into training). ``info.normalization``
   keeps them so predictions on new data can apply the same transform.
 """
 
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from cnnlstm.data._registry import DatasetBundle
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.validate import check_finite, check_lengths, check_non_empty, check_same_count, encode_labels
 from cnnlstm.errors import ConfigError, DataError
 
@@ -132,16 +133,16 @@ def build_series_bundle(
         train: ``(series, labels)``: series (N, T, F) or arrays (T_i, F); labels (N,) ids or names.
         test: the same for the test split.
         normalize: ``"none"``, ``"series"`` or ``"channel"`` (see the module docstring).
-        info: extra ``info`` entries (e.g. the window settings).
+        info: extra kind-specific entries for ``info.extras`` (e.g. the window settings).
 
     Returns:
         a ``kind="series"`` bundle; ``info`` has ``model_kwargs`` (``num_classes``, ``in_channels``),
-        ``class_names``, ``targets``, ``lengths`` (min, max) and ``normalization``.
+        ``class_names``, ``targets``, ``normalization`` and ``extras["lengths"]`` (min, max).
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(4, 5, 2))
         >>> b = build_series_bundle("demo", (x, [0, 1, 0, 1]), (x, [1, 0, 1, 0]))
-        >>> b.info["model_kwargs"]
+        >>> b.info.model_kwargs
         {'num_classes': 2, 'in_channels': 2}
     """
     if normalize not in NORMALIZE_MODES:
@@ -173,13 +174,12 @@ def build_series_bundle(
         kind="series",
         train=SeriesDataset(_to_tensors(splits["train"]), torch.from_numpy(y_train), normalize == "series"),
         test=SeriesDataset(_to_tensors(splits["test"]), torch.from_numpy(y_test), normalize == "series"),
-        info={
-            "model_kwargs": {"num_classes": len(class_names), "in_channels": widths.pop()},
-            "class_names": class_names,
-            "targets": y_train.tolist(),
-            "lengths": (min(lengths), max(lengths)),
-            "normalization": normalization,
-            **(info or {}),
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(class_names), "in_channels": widths.pop()},
+            class_names=class_names,
+            targets=y_train.tolist(),
+            normalization=normalization,
+            extras={"lengths": (min(lengths), max(lengths)), **(info or {})},
+        ),
         collate_fn=pad_collate,
     )

@@ -129,8 +129,8 @@ def split_train_val(
         dataset: the training split (a map-style dataset).
         fraction: share of every class that goes to validation, in (0, 1).
         seed: seed of the split; the same seed gives the same split.
-        stratify: class of every sample (``bundle.info["targets"]``); None splits without stratifying.
-        groups: group of every sample (``bundle.info["groups"]``, e.g. the scene a question is about): whole
+        stratify: class of every sample (``bundle.info.targets``); None splits without stratifying.
+        groups: group of every sample (``bundle.info.groups``, e.g. the scene a question is about): whole
             groups go to validation (:func:`grouped_split`) and ``stratify`` is not used.
 
     Returns:
@@ -147,7 +147,7 @@ def split_train_val(
     n = len(dataset)  # type: ignore[arg-type]
     labels = np.zeros(n, dtype=np.int64) if stratify is None else np.asarray(stratify)
     if len(labels) != n:
-        raise DataError(f"stratify has {len(labels)} labels but the dataset has {n} samples; pass info['targets']")
+        raise DataError(f"stratify has {len(labels)} labels but the dataset has {n} samples; pass info.targets")
     if groups is not None:
         if len(groups) != n:
             raise DataError(f"groups has {len(groups)} entries but the dataset has {n} samples")

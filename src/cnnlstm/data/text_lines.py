@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.manifest import open_image, read_manifest, split_images, write_manifest
 from cnnlstm.data.splits import stratified_split
 from cnnlstm.errors import ConfigError, DataError
@@ -155,7 +156,7 @@ def load_text_lines(
         charset: the characters to read, in id order (default: those of the training text, sorted).
 
     Returns:
-        a ``text_image`` bundle; ``info["charset"]`` is ``["<blank>", *characters]``.
+        a ``text_image`` bundle; ``info.extras["charset"]`` is ``["<blank>", *characters]``.
 
     Example:
         >>> bundle = load_text_lines("data/lines")  # doctest: +SKIP
@@ -197,12 +198,10 @@ def load_text_lines(
         kind="text_image",
         train=TextLineDataset(images, texts, table),
         test=TextLineDataset(test_images, test_texts, table),
-        info={
-            "model_kwargs": {"num_classes": len(table), "in_channels": in_channels, "image_height": height},
-            "charset": table,
-            "image_height": height,
-            "max_target_length": max(len(t) for t in texts),
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(table), "in_channels": in_channels, "image_height": height},
+            extras={"charset": table, "image_height": height, "max_target_length": max(len(t) for t in texts)},
+        ),
         collate_fn=pad_width_collate,
     )
 
@@ -227,7 +226,7 @@ def write_text_layout(bundle: DatasetBundle, directory: str | Path) -> Path:
     out = Path(directory)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder")
-    charset = bundle.info["charset"]
+    charset = bundle.info.extras["charset"]
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
         rows = []
         for i, name in enumerate(split_images(dataset, "x", out, split)):

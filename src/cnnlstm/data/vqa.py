@@ -28,6 +28,7 @@ from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.builtin._common import Field, FieldDataset
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.manifest import (
     ManifestRow,
     image_size_option,
@@ -117,7 +118,7 @@ def load_vqa(path: str, *, seed: int = 0, image_size: int | Sequence[int] | None
 
     Example:
         >>> bundle = load_vqa("data/my_vqa", image_size=64)  # doctest: +SKIP
-        >>> bundle.info["answers"][:3]  # doctest: +SKIP
+        >>> bundle.info.extras["answers"][:3]  # doctest: +SKIP
         ['no', 'red', 'yes']
     """
     reject_unknown_options("vqa", options, ["image_size", "in_channels", "test_fraction"])
@@ -139,34 +140,32 @@ def load_vqa(path: str, *, seed: int = 0, image_size: int | Sequence[int] | None
         shown = ", ".join(repr(a) for a in sorted(set(unseen))[:5])
         warnings.warn(f"vqa:{root}: {len(unseen)} test answer(s) never given in training ({shown}); "
                       "they count as wrong", stacklevel=2)
-    info: dict[str, Any] = {
-        "model_kwargs": {"num_classes": len(answers), "vocab_size": len(vocab), "in_channels": in_channels,
-                         "image_size": size},
-        "class_names": list(answers),
-        "targets": train.fields["y"].data,
-        "groups": train.fields["image"].index,  # validation takes whole images, never one training saw
-        "vocab": list(vocab.itos),
-        "answers": list(answers),
-        "image_size": list(size),
-        "unseen_test_answers": len(unseen),
-    }
+    info = DataInfo(
+        model_kwargs={"num_classes": len(answers), "vocab_size": len(vocab), "in_channels": in_channels,
+                      "image_size": size},
+        class_names=list(answers),
+        targets=train.fields["y"].data,
+        groups=train.fields["image"].index,  # validation takes whole images, never one training saw
+        image_size=size,
+        extras={"vocab": list(vocab.itos), "answers": list(answers), "unseen_test_answers": len(unseen)},
+    )
     if types is not None:
-        info["question_types"] = types
+        info.extras["question_types"] = types
     return DatasetBundle(name=f"vqa:{path}", kind="vqa", train=train, test=test, info=info, collate_fn=pad_collate)
 
 
 def write_vqa(bundle: DatasetBundle, folder: Path) -> None:
     """Write a ``vqa`` bundle in the ``vqa:DIR`` layout: PNGs, ``train.csv``, ``test.csv``, ``answers.txt``.
 
-    Questions are decoded with ``info["vocab"]``, answers with ``info["answers"]``; question types (``qtype``
-    and ``info["question_types"]``) go to a ``type`` column. ``answers.txt`` keeps the bundle's answer order,
-    so loading the folder back gives the same class indices.
+    Questions are decoded with ``info.extras["vocab"]``, answers with ``info.extras["answers"]``; question types
+    (``qtype`` and ``info.extras["question_types"]``) go to a ``type`` column. ``answers.txt`` keeps the bundle's
+    answer order, so loading the folder back gives the same class indices.
 
     Example:
         >>> write_vqa(load_dataset("builtin:sort_of_clevr", n_train=20, n_test=10), Path("clevr"))  # doctest: +SKIP
     """
-    vocab, answers = bundle.info["vocab"], bundle.info["answers"]
-    types = bundle.info.get("question_types")
+    vocab, answers = bundle.info.extras["vocab"], bundle.info.extras["answers"]
+    types = bundle.info.extras.get("question_types")
     words = Vocabulary.from_itos(vocab)
     for split, dataset in (("train", bundle.train), ("test", bundle.test)):
         rows = []

@@ -20,6 +20,7 @@ from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data._options import reject_unknown_options
 from cnnlstm.data._registry import DatasetBundle, register_source
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.series_dataset import NORMALIZE_MODES, SeriesDataset, channel_stats
 from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count, encode_labels
 from cnnlstm.errors import ConfigError, DataError
@@ -229,12 +230,12 @@ def load_windows(
         kind="series",
         train=datasets["train"],
         test=datasets["test"],
-        info={
-            "model_kwargs": {"num_classes": len(class_names), "in_channels": split["train"][0].shape[1]},
-            "class_names": class_names,
-            "targets": train_ids.tolist(),
-            "window": {"window": window, "step": step, "policy": policy},
-            "normalization": normalization,
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(class_names), "in_channels": split["train"][0].shape[1]},
+            class_names=class_names,
+            targets=train_ids.tolist(),
+            normalization=normalization,
+            extras={"window": {"window": window, "step": step, "policy": policy}},
+        ),
         collate_fn=pad_collate,
     )

@@ -58,12 +58,12 @@ def _accepted(cls: type) -> tuple[set[str], bool]:
 def model_kwargs_for(section: dict[str, Any], data_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The model name and kwargs: the recipe's ``model`` section, plus data-fixed kwargs it leaves out.
 
-    A data-fixed kwarg (``bundle.info["model_kwargs"]``: ``num_classes``, ``in_channels``, ``vocab_size``, ...)
+    A data-fixed kwarg (``bundle.info.model_kwargs``: ``num_classes``, ``in_channels``, ``vocab_size``, ...)
     is filled in only when the recipe omits it and the constructor accepts it; what the recipe says wins.
 
     Args:
         section: the recipe's ``model`` section (``name`` + constructor kwargs).
-        data_kwargs: ``bundle.info["model_kwargs"]``.
+        data_kwargs: ``bundle.info.model_kwargs``.
 
     Example:
         >>> model_kwargs_for({"name": "lstm_fcn", "hidden_size": 8}, {"num_classes": 4, "in_channels": 6})

@@ -65,7 +65,7 @@ class RecipeData(pl.LightningDataModule):
         batch_size: samples per batch (per process under DDP).
         num_workers: dataloader worker processes.
         seed: seed of the validation split and of each epoch's training order.
-        stratify: split per class (classification data with ``info["targets"]``).
+        stratify: split per class (classification data with ``info.targets``).
         pin_memory: page-locked batches (faster host-to-GPU copies).
         persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
 
@@ -83,7 +83,7 @@ class RecipeData(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
-        targets = bundle.info.get("targets") if stratify else None
+        targets = bundle.info.targets if stratify else None
         n_test = len(bundle.test)  # type: ignore[arg-type]
         if len(bundle.train) == 0:  # type: ignore[arg-type]
             raise DataError(f"{bundle.name}: the training split is empty")
@@ -91,16 +91,16 @@ class RecipeData(pl.LightningDataModule):
             raise DataError(f"{bundle.name}: the test split is empty")
         # Samples that share a source (questions about one scene) go to validation together, or validation
         # would score what training has seen.
-        groups = bundle.info.get("groups")
+        groups = bundle.info.groups
         self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets,
                                                        groups=groups)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise DataError(f"{bundle.name}: a validation fraction of {val_fraction} leaves an empty split "
                             f"({len(self.train_set)} train, {len(self.val_set)} validation); change data.val_fraction")
         if targets is not None and bundle.kind in LABELLED_KINDS:
-            num_classes = int(bundle.info.get("model_kwargs", {}).get("num_classes", 0) or 0)
+            num_classes = int(bundle.info.model_kwargs.get("num_classes", 0) or 0)
             train_targets = np.asarray(targets)[np.asarray(self.train_set.indices)]
-            check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.get("class_names"))
+            check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.class_names)
         self.test_set = bundle.test
         self.train_sampler = EpochShuffleSampler(len(self.train_set), seed)
 

@@ -105,7 +105,7 @@ def use_feature_cache(
     kwargs = {"batch_size": batch_size, "num_workers": num_workers, "collate_fn": bundle.collate_fn, "device": device}
     train = cache.get_or_build(features, bundle.train, identity={**identity, "split": "train"}, **kwargs)
     test = cache.get_or_build(features, bundle.test, identity={**identity, "split": "test"}, **kwargs)
-    info = {**bundle.info, "feature_cache": {"train": str(train.path), "test": str(test.path), "dtype": dtype,
-                                             "bytes_per_sample": train.manifest.get("bytes_per_sample")}}
+    info = bundle.info.with_extras(feature_cache={"train": str(train.path), "test": str(test.path), "dtype": dtype,
+                                                  "bytes_per_sample": train.manifest.get("bytes_per_sample")})
     cached = dataclasses.replace(bundle, train=train, test=test, info=info, collate_fn=pad_collate)
     return cached, CachedFeaturesModel(model)

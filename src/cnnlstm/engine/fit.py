@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from cnnlstm.data import DatasetBundle
+from cnnlstm.data import DataInfo, DatasetBundle
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, recorded_normalization
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
@@ -310,11 +310,8 @@ def _write_html_report(run_dir: Path, config: dict[str, Any], metrics: dict[str,
 
 
 def _data_info(bundle: DatasetBundle, task: str) -> dict[str, Any]:
-    """What predict needs to read new inputs the way the model was trained (JSON-safe entries of info)."""
-    keep = ("class_names", "charset", "vocab", "answers", "question_types", "normalization", "model_kwargs",
-            "image_size", "data_range", "lengths", "image_height", "context", "max_caption_length", "num_frames")
-    return {"name": bundle.name, "kind": bundle.kind, "task": task,
-            **{k: bundle.info[k] for k in keep if k in bundle.info}}
+    """What predict needs to read new inputs the way the model was trained: ``data_info.json``'s entries."""
+    return bundle.info.for_run(bundle.name, bundle.kind, task).to_dict()
 
 
 def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
@@ -338,16 +335,16 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
                                                    **(model_section.get("encoder_kwargs") or {})})
     encoder_name = encoder_cfg.pop("name", "cnn")
     bundle = load_bundle(section["data"], seed=config["seed"])
-    model_kwargs = bundle.info.get("model_kwargs", {})
+    model_kwargs = bundle.info.model_kwargs
     encoder = build_encoder(encoder_name, in_channels=int(model_kwargs.get("in_channels", 3)), **encoder_cfg)
     model = _EncoderClassifier(encoder, int(model_kwargs["num_classes"]))
-    task = ClassificationTask(model, class_names=bundle.info.get("class_names"), optim=section["optim"])
+    task = ClassificationTask(model, class_names=bundle.info.class_names, optim=section["optim"])
     metrics, history, trainer = _train_and_test(config, section, bundle, task, stage_dir, config["seed"],
                                                 resume=resume, on_ready=on_ready)
     metrics.pop("warning", None)  # stage one's own report holds it
     # The encoder learnt on the pretraining images as they were read: record that as its input normalisation, so
     # stage two (which loads it as pretrained) reads frames the same way instead of the class default.
-    norm = bundle.info.get("normalization") or {}
+    norm = bundle.info.normalization
     channels = encoder.in_channels
     encoder.pretrained_config = {**encoder.pretrained_config, "mean": tuple(norm.get("mean") or (0.0,) * channels),
                                  "std": tuple(norm.get("std") or (1.0,) * channels)}
@@ -532,7 +529,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     bundle = load_bundle(config["data"], seed=seed)
     if train_seed is not None:
         pl.seed_everything(train_seed, workers=True, verbose=False)  # after the data: same data, other weights
-    model = build_model(model_section, bundle.info.get("model_kwargs", {}))
+    model = build_model(model_section, bundle.info.model_kwargs)
     bundle = apply_encoder_preprocessing(bundle, model)  # a pretrained encoder's mean/std, recorded in data_info
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
@@ -565,13 +562,11 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
 def _with_run_charset(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """``text:`` data read with the run's own character set (its ``data_info.json``), not the data's: other
     data, or the same folder grown since, would otherwise renumber the characters the model was trained on."""
-    import json
-
     info_path = run_dir / "data_info.json"
     options = config["data"].get("options") or {}
     if not str(config["data"]["spec"]).startswith("text:") or "charset" in options or not info_path.is_file():
         return config
-    charset = json.loads(info_path.read_text()).get("charset")
+    charset = _read_info(info_path).extras.get("charset")
     if not charset:
         return config
     return {**config, "data": {**config["data"], "options": {**options, "charset": "".join(charset[1:])}}}
@@ -579,15 +574,19 @@ def _with_run_charset(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def _check_same_vocabulary(run_dir: Path, bundle: DatasetBundle) -> None:
     """Word ids are the model's input: data whose training split gives other words than the run's cannot be read."""
-    import json
-
     saved = run_dir / "data_info.json"
-    if "vocab" not in bundle.info or not saved.is_file():
+    ours = bundle.info.extras.get("vocab")
+    if ours is None or not saved.is_file():
         return
-    vocab = json.loads(saved.read_text()).get("vocab")
-    if vocab is not None and list(vocab) != list(bundle.info["vocab"]):
-        raise ConfigError(f"{bundle.name} has another word vocabulary than the run ({len(bundle.info['vocab'])} vs "
+    vocab = _read_info(saved).extras.get("vocab")
+    if vocab is not None and list(vocab) != list(ours):
+        raise ConfigError(f"{bundle.name} has another word vocabulary than the run ({len(ours)} vs "
                           f"{len(vocab)} words); evaluate on data with the run's training split, or use predict")
+
+
+def _read_info(path: Path) -> DataInfo:
+    """A run's ``data_info.json`` (older plain files too: their other entries land in ``extras``)."""
+    return DataInfo.from_dict(json.loads(path.read_text()))
 
 
 def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[str, Any], DatasetBundle, str, Task]:
@@ -610,7 +609,7 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
     config = _with_run_charset(config, Path(run_dir))
     # The rebuilt model's encoder is not "pretrained" (its weights come from the run): the run's record decides.
     info_path = Path(run_dir) / "data_info.json"
-    recorded = recorded_normalization(json.loads(info_path.read_text())) if info_path.is_file() else None
+    recorded = recorded_normalization(_read_info(info_path)) if info_path.is_file() else None
     bundle = apply_encoder_preprocessing(load_bundle(config["data"], seed=config["seed"]), wanted=recorded)
     _check_same_vocabulary(Path(run_dir), bundle)
     name = task_name(config, bundle)

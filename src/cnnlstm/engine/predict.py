@@ -27,6 +27,7 @@ from cnnlstm._io import atomic_write
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.frames import read_clip
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
 from cnnlstm.engine.ensemble import load_run_model
@@ -180,22 +181,21 @@ def _normalise(series: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     return series
 
 
-def _normalise_pixels(x: Tensor, kind: str, info: dict[str, Any]) -> Tensor:
+def _normalise_pixels(x: Tensor, kind: str, info: DataInfo) -> Tensor:
     """The run's per-channel mean/std (a pretrained encoder's, or the data options'), as training applied it."""
-    norm = info.get("normalization") or {}
+    norm = info.normalization
     if kind not in IMAGE_KEYS or (norm.get("mean") is None and norm.get("std") is None):
         return x
     channels = x.shape[-3]
     return normalize_images(x, norm.get("mean") or [0.0] * channels, norm.get("std") or [1.0] * channels)
 
 
-def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tuple[str, dict[str, Tensor]]]:
-    kind = info.get("kind", "series")
-    size = info.get("image_size")
-    size = (size, size) if isinstance(size, int) else tuple(size) if size else None
+def _samples(inputs: list[str], info: DataInfo, channels: int) -> list[tuple[str, dict[str, Tensor]]]:
+    kind = info.kind or "series"
+    size = info.image_size
     # The resize filter training used (a pretrained encoder's, or the data options'); runs before it was recorded
     # resized bilinearly.
-    resize = (info.get("normalization") or {}).get("interpolation") or "bilinear"
+    resize = info.normalization.get("interpolation") or "bilinear"
     out = []
     for item in inputs:
         path = Path(item)
@@ -203,9 +203,9 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
             for i, s in enumerate(read_series_file(path)):
                 if not np.isfinite(s).all():
                     raise DataError(f"{path} sample {i} holds NaN or inf; clean or impute it first")
-                x = torch.from_numpy(_normalise(s, info.get("normalization", {})).astype(np.float32))
+                x = torch.from_numpy(_normalise(s, info.normalization).astype(np.float32))
                 out.append((f"{path}[{i}]", {"x": x}))
-        elif kind == "frames" and str(info.get("name", "")).startswith("images:") and path.is_dir():
+        elif kind == "frames" and str(info.name or "").startswith("images:") and path.is_dir():
             # An images run: a folder holds images to classify, each a clip of one frame.
             for image in _images_in(path):
                 clip = read_clip(image, num_frames=1, size=size, in_channels=channels,
@@ -213,7 +213,7 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                 out.append((str(image), {"x": _normalise_pixels(clip, kind, info)}))
         elif kind == "frames":
             if path.suffix != ".npz":  # a frame folder, a video or a still image, sampled as training sampled it
-                clip = read_clip(path, num_frames=info.get("num_frames"), size=size, in_channels=channels,
+                clip = read_clip(path, num_frames=info.extras.get("num_frames"), size=size, in_channels=channels,
                                  interpolation=resize)
             else:
                 clip = read_clip_file(path)  # (T, C, H, W)
@@ -224,9 +224,9 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
                     mode = resize if resize in ("nearest", "bicubic") else "bilinear"
                     clip = F.interpolate(clip, size=size, mode=mode)  # (T, C, H', W')
             out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
-        elif kind == "text_image" and info.get("image_height"):  # text:DIR runs: lines keep their aspect ratio
+        elif kind == "text_image" and info.extras.get("image_height"):  # text:DIR runs keep line aspect ratios
             for file in _images_in(path) if path.is_dir() else [path]:
-                line = read_text_line(file, int(info["image_height"]), channels)  # (C, H, W) uint8
+                line = read_text_line(file, int(info.extras["image_height"]), channels)  # (C, H, W) uint8
                 out.append((str(file), {"x": line.float().div_(255.0)}))
         elif kind == "vqa":
             out += _vqa_samples(path, info, channels, size)
@@ -249,14 +249,14 @@ def _samples(inputs: list[str], info: dict[str, Any], channels: int) -> list[tup
     return out
 
 
-def _vqa_samples(path: Path, info: dict[str, Any], channels: int,
+def _vqa_samples(path: Path, info: DataInfo, channels: int,
                  size: tuple[int, ...] | None) -> list[tuple[str, dict[str, Any]]]:
     """One sample per row of a CSV ``image,question``, the question encoded with the run's vocabulary."""
     from cnnlstm.data.builtin._vocab import Vocabulary
     from cnnlstm.data.manifest import read_image_array, read_manifest
     from cnnlstm.data.vqa import tokenize
 
-    vocab = Vocabulary.from_itos(info["vocab"])
+    vocab = Vocabulary.from_itos(info.extras["vocab"])
     out = []
     for row in read_manifest(path, ("image", "question")):
         where = f"{path} row {row.line}"
@@ -269,8 +269,10 @@ def _vqa_samples(path: Path, info: dict[str, Any], channels: int,
     return out
 
 
-def read_data_info(run_dir: str | Path) -> dict[str, Any]:
+def read_data_info(run_dir: str | Path) -> DataInfo:
     """The ``data_info.json`` a finished fit wrote in ``run_dir`` (task, kind, classes, model kwargs).
+
+    Files older versions wrote load too: entries that are not typed fields land in ``DataInfo.extras``.
 
     Raises:
         ConfigError: the run has none (its fit did not finish).
@@ -278,7 +280,7 @@ def read_data_info(run_dir: str | Path) -> dict[str, Any]:
     info_path = Path(run_dir) / "data_info.json"
     if not info_path.is_file():
         raise ConfigError(f"{run_dir} has no data_info.json; was its fit finished?")
-    return json.loads(info_path.read_text())
+    return DataInfo.from_dict(json.loads(info_path.read_text()))
 
 
 @torch.no_grad()
@@ -309,17 +311,19 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64, model:
     info = read_data_info(run_dir)
     if model is None:
         model = load_run_model(run_dir, config)  # an ensemble run: its averaged members
-    task = build_task(info["task"], model, info, config["optim"])
+    if not info.task:
+        raise ConfigError(f"{run_dir}/data_info.json names no task; was it written by a finished fit?")
+    task = build_task(info.task, model, info, config["optim"])
     task.eval()
     if beam_size != 1 and not isinstance(task, CaptioningTask):
-        raise ConfigError(f"--beam decodes captions; this run's task is {info['task']}: leave --beam out")
+        raise ConfigError(f"--beam decodes captions; this run's task is {info.task}: leave --beam out")
     if beam_size < 1:
         raise ConfigError(f"--beam must be at least 1, got {beam_size}")
-    channels = int(info.get("model_kwargs", {}).get("in_channels", 3))
-    if info.get("kind") == "forecast":
+    channels = int(info.model_kwargs.get("in_channels", 3))
+    if info.kind == "forecast":
         return predict_forecast(task, inputs, info, config, out, batch_size)
     samples = _samples(inputs, info, channels)
-    collate = pad_width_collate if info.get("kind") == "text_image" and info.get("image_height") else pad_collate
+    collate = pad_width_collate if info.kind == "text_image" and info.extras.get("image_height") else pad_collate
     results: list[Prediction] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -337,11 +341,11 @@ def predict(run_dir: str | Path, inputs: list[str], batch_size: int = 64, model:
     return results
 
 
-def _forecast_inputs(inputs: list[str], info: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, Tensor]]:
+def _forecast_inputs(inputs: list[str], info: DataInfo, config: dict[str, Any]) -> list[tuple[str, Tensor]]:
     """``(name, (T, C, H, W) float frames)`` per sequence of the inputs (array files or sequence folders)."""
     from cnnlstm.data.forecast import read_sequence_folder, read_sequences
 
-    channels = int(info.get("model_kwargs", {}).get("in_channels", 1))
+    channels = int(info.model_kwargs.get("in_channels", 1))
     layout = (config.get("data", {}).get("options") or {}).get("layout")
     out: list[tuple[str, Tensor]] = []
     for item in inputs:
@@ -376,7 +380,7 @@ def _strip(context: Tensor, prediction: Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).numpy()
 
 
-def predict_forecast(task: Any, inputs: list[str], info: dict[str, Any], config: dict[str, Any],
+def predict_forecast(task: Any, inputs: list[str], info: DataInfo, config: dict[str, Any],
                      out: str | Path | None, batch_size: int = 64) -> list[Prediction]:
     """Forecast the frames after each input sequence; write ``NAME.npz`` and ``NAME.png`` per sequence.
 
@@ -404,7 +408,7 @@ def predict_forecast(task: Any, inputs: list[str], info: dict[str, Any], config:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} already exists and is not an empty folder; choose a new folder")
     sequences = _forecast_inputs(inputs, info, config)
-    context = int(info.get("context") or sequences[0][1].shape[0])
+    context = int(info.extras.get("context") or sequences[0][1].shape[0])
     results: list[Prediction] = []
     out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(sequences), batch_size):

@@ -14,6 +14,7 @@ are the runs) puts the runs' metrics side by side and overlays their learning cu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -159,13 +160,13 @@ def _data_summary(bundle: DatasetBundle, name: str, metrics: dict[str, Any]) -> 
     for split in ("train", "val", "test"):
         if f"{split}_samples" in metrics:
             rows.append((f"{split} samples", f"{metrics[f'{split}_samples']:,}"))
-    classes = bundle.info.get("class_names")
+    classes = bundle.info.class_names
     if classes:
         shown = ", ".join(map(str, classes[:20])) + (" ..." if len(classes) > 20 else "")
         rows.append((f"classes ({len(classes)})", shown))
     for key, label in (("charset", "characters"), ("vocab", "vocabulary")):
-        if bundle.info.get(key):
-            rows.append((label, f"{len(bundle.info[key])} entries"))
+        if bundle.info.extras.get(key):
+            rows.append((label, f"{len(bundle.info.extras[key])} entries"))
     rows.append(("one test sample", shapes))
     return rows
 
@@ -195,9 +196,9 @@ def build_run_page(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any
     from cnnlstm.report.plots import confusion_matrix_figure, learning_curves_figure, png_bytes
 
     scores = _score_test_split(task, bundle, int(config["data"]["batch_size"]))
-    info = dict(bundle.info)
-    if len(info.get("references") or []) != len(scores):  # reference captions must be one list per test image
-        info.pop("references", None)
+    info = bundle.info
+    if len(info.extras.get("references") or []) != len(scores):  # reference captions: one list per test image
+        info = dataclasses.replace(info, extras={k: v for k, v in info.extras.items() if k != "references"})
     gallery = [draw_sample(bundle.kind, bundle.test[s["index"]], s, info)  # type: ignore[index]
                for s in worst_samples(scores, k)]
     curves = _png_file(run_dir / "learning_curves.png")  # drawn by fit from the same history

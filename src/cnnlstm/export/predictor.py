@@ -157,5 +157,5 @@ def predict_onnx(run_dir: str | Path, inputs: list[str], onnx: str | Path, **kwa
     """
     from cnnlstm.engine.predict import predict, read_data_info  # here: the engine pulls in Lightning
 
-    num_classes = read_data_info(run_dir).get("model_kwargs", {}).get("num_classes")
+    num_classes = read_data_info(run_dir).model_kwargs.get("num_classes")
     return predict(run_dir, inputs, model=OnnxModel(onnx, num_classes), **kwargs)

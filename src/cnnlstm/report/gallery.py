@@ -25,10 +25,13 @@ import base64
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["GalleryItem", "DRAWERS", "register_drawer", "draw_sample", "png_data_uri", "image_uri", "strip_uri"]
 
@@ -178,41 +181,41 @@ def _class_fields(score: dict[str, Any]) -> list[tuple[str, str]]:
     return fields
 
 
-def _draw_series(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def _draw_series(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     return _item(score, [("series", _series_uri(sample["x"]))], _class_fields(score))
 
 
-def _draw_frames(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def _draw_frames(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     item = _item(score, [(f"frames (first {min(len(sample['x']), MAX_FRAMES)} of {len(sample['x'])})",
                           strip_uri(sample["x"]))], _class_fields(score))
     item.wide = len(sample["x"]) > 4
     return item
 
 
-def _draw_images(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def _draw_images(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     return _item(score, [("image", image_uri(sample["x"]))], _class_fields(score))
 
 
-def _draw_text_image(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def _draw_text_image(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     fields = [("true", score["true"]), ("predicted", score["pred"] or "(nothing)"), ("CER", f"{score['cer']:.3f}")]
     return _item(score, [("text line", image_uri(sample["x"]))], fields)
 
 
-def _draw_vqa(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    question = _words(sample["sequence"], info.get("vocab")) if "sequence" in sample else ""
+def _draw_vqa(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
+    question = _words(sample["sequence"], info.extras.get("vocab")) if "sequence" in sample else ""
     fields = [("question", question), ("true answer", str(score["true"])), ("predicted", str(score["pred"]))]
     image = next((sample[k] for k in ("image", "images", "x") if k in sample), None)
     return _item(score, [("image", image_uri(image))] if image is not None else [], fields)
 
 
-def _draw_captions(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
-    references = info.get("references")
+def _draw_captions(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
+    references = info.extras.get("references")
     refs = references[score["index"]] if references and score["index"] < len(references) else [score["true"]]
     fields = [("generated", score["pred"] or "(nothing)"), *[(f"reference {i + 1}", r) for i, r in enumerate(refs)]]
     return _item(score, [("image", image_uri(sample["images"]))], fields)
 
 
-def _draw_forecast(sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def _draw_forecast(sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     context, truth, forecast = sample["x"], sample["y"], score["forecast"]  # (T, ...), (K, ...), (K, C, H, W)
     label = (f"rows: context ({min(len(context), MAX_FRAMES)} of {len(context)} frames) · truth · "
              f"prediction ({len(truth)} frames)")
@@ -227,7 +230,7 @@ def _item(score: dict[str, Any], figures: list[tuple[str, str]], fields: list[tu
                        correct=correct)
 
 
-Drawer = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], GalleryItem]
+Drawer = Callable[[dict[str, Any], dict[str, Any], "DataInfo"], GalleryItem]
 
 #: dataset kind -> drawer
 DRAWERS: dict[str, Drawer] = {
@@ -251,14 +254,14 @@ def register_drawer(kind: str) -> Callable[[Drawer], Drawer]:
     return decorator
 
 
-def draw_sample(kind: str, sample: dict[str, Any], score: dict[str, Any], info: dict[str, Any]) -> GalleryItem:
+def draw_sample(kind: str, sample: dict[str, Any], score: dict[str, Any], info: DataInfo) -> GalleryItem:
     """Draw one test sample for its dataset ``kind``; a kind without a drawer gets its text fields only.
 
     Args:
         kind: the dataset kind (``series``, ``frames``, ...).
         sample: the raw sample from the test split.
         score: its :data:`~cnnlstm.report.per_sample.SampleScore` (``index``, ``loss``, ``true``, ``pred``).
-        info: the dataset's ``info`` (``vocab``, ``references``, ...).
+        info: the dataset's ``info`` (its ``extras`` ``vocab``, ``references``, ...).
 
     Example:
         >>> item = draw_sample("series", test_set[3], score, bundle.info)  # doctest: +SKIP

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from cnnlstm.data.info import DataInfo
 from cnnlstm.errors import ConfigError, UnknownNameError, did_you_mean
 from cnnlstm.tasks.base import OptimConfig, Task, TrainingDivergedError
 from cnnlstm.tasks.captioning import CaptioningTask
@@ -23,6 +24,7 @@ from cnnlstm.tasks.tbptt_classification import TBPTTClassificationTask
 __all__ = [
     "TASKS",
     "KIND_TO_TASK",
+    "TBPTT_TASKS",
     "Task",
     "OptimConfig",
     "TrainingDivergedError",
@@ -41,6 +43,9 @@ TASKS: dict[str, type[Task]] = {
     "forecasting": ForecastingTask,
     "captioning": CaptioningTask,
 }
+
+#: the task that trains a name of :data:`TASKS` with truncated BPTT (``trainer.tbptt_steps``)
+TBPTT_TASKS: dict[str, type[Task]] = {"classification": TBPTTClassificationTask}
 
 KIND_TO_TASK = {
     "series": "classification",
@@ -67,15 +72,18 @@ def task_for_kind(kind: str) -> str:
                                f"{', '.join(TASKS)}") from None
 
 
-def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
+def build_task(name: str, model: nn.Module, info: DataInfo | None = None,
                optim: OptimConfig | dict[str, Any] | None = None, *, tbptt_steps: int | None = None,
                clip_val: float | None = None) -> Task:
     """Build the task ``name`` around ``model``, taking what it needs from a dataset's ``info``.
 
+    Each task declares what it reads from the data in its ``info_kwargs`` (:meth:`Task.info_kwargs`), so a new
+    task only needs an entry in :data:`TASKS`.
+
     Args:
         name: one of :data:`TASKS`.
         model: a built registered model.
-        info: ``DatasetBundle.info`` (``class_names``, ``question_types``, ``charset``, ``vocab``, ``data_range``).
+        info: ``DatasetBundle.info`` or a run's ``data_info.json`` read back (``DataInfo.from_dict``).
         optim: optimiser settings.
         tbptt_steps: train with truncated BPTT in chunks of this many steps (classification only); ``None``: off.
         clip_val: the gradient-norm clip the TBPTT task applies per chunk (the Trainer's is off under it).
@@ -87,25 +95,14 @@ def build_task(name: str, model: nn.Module, info: dict[str, Any] | None = None,
     Example:
         >>> task = build_task("classification", model, bundle.info, {"lr": 3e-3})  # doctest: +SKIP
     """
-    info = info or {}
+    info = info or DataInfo()
     if name not in TASKS:
         raise UnknownNameError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}")
-    if tbptt_steps is not None and name != "classification":
-        raise ConfigError(f"trainer.tbptt_steps trains classification only, this recipe's task is {name!r}; "
-                          "drop trainer.tbptt_steps")
-    if name == "classification" and tbptt_steps is not None:
-        return TBPTTClassificationTask(model, tbptt_steps=tbptt_steps, clip_val=clip_val,
-                                       class_names=info.get("class_names"),
-                                       question_types=info.get("question_types"), optim=optim)
-    if name == "classification":
-        return ClassificationTask(model, class_names=info.get("class_names"),
-                                  question_types=info.get("question_types"), optim=optim)
-    if name == "ctc":
-        return CTCTask(model, charset=info.get("charset"), optim=optim)
-    if name == "forecasting":
-        size = info.get("model_kwargs", {}).get("image_size") or info.get("image_size") or (11, 11)
-        side = min(size) if isinstance(size, list | tuple) else int(size)
-        kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit in the frame
-        return ForecastingTask(model, data_range=float(info.get("data_range", 1.0)), ssim_kernel=kernel, optim=optim)
-    return CaptioningTask(model, vocab=info.get("vocab"), max_length=int(info.get("max_caption_length", 20)),
-                          optim=optim)
+    if tbptt_steps is not None and name not in TBPTT_TASKS:
+        raise ConfigError(f"trainer.tbptt_steps trains {', '.join(TBPTT_TASKS)} only, this recipe's task is "
+                          f"{name!r}; drop trainer.tbptt_steps")
+    if tbptt_steps is not None:
+        cls = TBPTT_TASKS[name]
+        return cls(model, tbptt_steps=tbptt_steps, clip_val=clip_val, optim=optim, **cls.info_kwargs(info))
+    cls = TASKS[name]
+    return cls(model, optim=optim, **cls.info_kwargs(info))

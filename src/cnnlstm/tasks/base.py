@@ -9,7 +9,7 @@ and :meth:`Task.make_metrics` (a fresh ``MetricCollection`` for one stage).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -20,6 +20,9 @@ from cnnlstm.config import SCHEDULERS, OptimConfig
 from cnnlstm.errors import CnnLstmError, ConfigError, did_you_mean
 from cnnlstm.tasks.loss_reader import DeferredLoss, LossReading
 from cnnlstm.tasks.weighted_mean import WeightedMean
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["OptimConfig", "Task", "StageDict", "TrainingDivergedError", "SCHEDULERS"]
 
@@ -73,6 +76,15 @@ class Task(pl.LightningModule):
     defer_loss_reads: bool | None = None
     #: the objectives ``optim.loss`` may name, default first; empty: the task's loss is fixed
     loss_choices: tuple[str, ...] = ()
+
+    @classmethod
+    def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
+        """The constructor kwargs this task takes from a dataset's :class:`~cnnlstm.data.info.DataInfo`.
+
+        :func:`cnnlstm.tasks.build_task` calls ``cls(model, optim=..., **cls.info_kwargs(info))``; a task
+        overrides this to declare what it needs from the data (class names, character set, vocabulary, ...).
+        """
+        return {}
 
     def __init__(self, model: nn.Module, optim: OptimConfig | dict[str, Any] | None = None) -> None:
         super().__init__()

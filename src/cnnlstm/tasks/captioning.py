@@ -6,7 +6,7 @@ Vocabulary convention (docs/architecture.md): 0 ``<pad>``, 1 ``<start>``, 2 ``<e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torchmetrics.text import BLEUScore
 
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks.base import OptimConfig, Task
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["CaptioningTask", "PAD", "START", "END"]
 
@@ -47,6 +50,11 @@ class CaptioningTask(Task):
 
     monitor = "val/bleu4"
     monitor_mode = "max"
+
+    @classmethod
+    def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
+        """The word vocabulary and the longest caption (``extras["vocab"]``, ``extras["max_caption_length"]``)."""
+        return {"vocab": info.extras.get("vocab"), "max_length": int(info.extras.get("max_caption_length", 20))}
 
     def __init__(self, model: nn.Module, *, vocab: Sequence[str] | None = None, max_length: int = 20,
                  optim: OptimConfig | dict[str, Any] | None = None) -> None:

@@ -7,7 +7,7 @@ confusion matrix at test time; for VQA batches (a ``qtype`` key) also the accura
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cnnlstm.errors import ConfigError
 from cnnlstm.tasks.base import OptimConfig, StageDict, Task
 from cnnlstm.tasks.weighted_mean import WeightedMean
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["ClassificationTask"]
 
@@ -45,6 +48,11 @@ class ClassificationTask(Task):
 
     monitor = "val/acc"
     monitor_mode = "max"
+
+    @classmethod
+    def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
+        """Class names, and the question types of VQA data (accuracy per type)."""
+        return {"class_names": info.class_names, "question_types": info.extras.get("question_types")}
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ Metrics on greedy decodes: sequence accuracy (the whole string right) and charac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from torchmetrics.text import CharErrorRate
 from cnnlstm.errors import ConfigError
 from cnnlstm.layers.decoding import ctc_greedy_decode
 from cnnlstm.tasks.base import OptimConfig, Task
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["CTCTask", "too_long_for_ctc"]
 
@@ -67,6 +70,11 @@ class CTCTask(Task):
 
     monitor = "val/cer"
     monitor_mode = "min"
+
+    @classmethod
+    def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
+        """The character set (``extras["charset"]``, blank first) that decodes predictions."""
+        return {"charset": info.extras.get("charset")}
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ the border, which on a 32 x 32 frame is more than half the map.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,9 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.tasks.base import OptimConfig, Task
+
+if TYPE_CHECKING:
+    from cnnlstm.data.info import DataInfo
 
 __all__ = ["FORECAST_LOSSES", "ForecastingTask", "forecast_loss", "frame_ssim", "ssim_sigma"]
 
@@ -127,6 +130,14 @@ class ForecastingTask(Task):
     monitor = "val/loss"
     monitor_mode = "min"
     loss_choices = FORECAST_LOSSES
+
+    @classmethod
+    def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
+        """The data's value range (``extras["data_range"]``) and an SSIM window that fits the frames."""
+        size = info.model_kwargs.get("image_size") or info.image_size or (11, 11)
+        side = min(size) if isinstance(size, list | tuple) else int(size)
+        kernel = min(11, side if side % 2 else side - 1)  # SSIM's window must fit in the frame
+        return {"data_range": float(info.extras.get("data_range", 1.0)), "ssim_kernel": kernel}
 
     def __init__(self, model: nn.Module, *, data_range: float = 1.0, ssim_kernel: int = 11,
                  optim: OptimConfig | dict[str, Any] | None = None) -> None:

@@ -35,7 +35,7 @@ class Vocabulary:
 
     @classmethod
     def from_itos(cls, itos: Sequence[str]) -> Vocabulary:
-        """The vocabulary whose index -> word list is ``itos`` (as stored in ``info["vocab"]``).
+        """The vocabulary whose index -> word list is ``itos`` (as stored in ``info.extras["vocab"]``).
 
         Raises:
             ValueError: ``itos`` is not in this class's order (specials, then the words sorted).

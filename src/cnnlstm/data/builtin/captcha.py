@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from cnnlstm.data._registry import DatasetBundle, register_dataset, register_writer
 from cnnlstm.data.builtin._common import check_int, derive_seed, resolve_lengths, split_rngs, strict_options
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.text_lines import write_text_layout
 from cnnlstm.errors import ConfigError
 
@@ -167,7 +168,7 @@ def captcha(
         seed: seed of strings and renderings.
         n_train: number of training images.
         n_test: number of test images.
-        charset: the characters used (unique, no spaces); ``info["charset"]`` is ``["<blank>", *charset]``.
+        charset: the characters used (unique, no spaces); ``info.extras["charset"]`` is ``["<blank>", *charset]``.
         length: characters per image (default 4). Excludes min/max_length.
         min_length: shortest string, for variable-length labels (batches get ``target_lengths``).
         max_length: longest string.
@@ -208,11 +209,10 @@ def captcha(
         kind="text_image",
         train=make(n_train, train_rng, "train"),
         test=make(n_test, test_rng, "test"),
-        info={
-            "model_kwargs": {"num_classes": len(charset) + 1, "in_channels": 1, "image_size": (height, width)},
-            "charset": [BLANK, *charset],
-            "max_target_length": max_len,
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(charset) + 1, "in_channels": 1, "image_size": (height, width)},
+            extras={"charset": [BLANK, *charset], "max_target_length": max_len},
+        ),
         collate_fn=pad_collate,
     )
 

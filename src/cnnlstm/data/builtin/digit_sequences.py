@@ -16,6 +16,7 @@ from cnnlstm.data.builtin._common import (
 )
 from cnnlstm.data.builtin._digit_source import check_test_fraction, digit_images, digit_partition
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 
 __all__ = ["digit_sequences"]
 
@@ -88,7 +89,7 @@ def digit_sequences(
 
     Example:
         >>> bundle = digit_sequences(n_train=8, n_test=4)
-        >>> bundle.train[0]["x"].shape, bundle.info["model_kwargs"]["num_classes"]
+        >>> bundle.train[0]["x"].shape, bundle.info.model_kwargs["num_classes"]
         (torch.Size([4, 1, 8, 8]), 4)
     """
     name = "digit_sequences"
@@ -112,11 +113,11 @@ def digit_sequences(
         kind="frames",
         train=train,
         test=make(n_test, test_pool, test_rng),
-        info={
-            "model_kwargs": {"num_classes": max_len, "in_channels": 1, "image_size": (8, 8)},
-            "class_names": [f"largest_at_{p}" for p in range(max_len)],
-            "targets": train.fields["y"].data,
-            "rule": "label = position (0-based) of the largest of T distinct digits",
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": max_len, "in_channels": 1, "image_size": (8, 8)},
+            class_names=[f"largest_at_{p}" for p in range(max_len)],
+            targets=train.fields["y"].data,
+            extras={"rule": "label = position (0-based) of the largest of T distinct digits"},
+        ),
         collate_fn=pad_collate,
     )

@@ -9,6 +9,7 @@ from cnnlstm.data._registry import DatasetBundle, register_dataset
 from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_rngs, strict_options
 from cnnlstm.data.builtin._digit_source import check_test_fraction, digit_images, digit_partition
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 
 __all__ = ["digits"]
 
@@ -72,10 +73,10 @@ def digits(
         kind="images",
         train=make(train_idx),
         test=make(test_idx),
-        info={
-            "model_kwargs": {"num_classes": 10, "in_channels": 1, "image_size": (8, 8)},
-            "class_names": DIGIT_NAMES,
-            "targets": labels[torch.from_numpy(train_idx).long()],
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": 10, "in_channels": 1, "image_size": (8, 8)},
+            class_names=DIGIT_NAMES,
+            targets=labels[torch.from_numpy(train_idx).long()],
+        ),
         collate_fn=pad_collate,
     )

@@ -15,6 +15,7 @@ from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_r
 from cnnlstm.data.builtin._digit_source import check_test_fraction, digit_images, digit_partition
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.forecast import write_forecast_layout
+from cnnlstm.data.info import DataInfo
 from cnnlstm.errors import ConfigError
 
 __all__ = ["moving_digits", "DIRECTION_NAMES", "FORECAST_FILE"]
@@ -180,13 +181,13 @@ def moving_digits(
     train = make(n_train, train_pool, train_rng)
     image_size = (canvas_size, canvas_size)
     if classify:
-        info = {
-            "model_kwargs": {"num_classes": directions, "in_channels": 1, "image_size": image_size},
-            "class_names": DIRECTION_NAMES[directions],
-            "targets": train.fields["y"].data,
-        }
+        info = DataInfo(
+            model_kwargs={"num_classes": directions, "in_channels": 1, "image_size": image_size},
+            class_names=DIRECTION_NAMES[directions],
+            targets=train.fields["y"].data,
+        )
     else:
-        info = {"model_kwargs": {"in_channels": 1, "horizon": horizon, "image_size": image_size}}
+        info = DataInfo(model_kwargs={"in_channels": 1, "horizon": horizon, "image_size": image_size})
     return DatasetBundle(
         name=f"builtin:{name}",
         kind="frames" if classify else "forecast",

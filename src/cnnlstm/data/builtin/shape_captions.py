@@ -14,6 +14,7 @@ from cnnlstm.data.builtin._shapes import PALETTE, SHAPES, draw_shape, place_obje
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.captions import write_captions
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.errors import ConfigError
 
 __all__ = ["shape_captions", "relation", "describe"]
@@ -82,10 +83,10 @@ def shape_captions(
     With ``caption_order="reading"`` the training caption lists objects left to right (top to bottom on
     ties), one caption per image, so the target is a function of the image; ``"random"`` picks a random valid
     order per image instead (several captions per scene, as in COCO). Every order is a valid caption:
-    ``dataset.meta["references"]`` and ``info["references"]`` (test) list all of them, for BLEU.
+    ``dataset.meta["references"]`` and ``info.extras["references"]`` (test) list all of them, for BLEU.
 
     ``dataset.meta`` also holds the geometry: ``centres`` (N, M, 2) integer (x, y), ``colours`` and
-    ``shapes`` (N, M) indices into ``info["colours"]``/``info["shapes"]`` (-1 past ``num_objects``).
+    ``shapes`` (N, M) indices into ``info.extras["colours"]``/``["shapes"]`` (-1 past ``num_objects``).
 
     Args:
         seed: seed of scenes and captions (train and test use disjoint streams).
@@ -156,15 +157,17 @@ def shape_captions(
         kind="captions",
         train=train,
         test=test,
-        info={
-            "model_kwargs": {"vocab_size": len(VOCAB), "in_channels": 3, "image_size": (image_size, image_size)},
-            "vocab": list(VOCAB.itos),
-            "references": test.meta["references"],
-            "max_caption_length": int(max(train.fields["captions"].data.shape[1],
-                                          test.fields["captions"].data.shape[1])),
-            "colours": list(COLOURS),
-            "shapes": list(SHAPES),
-        },
+        info=DataInfo(
+            model_kwargs={"vocab_size": len(VOCAB), "in_channels": 3, "image_size": (image_size, image_size)},
+            extras={
+                "vocab": list(VOCAB.itos),
+                "references": test.meta["references"],
+                "max_caption_length": int(max(train.fields["captions"].data.shape[1],
+                                              test.fields["captions"].data.shape[1])),
+                "colours": list(COLOURS),
+                "shapes": list(SHAPES),
+            },
+        ),
         collate_fn=pad_collate,
     )
 

@@ -13,6 +13,7 @@ from cnnlstm.data.builtin._common import Field, FieldDataset, check_int, split_r
 from cnnlstm.data.builtin._shapes import PALETTE, draw_shape, place_objects
 from cnnlstm.data.builtin._vocab import Vocabulary
 from cnnlstm.data.collate import pad_collate
+from cnnlstm.data.info import DataInfo
 from cnnlstm.data.vqa import write_vqa
 
 __all__ = ["sort_of_clevr", "QUESTION_FAMILIES", "ANSWERS"]
@@ -83,8 +84,8 @@ def sort_of_clevr(
     ``margin`` pixels) or an object sits on a midline are redrawn, so every answer is well defined.
 
     ``dataset.meta`` holds the scene geometry: ``centres`` (S, 6, 2) integer (x, y), ``shapes`` (S, 6)
-    (0 square, 1 circle; object k has colour ``info["colours"][k]``), and per question ``scene_index``,
-    ``family`` (index into ``info["question_families"]``) and ``subject`` (colour index).
+    (0 square, 1 circle; object k has colour ``info.extras["colours"][k]``), and per question ``scene_index``,
+    ``family`` (index into ``info.extras["question_families"]``) and ``subject`` (colour index).
 
     Args:
         seed: seed of scenes and questions (train and test use disjoint streams).
@@ -102,7 +103,7 @@ def sort_of_clevr(
     Example:
         >>> bundle = sort_of_clevr(n_train=20, n_test=10)
         >>> s = bundle.train[0]
-        >>> s["image"].shape, bundle.info["vocab"][:4]
+        >>> s["image"].shape, bundle.info.extras["vocab"][:4]
         (torch.Size([3, 64, 64]), ['<pad>', '<start>', '<end>', '<unk>'])
     """
     name = "sort_of_clevr"
@@ -154,18 +155,20 @@ def sort_of_clevr(
         kind="vqa",
         train=train,
         test=make(n_test, test_rng),
-        info={
-            "model_kwargs": {"num_classes": len(ANSWERS), "vocab_size": len(VOCAB), "in_channels": 3,
-                             "image_size": (image_size, image_size)},
-            "class_names": list(ANSWERS),
-            "targets": train.fields["y"].data,
-            "groups": train.meta["scene_index"],  # validation takes whole scenes, never a scene training saw
-            "vocab": list(VOCAB.itos),
-            "answers": list(ANSWERS),
-            "question_types": ["non-relational", "relational"],
-            "question_families": [f for f, _, _ in QUESTION_FAMILIES],
-            "colours": list(COLOURS),
-        },
+        info=DataInfo(
+            model_kwargs={"num_classes": len(ANSWERS), "vocab_size": len(VOCAB), "in_channels": 3,
+                          "image_size": (image_size, image_size)},
+            class_names=list(ANSWERS),
+            targets=train.fields["y"].data,
+            groups=train.meta["scene_index"],  # validation takes whole scenes, never a scene training saw
+            extras={
+                "vocab": list(VOCAB.itos),
+                "answers": list(ANSWERS),
+                "question_types": ["non-relational", "relational"],
+                "question_families": [f for f, _, _ in QUESTION_FAMILIES],
+                "colours": list(COLOURS),
+            },
+        ),
         collate_fn=pad_collate,
     )
 
