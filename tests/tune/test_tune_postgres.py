@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from pg_server import find_pg_bin, postgres_server
+from tune_toys import with_slow_reports
 
 from cnnlstm.engine import fit
 
@@ -35,32 +36,10 @@ def postgres_url() -> str:
         yield url
 
 
-# The victim pauses after each epoch it reports, so "mid-trial" lasts seconds rather than the tenths of a second a
-# toy epoch takes: the kill below cannot miss its window however busy the machine is. The pause is a site hook for
-# that one process (a test-only shim; the library is not changed), and the heartbeat thread keeps beating meanwhile.
-SLOW_REPORT = """
-import time
-import optuna.trial
-
-_report = optuna.trial.Trial.report
-
-
-def _slow_report(self, value, step):
-    _report(self, value, step)
-    time.sleep(2.0)
-
-
-optuna.trial.Trial.report = _slow_report
-"""
-
-
 def _worker(recipe: Path, out: Path, url: str, slow: bool = False) -> subprocess.Popen:
     env = dict(ENV)
-    if slow:
-        hook = out.parent / "slow_site"
-        hook.mkdir(exist_ok=True)
-        (hook / "sitecustomize.py").write_text(SLOW_REPORT)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)
+    if slow:  # the victim: its mid-trial window lasts seconds (tune_toys.SLOW_REPORT)
+        env = with_slow_reports(env, out.parent)
     return subprocess.Popen(
         [sys.executable, "-m", "cnnlstm.tune", "--recipe", str(recipe), "--trials", str(TRIALS), "--out", str(out),
          "--storage", url, "--study", "toy", "--pruner", "none", "--heartbeat", "1", "--epochs", "3", "--no-test"],

@@ -14,6 +14,7 @@ import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
+from tune_toys import with_slow_reports
 
 from cnnlstm.engine import fit
 from cnnlstm.tune import tune
@@ -71,7 +72,9 @@ def test_a_killed_study_resumes_and_retries_the_killed_trial(recipe_file: Path, 
     out = tmp_path / "out"
     url = f"sqlite:///{out / 'study.db'}"
     command = _command(recipe_file, out, 2, "--epochs", "4")
-    first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the victim pauses after each reported epoch (tune_toys.SLOW_REPORT), so the kill below lands mid-trial
+    first = subprocess.Popen(command, env=with_slow_reports(ENV, tmp_path), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     killed = None
     while killed is None and time.monotonic() < deadline and first.poll() is None:

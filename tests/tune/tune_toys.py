@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+
+# A process given this hook pauses after each epoch it reports, so "mid-trial" lasts seconds rather than the tenths
+# of a second a toy epoch takes: a test that kills it mid-trial cannot miss its window however busy the machine is.
+# It is a site hook for that one process (a test-only shim; the library is not changed), and Optuna's heartbeat
+# thread keeps beating meanwhile.
+SLOW_REPORT = """
+import time
+import optuna.trial
+
+_report = optuna.trial.Trial.report
+
+
+def _slow_report(self, value, step):
+    _report(self, value, step)
+    time.sleep(2.0)
+
+
+optuna.trial.Trial.report = _slow_report
+"""
+
+
+def with_slow_reports(env: dict[str, str], where: Path) -> dict[str, str]:
+    """``env`` with :data:`SLOW_REPORT` installed as ``sitecustomize`` (written under ``where``) for a child process."""
+    hook = where / "slow_site"
+    hook.mkdir(parents=True, exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SLOW_REPORT)
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH", "")) if p)}
 
 
 def write_series(path: Path, seed: int = 0) -> Path:
