@@ -194,7 +194,9 @@ def _profile_table(prof: Any, steps: int) -> str:
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     events = prof.key_averages()
     host_us = sum(e.self_cpu_time_total for e in events) / steps
-    return f"host time per step {host_us / 1e3:.2f} ms\n" + events.table(sort_by=sort, row_limit=15)
+    # by device time (what the GPU does), then by host time (what keeps the CPU from queueing the next step)
+    return (f"host time per step {host_us / 1e3:.2f} ms\n" + events.table(sort_by=sort, row_limit=15) + "\n"
+            + events.table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 def _profiler(device: torch.device) -> Any:
@@ -292,25 +294,33 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     log(f"gpu: folded vs per-frame loop max |diff| {check:.2e} on {device}")
 
     frame_paths: dict[str, Any] = {}
+
+    def record(paths: dict[str, Any], name: str, rates: list[float], unit: str) -> None:
+        paths[name] = _summary(rates)  # logged at once: a call cut short by its time limit keeps what it measured
+        log(f"gpu: {name}: {paths[name]['median']} {unit} (windows {', '.join(f'{r:.0f}' for r in rates)})")
+
+    def clips(name: str, rates: list[float]) -> None:
+        record(frame_paths, name, rates, "clips/s")
+
     bf16 = {"precision": "bf16-mixed", "channels_last": True}
-    frame_paths["cnnlstm engine, bf16-mixed + channels_last"] = _summary(
-        engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer=bf16, **windows))
+    clips("cnnlstm engine, bf16-mixed + channels_last",
+          engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer=bf16, **windows))
     if args.gpu_compile:
-        frame_paths["cnnlstm engine, bf16-mixed + channels_last + compile"] = _summary(
-            engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={**bf16, "compile": True}, **windows))
+        clips("cnnlstm engine, bf16-mixed + channels_last + compile",
+              engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={**bf16, "compile": True}, **windows))
     m = frame_model().to(memory_format=torch.channels_last)
-    frame_paths["hand loop, bf16 autocast + channels_last"] = _summary(
-        loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
+    clips("hand loop, bf16 autocast + channels_last",
+          loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
     profiles: dict[str, Any] = {}
     if args.gpu_variants:
         # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
         x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
-        frame_paths["cnnlstm engine, bf16-mixed + channels_last, NHWC input"] = _summary(
-            engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=bf16, **windows))
+        clips("cnnlstm engine, bf16-mixed + channels_last, NHWC input",
+              engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=bf16, **windows))
         for k in (2, 4):
             xk, yk = x.repeat(k, 1, 1, 1, 1), y.repeat(k)
-            frame_paths[f"cnnlstm engine, bf16-mixed + channels_last, batch {k * B}"] = _summary(
-                engine_rate(frame_model(), {"x": xk, "y": yk}, items=k * B, trainer=bf16, **windows))
+            clips(f"cnnlstm engine, bf16-mixed + channels_last, batch {k * B}",
+                  engine_rate(frame_model(), {"x": xk, "y": yk}, items=k * B, trainer=bf16, **windows))
         profiles["engine"] = engine_profile(frame_model(), {"x": x, "y": y}, trainer=bf16, device=device)
         m = frame_model().to(memory_format=torch.channels_last)
         profiles["hand loop"] = loop_profile(_hand_step(m, x, y, bf16=True), device=device)
@@ -319,12 +329,10 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         profiles["engine_syncs_frame_lstm"] = engine_syncs(frame_model(), {"x": x, "y": y}, trainer=bf16,
                                                            steps=10, device=device)
         log(f"gpu: host-device syncs in 11 engine steps (frame_lstm): {profiles['engine_syncs_frame_lstm'] or 'none'}")
-    frame_paths["cnnlstm engine, fp32"] = _summary(
-        engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={"precision": "32-true"}, **windows))
-    frame_paths["per-frame Python loop, fp32"] = _summary(
-        loop_rate(_hand_step(frame_model(), x, y, bf16=False, per_frame=True), items=B, **windows))
-    for name, value in frame_paths.items():
-        log(f"gpu: {name}: {value['median']} clips/s")
+    clips("cnnlstm engine, fp32",
+          engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={"precision": "32-true"}, **windows))
+    clips("per-frame Python loop, fp32",
+          loop_rate(_hand_step(frame_model(), x, y, bf16=False, per_frame=True), items=B, **windows))
 
     NB, L, C = sizes["series"]
     xs = torch.randn(NB, L, C, device=device, generator=gen)  # (B, L, C)
@@ -335,16 +343,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         return create_model("lstm_fcn", in_channels=C, num_classes=4, hidden_size=128, dropout=0.8,
                             filters=(128, 256, 128), kernel_sizes=(8, 5, 3)).to(device)
 
-    series_paths = {
-        "cnnlstm engine, fp32": _summary(
-            engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "32-true"}, **windows)),
-        "cnnlstm engine, bf16-mixed": _summary(
-            engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "bf16-mixed"},
-                        **windows)),
-        "hand loop, fp32": _summary(loop_rate(_hand_step(series_model(), xs, ys, bf16=False), items=NB, **windows)),
-    }
-    for name, value in series_paths.items():
-        log(f"gpu: lstm_fcn {name}: {value['median']} samples/s")
+    series_paths: dict[str, Any] = {}
+    record(series_paths, "cnnlstm engine, fp32",
+           engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "32-true"}, **windows),
+           "samples/s")
+    record(series_paths, "cnnlstm engine, bf16-mixed",
+           engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "bf16-mixed"}, **windows),
+           "samples/s")
+    record(series_paths, "hand loop, fp32",
+           loop_rate(_hand_step(series_model(), xs, ys, bf16=False), items=NB, **windows), "samples/s")
     syncs = engine_syncs(series_model(), {"x": xs, "y": ys}, trainer={"precision": "32-true"}, steps=10,
                          device=device)
     log(f"gpu: host-device syncs in 11 engine steps (lstm_fcn): {syncs or 'none'}")

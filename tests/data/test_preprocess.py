@@ -153,3 +153,55 @@ def test_fit_records_the_encoders_mean_std_and_predict_and_test_apply_it(clips: 
     with torch.no_grad():
         probs = torch.softmax(load_weights(weights_path(result.run_dir))(normed[None]), dim=1)[0]
     assert prediction["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+def test_vqa_and_captions_images_are_normalised_for_a_pretrained_encoder(tmp_path: Path, weights: Path) -> None:
+    from user_images import make_captions, make_vqa
+
+    for spec, key, model in (
+        (f"vqa:{make_vqa(tmp_path / 'vqa')}", "image",
+         create_model("multi_input", num_classes=2, vocab_size=8, encoder_kwargs={"widths": (4, 8)},
+                      pretrained=str(weights), freeze="all")),
+        (f"captions:{make_captions(tmp_path / 'cap')}", "images",
+         create_model("captioner", vocab_size=8, encoder_kwargs={"widths": (4, 8)}, pretrained=str(weights),
+                      freeze="all")),
+    ):
+        bundle = load_dataset(spec)
+        out = apply_encoder_preprocessing(bundle, model)
+        mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+        for raw, normed in ((bundle.train, out.train), (bundle.test, out.test)):
+            torch.testing.assert_close(normed[0][key], (raw[0][key] - mean) / std)
+        assert out.info.normalization["mean"] == pytest.approx(MEAN), spec
+
+
+@pytest.mark.slow
+def test_a_vqa_run_with_a_pretrained_encoder_predicts_on_normalised_images(tmp_path: Path, weights: Path) -> None:
+    from user_images import make_vqa
+
+    from cnnlstm.data.builtin._vocab import Vocabulary
+    from cnnlstm.data.manifest import read_image_array
+    from cnnlstm.data.vqa import tokenize
+    from cnnlstm.engine import fit
+    from cnnlstm.engine.predict import predict
+    from cnnlstm.engine.rundir import load_weights, weights_path
+
+    root = make_vqa(tmp_path / "vqa")
+    recipe = {"seed": 0, "data": {"spec": f"vqa:{root}", "val_fraction": 0.25, "batch_size": 4},
+              "model": {"name": "multi_input", "encoder_kwargs": {"widths": [4, 8]}, "hidden_size": 4,
+                        "embedding_dim": 4, "pretrained": str(weights), "freeze": "all", "fusion": "film",
+                        "feature_stage": 0},
+              "optim": {"lr": 0.01}, "trainer": {"max_epochs": 1, "enable_progress_bar": False}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    result = fit(str(path), out=tmp_path / "run", verbose=False)
+    info = json.loads((result.run_dir / "data_info.json").read_text())
+    assert info["normalization"]["mean"] == pytest.approx(MEAN)
+    (prediction,) = predict(result.run_dir, [str(root / "test.csv")])[:1]
+    image_name, question = (root / "test.csv").read_text().splitlines()[1].split(",")[:2]
+    size = tuple(info["image_size"]) if info.get("image_size") else None
+    image = torch.from_numpy(read_image_array(root / image_name, 3, size, "")).float() / 255  # (C, H, W)
+    normed = (image - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    ids = Vocabulary.from_itos(info["vocab"]).encode(tokenize(question))
+    with torch.no_grad():
+        probs = torch.softmax(load_weights(weights_path(result.run_dir))(normed[None], ids[None]), dim=1)[0]
+    assert prediction["probability"] == pytest.approx(float(probs.max()), abs=1e-5)

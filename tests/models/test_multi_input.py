@@ -97,3 +97,30 @@ def test_wrong_inputs_say_what_to_change() -> None:
     series = _model(sequence_features=3)
     with pytest.raises(ShapeError, match=r"\(B, L, F\) with F=3"):
         series(image, torch.randn(2, 5, 2))
+
+
+def test_feature_stage_feeds_that_stages_map_and_runs_no_later_stage() -> None:
+    model = _model(fusion="cross_attention", fusion_kwargs={"num_heads": 2}, feature_stage=0,
+                   encoder_kwargs={"widths": (4, 8, 16)}).eval()
+    calls: list[tuple] = []
+    model.fusion.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape)))
+    later = []
+    model.encoder.stages[2].register_forward_hook(lambda *a: later.append(1))
+    inputs = model.example_input(batch_size=2)
+    with torch.no_grad():
+        model(**inputs)
+        stage0 = model.encoder.forward_stage(inputs["image"], 0)  # the reference: the encoder's own stage-0 map
+    later.clear()
+    with torch.no_grad():
+        model(**inputs)
+    assert calls[0] == tuple(stage0.shape) == (2, 4, 8, 8) and later == []  # 16x16 halved once; stage 2 never ran
+    _check_padding_invariance(model)
+
+
+def test_feature_stage_is_refused_where_it_cannot_apply() -> None:
+    with pytest.raises(ConfigError, match="pooled image vector"):
+        _model(fusion="product", feature_stage=0)
+    with pytest.raises(ConfigError, match="feature stages 0..1"):
+        _model(fusion="film", feature_stage=5)
+    with pytest.raises(ConfigError, match="multi_input: freeze=1 .* feature_stage=0 reads stage 0"):
+        _model(fusion="film", feature_stage=0, freeze=1)

@@ -34,7 +34,7 @@ __all__ = ["IMAGE_KEYS", "NormalizedDataset", "apply_encoder_preprocessing", "en
 log = logging.getLogger(__name__)
 
 #: the sample key holding pixels in [0, 1], per data kind that a frame encoder reads
-IMAGE_KEYS = {"frames": "x", "images": "x"}
+IMAGE_KEYS = {"frames": "x", "images": "x", "vqa": "image", "captions": "images"}
 
 
 def normalize_images(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -231,14 +231,16 @@ def _samples(inputs: list[str], info: DataInfo, channels: int) -> list[tuple[str
         elif kind == "vqa":
             out += _vqa_samples(path, info, channels, size)
         elif kind == "captions" and path.is_dir():
-            out += [(str(p), {"images": read_image(p, channels, size)}) for p in _images_in(path)]
+            out += [(str(p), {"images": _normalise_pixels(read_image(p, channels, size), kind, info)})
+                    for p in _images_in(path)]
         elif kind == "captions" and path.suffix == ".txt":  # a list of images, one path a line (relative to it)
             if not path.is_file():
                 raise DataError(f"{path} does not exist; check the path")
             names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
             if not names:
                 raise DataError(f"{path} lists no images; write one image path per line")
-            out += [(name, {"images": read_image(path.parent / name, channels, size)}) for name in names]
+            out += [(name, {"images": _normalise_pixels(read_image(path.parent / name, channels, size), kind, info)})
+                    for name in names]
         elif kind in ("images", "text_image", "captions"):
             key = "images" if kind == "captions" else "x"
             out.append((str(path), {key: _normalise_pixels(read_image(path, channels, size), kind, info)}))
@@ -264,7 +266,8 @@ def _vqa_samples(path: Path, info: DataInfo, channels: int,
         words = tokenize(row.values["question"])
         if not words:
             raise DataError(f"{where}: the question has no words; write the question")
-        out.append((where, {"image": torch.from_numpy(image).float().div_(255.0), "sequence": vocab.encode(words),
+        pixels = _normalise_pixels(torch.from_numpy(image).float().div_(255.0), "vqa", info)  # (C, H, W)
+        out.append((where, {"image": pixels, "sequence": vocab.encode(words),
                             "image_path": row.values["image"], "question": row.values["question"]}))
     return out
 

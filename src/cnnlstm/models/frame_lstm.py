@@ -111,14 +111,18 @@ class StageGrid(nn.Module):
         return maps.flatten(1)  # (N, D*gh*gw)
 
 
-def _check_trainable_stages_are_read(encoder: FrameEncoder, freeze: str | int, stage: int, mode: str) -> None:
-    """A grid mode runs the encoder only up to its stage: ``freeze: N`` must leave one of those stages trainable."""
+def check_trainable_stages_are_read(encoder: FrameEncoder, freeze: str | int, stage: int, reader: str) -> None:
+    """A model that reads stage ``stage`` runs the encoder only up to it: ``freeze: N`` must leave one trainable.
+
+    ``reader`` names what reads the stage in the message, e.g. ``"frame_lstm: frame_features='grid'"``.
+    """
     if isinstance(freeze, bool) or not isinstance(freeze, int) or freeze == 0:
         return
     first_trained, last = encoder.num_stages - freeze, encoder.num_stages - 1
     if first_trained > stage:
-        raise ConfigError(f"frame_lstm: freeze={freeze} trains encoder stages {first_trained}-{last}, but "
-                          f"frame_features={mode!r} reads stage {stage} and never runs them; use freeze >= "
+        model, _, what = reader.partition(": ")
+        raise ConfigError(f"{model}: freeze={freeze} trains encoder stages {first_trained}-{last}, but "
+                          f"{what} reads stage {stage} and never runs them; use freeze >= "
                           f"{encoder.num_stages - stage} (or 'none') to fine-tune the stages it reads, or 'all'")
 
 
@@ -206,7 +210,8 @@ class FrameLSTM(nn.Module):
         per_frame: nn.Module = self.encoder
         if frame_features != "pooled":
             per_frame = StageGrid(self.encoder, feature_stage, as_image_size(grid_size, "frame_lstm grid_size"))
-            _check_trainable_stages_are_read(self.encoder, freeze, per_frame.stage, frame_features)
+            check_trainable_stages_are_read(self.encoder, freeze, per_frame.stage,
+                                            f"frame_lstm: frame_features={frame_features!r}")
         # Not registered as submodules: they only wrap self.encoder, whose weights must appear once in state_dict.
         object.__setattr__(self, "_per_frame", per_frame)
         object.__setattr__(self, "_frames", TimeDistributed(per_frame, chunk_size=chunk_size))

@@ -27,7 +27,7 @@ from cnnlstm.layers.fusion import SPATIAL_FUSION_MODES, Fusion
 from cnnlstm.layers.masking import check_lengths
 from cnnlstm.layers.recurrent import SequenceLSTM
 from cnnlstm.models._registry import register_model
-from cnnlstm.models.frame_lstm import as_image_size, example_lengths
+from cnnlstm.models.frame_lstm import as_image_size, check_trainable_stages_are_read, example_lengths
 
 __all__ = ["MultiInput"]
 
@@ -59,6 +59,10 @@ class MultiInput(nn.Module):
             ``g_layers``, ``f_layers``).
         image_features: ``"auto"`` (grid for the spatial modes ``film``/``cross_attention``/``relation``, pooled
             otherwise), ``"pooled"`` or ``"grid"``.
+        feature_stage: the encoder stage whose map is the grid (timm ``feature_info`` order, ``-1`` the last; grid
+            image features only). An earlier stage keeps more positions (a 64x64 image is an 8x8 map at
+            EfficientNet-Lite0's stage 2, 2x2 at its last) and computes no later stage: with a frozen pretrained
+            encoder, colour and shape come from ImageNet features instead of a few hundred training images.
         head_hidden_size: width of the MLP head's hidden layer; 0 for a linear head.
         image_size: image size ``H`` or ``(H, W)`` used by :meth:`example_input`.
 
@@ -97,6 +101,7 @@ class MultiInput(nn.Module):
         fusion_size: int | None = None,
         fusion_kwargs: dict[str, Any] | None = None,
         image_features: str = "auto",
+        feature_stage: int = -1,
         head_hidden_size: int = 256,
         image_size: int | tuple[int, int] = 32,
     ) -> None:
@@ -134,7 +139,18 @@ class MultiInput(nn.Module):
 
         spatial = fusion in SPATIAL_FUSION_MODES
         self.use_grid = image_features == "grid" or (image_features == "auto" and spatial)
-        image_size_d = self.encoder.grid_features if self.use_grid else self.encoder.out_features
+        self.feature_stage = feature_stage
+        if feature_stage == -1:
+            image_size_d = self.encoder.grid_features if self.use_grid else self.encoder.out_features
+        elif not self.use_grid:
+            raise ConfigError(f"multi_input feature_stage={feature_stage} picks the grid's stage, but fusion "
+                              f"{fusion!r} reads a pooled image vector; use a grid fusion "
+                              f"({', '.join(SPATIAL_FUSION_MODES)}) or drop feature_stage")
+        else:
+            self.feature_stage = self.encoder.feature_stage_index(feature_stage)  # ConfigError when out of range
+            check_trainable_stages_are_read(self.encoder, freeze, self.feature_stage,
+                                            f"multi_input: feature_stage={feature_stage}")
+            image_size_d = self.encoder.stage_channels(self.feature_stage)
         self.fusion = Fusion(
             fusion, (image_size_d, self.rnn.out_features), fusion_size, grid=self.use_grid, **(fusion_kwargs or {})
         )
@@ -169,7 +185,11 @@ class MultiInput(nn.Module):
 
     def encode_image(self, image: Tensor) -> Tensor:
         """The image branch: ``(B, C, H, W) -> (B, D_grid, h, w)`` grid or ``(B, D)`` vector (see ``use_grid``)."""
-        return self.encoder.forward_grid(image) if self.use_grid else self.encoder(image)
+        if not self.use_grid:
+            return self.encoder(image)  # (B, D)
+        if self.feature_stage == -1:
+            return self.encoder.forward_grid(image)  # (B, D_grid, h, w)
+        return self.encoder.forward_stage(image, self.feature_stage)  # (B, D_stage, h', w'): no later stage runs
 
     def encode_sequence(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The sequence branch: ``(B, L)`` ids or ``(B, L, F)`` series -> ``(B, H * directions)``."""
