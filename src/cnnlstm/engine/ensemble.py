@@ -5,7 +5,9 @@ Every member trains on the same data and the same train/validation split (the re
 weights, dropout masks and augmentation draws. Each keeps its own best-on-validation checkpoint. The run
 directory holds the members under ``members/<k>/`` (each a complete run directory of its own) and, at the
 top, the recipe, ``data_info.json`` and the ensemble's ``metrics.json``; :func:`load_run_model` rebuilds the
-ensemble from it, so ``cnnlstm test --run`` and ``predict`` score the averaged model.
+ensemble from it, so ``cnnlstm test --run`` and ``predict`` score the averaged model, and ``cnnlstm export``
+writes it as one graph: every member and the averaging in one ONNX (or TorchScript) file, with the same parity
+check as a single model.
 
 The ensemble is a classifier: :class:`EnsembleClassifier` returns the log of the averaged probabilities as its
 logits, so softmax gives back the average exactly and cross-entropy is the ensemble's own log loss.
@@ -62,7 +64,13 @@ class EnsembleClassifier(nn.Module):
         self.input_names = tuple(first.input_names)
         self.num_classes = int(first.num_classes)
         self.supports_lengths = bool(getattr(first, "supports_lengths", False))
-        self.model_name = f"ensemble of {len(members)} {getattr(first, 'model_name', type(first).__name__)}"
+        #: the members' registered model: what export looks up (a static time axis, say)
+        self.base_model_name = getattr(first, "model_name", type(first).__name__)
+        self.model_name = f"ensemble of {len(members)} {self.base_model_name}"
+
+    def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
+        """Keyword inputs the members read (the first member's :meth:`example_input`): what export traces with."""
+        return self.members[0].example_input(batch_size=batch_size)
 
     def forward(self, **inputs: Tensor) -> Tensor:
         log_probs = torch.stack([m(**inputs).float().log_softmax(dim=-1) for m in self.members])  # (N, B, K)

@@ -27,7 +27,9 @@ def export_run(
     """Export a run's best model to ``out`` (default ``RUN/export``), each format with its parity check.
 
     Writes ``model.onnx`` and/or ``model.pt``, ``parity.json``, and a copy of the run's ``data_info.json``
-    (class names, normalisation), so ``cnnlstm predict --onnx`` can label and normalise like the run did.
+    (class names, normalisation), so ``cnnlstm predict --onnx`` can label and normalise like the run did. An
+    ensemble run (``trainer.ensemble``) exports as one graph: its members and the averaging of their
+    probabilities (the output is the log of the mean probability, so softmax gives the mean back).
 
     Args:
         run_dir: a directory written by ``cnnlstm fit``.
@@ -44,19 +46,17 @@ def export_run(
         ...     print(report.summary())
     """
     # Imported here: cnnlstm.engine pulls in Lightning, which export and inference do not otherwise need.
+    from cnnlstm.engine.ensemble import load_run_model
     from cnnlstm.engine.outputs import check_output_dir
-    from cnnlstm.engine.rundir import load_weights, read_config, weights_path
+    from cnnlstm.engine.rundir import read_config
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ConfigError(f"unknown export format(s) {unknown}; use one or more of {FORMATS}")
     run_dir = Path(run_dir)
     config = read_config(run_dir)  # a clear error when this is not a run directory
-    if (config.get("trainer", {}).get("ensemble") or 1) > 1:
-        raise ConfigError(f"{run_dir} is an ensemble (trainer.ensemble); exporting one is not supported yet: "
-                          f"export a member, e.g. {run_dir / 'members' / '0'}")
     out = check_output_dir(out if out is not None else run_dir / "export", flag="--out", allowed_in=run_dir / "export")
-    model = load_weights(weights_path(run_dir))
+    model = load_run_model(run_dir, config)  # an ensemble run: its members and their averaging, one graph
     out.mkdir(parents=True, exist_ok=True)
     if (run_dir / "data_info.json").is_file():
         shutil.copyfile(run_dir / "data_info.json", out / "data_info.json")

@@ -64,7 +64,8 @@ def export_spec(model: nn.Module, example: dict[str, Tensor], dynamic_time: bool
         {0: 'batch', 1: 'time'}
     """
     names = tuple(n for n in model.input_names if n in example)
-    name = getattr(model, "model_name", type(model).__name__)
+    # an ensemble's members decide (EnsembleClassifier.base_model_name); a single model is its own base
+    name = getattr(model, "base_model_name", None) or getattr(model, "model_name", type(model).__name__)
     spec = ExportSpec(input_names=names)
     time_ok = dynamic_time and name not in STATIC_TIME
     if dynamic_time and name in STATIC_TIME:
