@@ -111,6 +111,10 @@ class Task(pl.LightningModule):
         self.augment_key = "x"
         self._train_epoch_finished = -1
         self.loss_reader = DeferredLoss(self.defer_loss_reads)
+        #: the latest training loss, shown by the engine's progress bar (no per-step ``self.log``: Lightning's
+        #: logging costs about a millisecond of host time a step, as much as a small model's whole step)
+        self.bar_loss: float | Tensor | None = None
+        self._pending_train_updates: list[tuple[Tensor, ...]] = []
 
     # -- subclass interface -------------------------------------------------------------------------------
     def make_metrics(self, stage: str) -> MetricCollection:
@@ -165,6 +169,29 @@ class Task(pl.LightningModule):
             generator.set_state(state)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def update_train_metrics(self, *args: Tensor) -> None:
+        """Queue one training batch's ``self.metrics["train"].update(*args)``; applied in one call later.
+
+        A torchmetrics update per step costs more host time than a small model's forward; training metrics are
+        read once an epoch, so their updates wait and run as one update over the concatenated batches (the same
+        states: accuracy and F1 count, and counts add up). Anything that reads the state applies them first:
+        the epoch's end and :meth:`state_dict` (so a checkpoint written mid-epoch holds every step's counts).
+
+        Args:
+            args: batch-first tensors, as the stage's metrics take them (e.g. predictions and targets).
+        """
+        self._pending_train_updates.append(tuple(a.detach() for a in args))
+
+    def flush_train_metrics(self) -> None:
+        """Apply the queued training-metric updates (see :meth:`update_train_metrics`)."""
+        if self._pending_train_updates:
+            pending, self._pending_train_updates = self._pending_train_updates, []
+            self.metrics["train"].update(*(torch.cat(parts) for parts in zip(*pending, strict=True)))
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.flush_train_metrics()  # a checkpoint's training metrics count every step taken so far
+        return super().state_dict(*args, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.read_loss(self.loss_reader.flush())  # a loss read late must not let diverged weights into a checkpoint
         checkpoint["cnnlstm_history"] = [dict(row) for row in self.history]
@@ -208,7 +235,7 @@ class Task(pl.LightningModule):
 
         Args:
             reading: the loss read on the host, or ``None`` (nothing due yet).
-            batch_size: the batch size for Lightning's step logging; ``None`` logs nothing (a flush).
+            batch_size: the batch's size; ``None`` marks a flush, which leaves the progress bar's loss as it is.
 
         Raises:
             TrainingDivergedError: the loss is not finite here or on another process.
@@ -224,8 +251,7 @@ class Task(pl.LightningModule):
                 "values (the last good checkpoint is kept in the run's checkpoints/)"
             )
         if batch_size is not None:
-            # A float, not the tensor: Lightning turns progress-bar tensors into floats every step (a device sync).
-            self.log("loss", reading.value, prog_bar=True, logger=False, batch_size=batch_size)
+            self.bar_loss = reading.value  # a float already read on the host: the bar shows it without a sync
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.step(self.augment(batch), "train")
@@ -242,6 +268,8 @@ class Task(pl.LightningModule):
 
     def _epoch_end(self, stage: str) -> dict[str, float]:
         # compute() synchronises metric states across processes, so every rank logs the same exact values.
+        if stage == "train":
+            self.flush_train_metrics()
         values = {"loss": float(self.losses[stage].compute())}
         for name, value in self.metrics[stage].compute().items():
             values[name] = float(value)

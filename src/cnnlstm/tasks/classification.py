@@ -120,7 +120,10 @@ class ClassificationTask(Task):
         # scored as some other class than the prediction, which counts it wrong in accuracy and F1.
         unseen = y < 0
         scored = torch.where(unseen, (preds + 1) % self.num_classes, y)  # (B,)
-        self.metrics[stage].update(preds, scored)
+        if stage == "train":
+            self.update_train_metrics(preds, scored)  # applied once an epoch (Task.update_train_metrics)
+        else:
+            self.metrics[stage].update(preds, scored)
         if stage == "test":
             self.confusion_metric.update(preds[~unseen], y[~unseen])
         if stage in self.type_accuracy and "qtype" in batch:

@@ -262,7 +262,7 @@ class TBPTTMixin:
         losses = getattr(self, "losses", None)
         if losses is not None and "train" in losses:
             losses["train"].update(result.loss, weight=size)
-        self.log("loss", result.loss, prog_bar=True, logger=False, batch_size=size)  # type: ignore[attr-defined]
+        self.bar_loss = result.loss.detach()  # the engine's progress bar reads it when it refreshes
         return result.loss
 
     def on_train_epoch_end(self) -> None:
