@@ -190,6 +190,8 @@ class TrainerConfig:
         ddp_timeout: seconds a DDP rank waits for a hung peer.
         logger: ``csv``, ``tensorboard``, ``mlflow``, a list of them, or ``null``.
         ensemble: train N members with different seeds and average them (``null``: one model).
+        ensemble_jobs: ensemble members trained at once, each in a process of its own with an equal share of the
+            CPU threads (1: one after the other in this process).
     """
 
     max_epochs: int = 20
@@ -214,6 +216,7 @@ class TrainerConfig:
     ddp_timeout: int | float = 1800
     logger: str | list | None = None
     ensemble: int | None = None
+    ensemble_jobs: int = 1
 
     def __post_init__(self) -> None:
         epochs = self.max_epochs
@@ -224,6 +227,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {every}")
         if not self.ddp_timeout > 0:
             raise ConfigError(f"trainer.ddp_timeout must be > 0 seconds, got {float(self.ddp_timeout):g}")
+        if self.ensemble_jobs < 1:
+            raise ConfigError(f"trainer.ensemble_jobs must be >= 1 (members trained at once), got {self.ensemble_jobs}")
 
 
 @dataclass

@@ -102,3 +102,39 @@ def test_an_ensemble_run_exports_as_one_graph_that_predicts_like_the_eager_ensem
         assert row["label"] == eager["label"]
         assert row["probability"] == pytest.approx(float(want.max()), abs=1e-5)
         assert eager["probability"] == pytest.approx(float(want.max()), abs=1e-5)
+
+
+def _series_recipe(tmp_path: Path) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 2
+    x = (rng.normal(size=(24, 12, 2)) + y[:, None, None]).astype(np.float32)
+    data = tmp_path / "series.npz"
+    np.savez(data, X_train=x[:16], y_train=y[:16], X_test=x[16:], y_test=y[16:])
+    return {**RECIPE, "data": {"spec": f"npz:{data}", "batch_size": 8},
+            "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 4, 4], "kernel_sizes": [3, 3, 3]}}
+
+
+@pytest.mark.slow
+def test_members_trained_in_parallel_processes_equal_the_sequential_ones(tmp_path: Path) -> None:
+    recipe = _series_recipe(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the reference in one thread, as each of the two workers gets one
+    try:
+        sequential = fit(recipe, out=tmp_path / "seq", verbose=False)
+        parallel = fit({**recipe, "trainer": {**recipe["trainer"], "ensemble_jobs": 2}}, out=tmp_path / "par",
+                       verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    for k in range(2):
+        a = load_weights(weights_path(tmp_path / "seq" / "members" / str(k))).state_dict()
+        b = load_weights(weights_path(tmp_path / "par" / "members" / str(k))).state_dict()
+        assert all(torch.equal(a[n], b[n]) for n in a), f"member {k} differs"
+    assert parallel.metrics["test/acc"] == sequential.metrics["test/acc"]
+    assert parallel.metrics["member1/val/loss"] == sequential.metrics["member1/val/loss"]
+
+
+def test_ensemble_jobs_below_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="ensemble_jobs must be >= 1"):
+        fit({**RECIPE, "trainer": {**RECIPE["trainer"], "ensemble_jobs": 0}}, verbose=False)

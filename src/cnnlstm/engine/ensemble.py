@@ -124,8 +124,36 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
     return EnsembleClassifier([load_weights(p) for p in paths]).eval()
 
 
+def _fit_member(config: dict[str, Any], run_dir: Path, seed: int,
+                threads: int | None = None) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train one member (validation only); its metrics and history. In a worker process, ``threads`` caps torch."""
+    from cnnlstm.engine.fit import _fit
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = _fit(config, run_dir, verbose=False, callbacks=None, test=False, resume=False, train_seed=seed)
+    return result.metrics, result.history
+
+
+def _fit_members_in_processes(members: list[tuple[dict[str, Any], Path, int]],
+                              jobs: int) -> list[tuple[dict[str, Any], list[dict[str, float]]]]:
+    """Train members ``jobs`` at a time, each in a fresh (spawned) process with an equal share of the threads.
+
+    Spawned, not forked: a forked child would inherit this process's thread pools and any CUDA context. A member
+    that fails raises its error here, after the members already running finish.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fit_member, config, run_dir, seed, threads) for config, run_dir, seed in members]
+        return [f.result() for f in futures]
+
+
 def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: bool) -> Any:
-    """Train the members of ``config`` one after the other, then score the ensemble on the test split.
+    """Train the members of ``config`` (one after the other, or ``trainer.ensemble_jobs`` at a time in processes of
+    their own), then score the ensemble on the test split.
 
     Args:
         config: a validated recipe with ``trainer.ensemble >= 2``.
@@ -144,7 +172,7 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
         >>> fit("gunpoint", overrides=["trainer.ensemble=3"]).metrics["test/acc"]  # doctest: +SKIP
     """
     from cnnlstm.engine.data import load_bundle
-    from cnnlstm.engine.fit import RunResult, _data_info, _fit, evaluate_run, task_name
+    from cnnlstm.engine.fit import RunResult, _data_info, evaluate_run, task_name
     from cnnlstm.engine.rundir import write_yaml
 
     size = ensemble_size(config)
@@ -157,14 +185,22 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     write_yaml(run_dir / "config.yaml", config)
     member_config = copy.deepcopy(config)
     member_config["trainer"]["ensemble"] = None
+    member_config["trainer"]["ensemble_jobs"] = 1
     metrics: dict[str, Any] = {"ensemble": size}
+    jobs = min(int(config["trainer"].get("ensemble_jobs") or 1), size)
+    if jobs > 1:
+        member_config["trainer"]["enable_progress_bar"] = False  # several processes would draw over each other
+    members = [(member_config, member_dir, config["seed"] + k)
+               for k, member_dir in enumerate(member_dirs(run_dir, size))]
+    if jobs == 1:
+        results = [_fit_member(*member) for member in members]
+    else:
+        results = _fit_members_in_processes(members, jobs)
     histories = []
-    for k, member_dir in enumerate(member_dirs(run_dir, size)):
-        result = _fit(member_config, member_dir, verbose=False, callbacks=None, test=False, resume=False,
-                      train_seed=config["seed"] + k)
-        histories.append(result.history)
-        metrics.update({f"member{k}/{key}": v for key, v in result.metrics.items() if key.startswith("val/")})
-        metrics["fit_seconds"] = round(metrics.get("fit_seconds", 0.0) + result.metrics.get("fit_seconds", 0.0), 3)
+    for k, (member_metrics, history) in enumerate(results):
+        histories.append(history)
+        metrics.update({f"member{k}/{key}": v for key, v in member_metrics.items() if key.startswith("val/")})
+        metrics["fit_seconds"] = round(metrics.get("fit_seconds", 0.0) + member_metrics.get("fit_seconds", 0.0), 3)
     for key in sorted({key.split("/", 1)[1] for key in metrics if key.startswith("member0/")}):
         values = [metrics[f"member{k}/{key}"] for k in range(size)]
         metrics[f"members/{key}"] = sum(values) / size
