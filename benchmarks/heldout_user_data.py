@@ -176,18 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         if not data.exists():
             write_text_lines(data)
         results["text_lines"] = _fit("text_lines", f"text:{data}", args.out / "run_text", args.overrides)
-    if args.only in (None, "forecast"):
-        data = args.out / "shapes.npz"
-        if not data.exists():
-            write_bouncing_shapes(data)
-        results["forecast"] = _fit("forecast", f"forecast:{data}", args.out / "run_forecast", args.overrides)
-        results["forecast"]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
-    if args.only in (None, "blobs"):
-        data = args.out / "blobs.npz"
-        if not data.exists():
-            write_drifting_blobs(data)
-        results["blobs"] = _fit("forecast", f"forecast:{data}", args.out / "run_blobs", args.overrides)
-        results["blobs"]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
+    forecasting = {"forecast": ("shapes.npz", write_bouncing_shapes, "run_forecast"),
+                   "blobs": ("blobs.npz", write_drifting_blobs, "run_blobs")}
+    for key, (file, write, run) in forecasting.items():
+        if args.only in (None, key):
+            data = args.out / file
+            if not data.exists():
+                write(data)
+            results[key] = _fit("forecast", f"forecast:{data}", args.out / run, args.overrides)
+            results[key]["test/baseline_ssim"] = copy_last_ssim(f"forecast:{data}")
     print(json.dumps({"cpu_threads": os.cpu_count(), **results}, indent=1))
     return 0
 

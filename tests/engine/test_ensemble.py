@@ -68,42 +68,6 @@ def test_fit_trains_members_and_test_scores_their_average(tmp_path: Path) -> Non
     assert again["test/loss"] == pytest.approx(result.metrics["test/loss"], rel=1e-6)
 
 
-@pytest.mark.slow
-def test_an_ensemble_run_exports_as_one_graph_that_predicts_like_the_eager_ensemble(tmp_path: Path) -> None:
-    import numpy as np
-
-    from cnnlstm.engine.ensemble import load_run_model
-    from cnnlstm.engine.predict import predict
-    from cnnlstm.engine.rundir import read_config
-    from cnnlstm.export import export_run
-    from cnnlstm.export.predictor import predict_onnx
-
-    rng = np.random.default_rng(0)
-    y = np.arange(24) % 2
-    x = (rng.normal(size=(24, 12, 2)) + y[:, None, None]).astype(np.float32)
-    data = tmp_path / "series.npz"
-    np.savez(data, X_train=x[:16], y_train=y[:16], X_test=x[16:], y_test=y[16:])
-    recipe = {**RECIPE, "data": {"spec": f"npz:{data}", "batch_size": 8},
-              "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 4, 4], "kernel_sizes": [3, 3, 3]}}
-    run = fit(recipe, out=tmp_path / "run", verbose=False).run_dir
-    report, script = export_run(run, formats=("onnx", "torchscript"))
-    assert report.parity.passed and script.parity.passed, report.summary() + script.summary()
-
-    # The eager reference: both members' softmax, averaged by hand, on the held-out series.
-    members = [load_weights(weights_path(run / "members" / str(k))) for k in range(2)]
-    inputs = tmp_path / "inputs.npz"
-    np.savez(inputs, X=x[16:])
-    with torch.no_grad():
-        probs = torch.stack([m(x=torch.from_numpy(x[16:])).softmax(-1) for m in members]).mean(0)
-    onnx_rows = predict_onnx(run, [str(inputs)], report.path)
-    eager_rows = predict(run, [str(inputs)])
-    assert isinstance(load_run_model(run, read_config(run)), EnsembleClassifier)
-    for row, eager, want in zip(onnx_rows, eager_rows, probs, strict=True):
-        assert row["label"] == eager["label"]
-        assert row["probability"] == pytest.approx(float(want.max()), abs=1e-5)
-        assert eager["probability"] == pytest.approx(float(want.max()), abs=1e-5)
-
-
 def _series_recipe(tmp_path: Path) -> dict:
     import numpy as np
 
@@ -114,6 +78,37 @@ def _series_recipe(tmp_path: Path) -> dict:
     np.savez(data, X_train=x[:16], y_train=y[:16], X_test=x[16:], y_test=y[16:])
     return {**RECIPE, "data": {"spec": f"npz:{data}", "batch_size": 8},
             "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 4, 4], "kernel_sizes": [3, 3, 3]}}
+
+
+@pytest.mark.slow
+def test_an_ensemble_run_exports_as_one_graph_that_predicts_like_the_eager_ensemble(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnnlstm.engine.ensemble import load_run_model
+    from cnnlstm.engine.predict import predict
+    from cnnlstm.engine.rundir import read_config
+    from cnnlstm.export import export_run
+    from cnnlstm.export.predictor import predict_onnx
+
+    recipe = _series_recipe(tmp_path)
+    x = np.load(tmp_path / "series.npz")["X_test"]
+    run = fit(recipe, out=tmp_path / "run", verbose=False).run_dir
+    report, script = export_run(run, formats=("onnx", "torchscript"))
+    assert report.parity.passed and script.parity.passed, report.summary() + script.summary()
+
+    # The eager reference: both members' softmax, averaged by hand, on the held-out series.
+    members = [load_weights(weights_path(run / "members" / str(k))) for k in range(2)]
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, X=x)
+    with torch.no_grad():
+        probs = torch.stack([m(x=torch.from_numpy(x)).softmax(-1) for m in members]).mean(0)
+    onnx_rows = predict_onnx(run, [str(inputs)], report.path)
+    eager_rows = predict(run, [str(inputs)])
+    assert isinstance(load_run_model(run, read_config(run)), EnsembleClassifier)
+    for row, eager, want in zip(onnx_rows, eager_rows, probs, strict=True):
+        assert row["label"] == eager["label"]
+        assert row["probability"] == pytest.approx(float(want.max()), abs=1e-5)
+        assert eager["probability"] == pytest.approx(float(want.max()), abs=1e-5)
 
 
 @pytest.mark.slow
