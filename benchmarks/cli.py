@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="UCR/UEA datasets, e.g. ucr:GunPoint ucr:JapaneseVowels")
         p.add_argument("--seeds", type=int, default=3, help="runs per method (seeds 0..N-1)")
         p.add_argument("--recipe", default=DEFAULT_RECIPE, help="the one recipe used for every dataset")
-        p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+        p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="recipe overrides for every run, e.g. trainer.max_epochs=10")
         p.add_argument("--variants", nargs="+", choices=("default", "shuffle"), default=["default", "shuffle"],
                        help="our runs: the recipe as is, and/or with the paper's dimension shuffle (model.shuffle)")

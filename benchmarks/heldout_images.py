@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images")
-    parser.add_argument("--set", nargs="+", default=[], dest="overrides")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides")
     args = parser.parse_args(argv)
     data = args.out / "shapes"
     if not data.exists():

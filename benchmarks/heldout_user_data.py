@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--only", choices=("text", "forecast", "blobs"))
-    parser.add_argument("--set", nargs="+", default=[], dest="overrides")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides")
     args = parser.parse_args(argv)
     results = {}
     if args.only in (None, "text"):

@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--window", type=int, default=150, help="epochs at the end the slope is fitted on")
     parser.add_argument("--tolerance-mib", type=float, default=20.0, help="largest fitted growth over the window")
-    parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra recipe overrides")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], dest="overrides",
+                        help="extra recipe overrides")
     parser.add_argument("--json", help="write per-epoch RSS and the verdict here")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (shared machines: 1)")
     args = parser.parse_args(argv)

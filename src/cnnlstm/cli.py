@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--resume", metavar="RUN",
                         help="continue a stopped run from RUN/checkpoints/last.ckpt with its own config.yaml")
     p.add_argument("--data", help="dataset spec replacing the recipe's data.spec, e.g. ucr:GunPoint")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="recipe overrides, e.g. trainer.max_epochs=5 optim.lr=3e-3")
     p.add_argument("--out", help="run directory (default runs/<recipe>-<timestamp>); an existing run is refused")
     p.add_argument("--overwrite", action="store_true",
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="parameters, FLOPs and peak memory of a recipe's model as T and H x W grow")
     p.add_argument("--recipe", required=True, help="a shipped recipe name or a .yaml path")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides", help="recipe overrides")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="recipe overrides")
     p.add_argument("--seq-len", nargs="+", type=int, default=[16, 64, 256], metavar="T", dest="seq_lens")
     p.add_argument("--frame-size", nargs="+", metavar="HxW", dest="frame_sizes",
                    help="frame sizes for image/frame models, e.g. 32x32 64x64 (default: the data's)")
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write builtin:NAME to DIR in its user layout (e.g. vqa:DIR's CSV + PNGs)")
     p.add_argument("spec", nargs="?", help="with write: the built-in dataset, e.g. builtin:sort_of_clevr")
     p.add_argument("dir", nargs="?", help="with write: a new (or empty) folder")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="options",
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="options",
                    help="with write: dataset options, e.g. n_train=200 image_size=32")
     p.add_argument("--seed", type=int, default=0, help="with write: seed of the generated data")
     sub.add_parser("recipes", help="list shipped recipes")

@@ -190,3 +190,20 @@ def test_fit_on_a_frames_folder_without_a_recipe_uses_clips(tmp_path: Path, caps
     capsys.readouterr()
     assert main(["fit", "--data", "npz:series.npz"]) == 2  # a source with no generic recipe of its own
     assert "needs --recipe" in capsys.readouterr().err
+
+
+def test_repeated_set_flags_all_apply() -> None:
+    # `--set a=1 --set b=2` used to keep only the last flag's overrides (argparse's default "store").
+    import argparse
+
+    from cnnlstm.cli import build_parser
+    from cnnlstm.tune.cli import add_arguments
+
+    args = build_parser().parse_args(["fit", "--recipe", "gunpoint", "--set", "trainer.ensemble=5",
+                                      "--set", "trainer.max_epochs=3", "optim.lr=0.01"])
+    assert args.overrides == ["trainer.ensemble=5", "trainer.max_epochs=3", "optim.lr=0.01"]
+    again = build_parser().parse_args(["fit", "--recipe", "gunpoint"])
+    assert again.overrides == []  # the default list is not the one extended before
+    tune = add_arguments(argparse.ArgumentParser()).parse_args(["--recipe", "gunpoint", "--trials", "1", "--set", "a=1",
+                                                                "--set", "b=2"])
+    assert tune.overrides == ["a=1", "b=2"]

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                          "comma list, e.g. lstm_fcn,deep_conv_lstm (default: search.models)")
     parser.add_argument("--epochs", type=int, dest="max_epochs", help="each trial's max_epochs (search.max_epochs)")
     parser.add_argument("--data", help="dataset spec replacing the recipe's data.spec")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="base-recipe overrides, e.g. trainer.accelerator=cpu")
     parser.add_argument("--heartbeat", type=int, default=60,
                         help="seconds between a trial's heartbeats; a trial silent for two is failed and retried")
