@@ -82,7 +82,8 @@ def test_cross_attention_token_mask_equals_unpadded_memory() -> None:
     torch.testing.assert_close(out[:1], fuse(tokens[:1], q[:1]))
 
 
-@pytest.mark.parametrize(("mode", "grid"), [(m, False) for m in FUSION_MODES] + [(m, True) for m in SPATIAL_FUSION_MODES])
+@pytest.mark.parametrize(("mode", "grid"),
+                         [(m, False) for m in FUSION_MODES] + [(m, True) for m in SPATIAL_FUSION_MODES])
 def test_every_parameter_and_input_gets_a_gradient(mode: str, grid: bool) -> None:
     if mode in ("cross_attention", "relation") and not grid:
         first = torch.randn(3, 5, 4, requires_grad=True)  # tokens
