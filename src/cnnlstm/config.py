@@ -5,6 +5,10 @@ the key's type, its default the value a recipe does not have to spell out, and `
 value that must lie in a range. :mod:`cnnlstm.engine.recipe` derives its schema (``SCHEMA``) and defaults
 (``DEFAULTS``) from them, and the tasks take :class:`OptimConfig` directly, so no default is written twice.
 
+Dataclasses rather than pydantic: the sections need defaults, a type per key and a few range checks, which the
+standard library gives; the schema walk and the one-line, did-you-mean errors cnnlstm prints are its own either
+way, and the library adds no dependency (and no second validation layer with its own messages) for them.
+
 A field whose default is :data:`UNSET` has no recipe default: the key is left out of a resolved recipe unless
 the recipe names it (Lightning's own default applies to ``trainer.min_epochs``, a recipe without ``pretrain``
 has no pretraining stage). A ``dict[str, Any]`` field is an open section whose keys someone else checks (the
