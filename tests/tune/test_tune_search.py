@@ -82,3 +82,33 @@ def test_multi_device_trials_are_refused(tmp_path: Path) -> None:
     recipe["trainer"]["devices"] = 2
     with pytest.raises(ConfigError, match="one device"):
         resolve_search(recipe)
+
+
+def test_a_grid_frame_model_searches_only_freeze_values_it_can_train(tmp_path: Path) -> None:
+    # freeze N trains the last N encoder stages; a grid that reads stage 1 of four never runs stages 2-3, so the
+    # shipped choices 1 and 2 would fail every such trial. They count from the stage read instead.
+    import numpy as np
+    from PIL import Image
+
+    from cnnlstm.encoders import build_encoder, save_encoder
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        for c in range(3):
+            clip = tmp_path / "clips" / label / f"c{c}"
+            clip.mkdir(parents=True)
+            for f in range(2):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+    widths = [4, 8, 8, 8]
+    weights = save_encoder(build_encoder("cnn", widths=widths), tmp_path / "enc.safetensors")
+    recipe = {"seed": 0, "data": {"spec": f"frames:{tmp_path / 'clips'}", "options": {"num_frames": 2}},
+              "model": {"name": "frame_lstm", "encoder_kwargs": {"widths": widths}, "pretrained": str(weights),
+                        "frame_features": "grid", "feature_stage": 1, "grid_size": 2, "hidden_size": 4},
+              "search": {"max_epochs": 1}}
+    space = resolve_search(recipe).spaces["frame_lstm"]
+    assert space["model.freeze"].choices == ("all", 3, 4, "none")
+    kwargs = {k: v for k, v in recipe["model"].items() if k != "name"}
+    for choice in space["model.freeze"].choices:  # each one builds
+        create_model("frame_lstm", num_classes=2, **{**kwargs, "freeze": choice})
+    with pytest.raises(ConfigError, match="never runs them"):  # as the shipped choice 2 would have
+        create_model("frame_lstm", num_classes=2, **{**kwargs, "freeze": 2})

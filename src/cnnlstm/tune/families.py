@@ -22,7 +22,7 @@ from typing import Any
 
 from cnnlstm.errors import UnknownNameError, did_you_mean
 
-__all__ = ["Family", "TRAINING_SPACE", "FAMILIES", "family_names", "get_family", "default_specs"]
+__all__ = ["Family", "TRAINING_SPACE", "FAMILIES", "family_names", "get_family", "default_specs", "freeze_choices"]
 
 #: training settings every family searches
 TRAINING_SPACE: dict[str, Any] = {
@@ -155,3 +155,35 @@ def default_specs(name: str, *, pretrained: bool) -> dict[str, Any]:
     if fam is None:
         return dict(TRAINING_SPACE)
     return {**TRAINING_SPACE, **fam.space, **(fam.transfer_space if pretrained else fam.encoder_space)}
+
+
+def freeze_choices(family: str, model: dict[str, Any]) -> list[Any] | None:
+    """The transfer space's ``model.freeze`` choices for a model that reads an early encoder stage, else ``None``.
+
+    ``freeze: N`` trains the encoder's last N stages; a model that reads stage ``s`` (``frame_lstm``'s grid frame
+    features, ``multi_input`` with ``feature_stage``) never runs the stages after it and refuses an N that trains
+    only those. The choices then count from the stage it reads: all frozen, the read stage trained, the two last
+    read stages trained, none frozen.
+
+    Args:
+        family: the model family.
+        model: the recipe's ``model`` section.
+
+    Example:
+        >>> freeze_choices("frame_lstm", {"encoder": "cnn", "encoder_kwargs": {"widths": [8, 16, 32, 64]},
+        ...                               "frame_features": "grid", "feature_stage": 1})
+        ['all', 3, 4, 'none']
+        >>> freeze_choices("frame_lstm", {"frame_features": "pooled"}) is None
+        True
+    """
+    from cnnlstm.encoders import build_encoder
+
+    stage = model.get("feature_stage", -1)
+    reads = (family == "frame_lstm" and model.get("frame_features", "pooled") != "pooled") or (
+        family == "multi_input" and stage != -1)
+    if not reads:
+        return None
+    encoder = build_encoder(model.get("encoder", "cnn"), in_channels=int(model.get("in_channels", 3)),
+                            **(model.get("encoder_kwargs") or {}))  # no weights: only its stages are counted
+    first = encoder.num_stages - encoder.feature_stage_index(int(stage))  # trains exactly the stage read
+    return ["all", *range(first, min(first + 2, encoder.num_stages + 1)), "none"]

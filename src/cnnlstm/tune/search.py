@@ -35,7 +35,7 @@ from cnnlstm.engine.recipe import check_key, resolve_config
 from cnnlstm.errors import ConfigError
 from cnnlstm.models import get_model_class
 from cnnlstm.tasks import TASKS, task_for_kind
-from cnnlstm.tune.families import FAMILIES, default_specs, family_names
+from cnnlstm.tune.families import FAMILIES, default_specs, family_names, freeze_choices
 from cnnlstm.tune.space import Dim, Stack, merge_specs, parse_space
 
 __all__ = ["SearchPlan", "SEARCH_KEYS", "split_search", "resolve_search", "set_path", "FAMILY_PARAM"]
@@ -253,6 +253,9 @@ def resolve_search(recipe: str | dict[str, Any], *, data: str | None = None, ove
         # filters for LSTM-FCN, an int for DeepConvLSTM); they are checked below to fit at least one family.
         extra = {k: s for k, s in user_space.items() if s is None or _accepts(family, common[k])}
         specs = merge_specs(default_specs(family, pretrained=pretrained), extra, own)
+        choices = freeze_choices(family, base["model"]) if "model.freeze" in specs else None
+        if choices is not None and "model.freeze" not in extra and "model.freeze" not in (own or {}):
+            specs["model.freeze"] = choices  # the shipped 1 and 2 would train only stages the model never runs
         space = parse_space(specs)
         bad = [k for k, d in space.items() if not _accepts(family, d)]
         if bad:
