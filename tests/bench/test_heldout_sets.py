@@ -39,3 +39,18 @@ def test_vqa_set2_loads_with_question_types(tmp_path: Path) -> None:
     write_heldout(tmp_path / "vqa", n_train=4, n_test=2, seed=7, spec=SET2, types=True)
     bundle = load_dataset(f"vqa:{tmp_path / 'vqa'}")
     assert len(bundle.train) == 4 * 6 and bundle.info.extras["question_types"]  # six families per scene
+
+
+def test_cv_folds_partition_the_train_split_and_keep_each_series_length(tmp_path: Path) -> None:
+    from benchmarks.ucr_cv import write_folds
+
+    train = load_dataset("ucr:JapaneseVowels").train  # variable length: 7-29 steps, 12 channels
+    paths = write_folds("JapaneseVowels", tmp_path, folds=3)
+    seen = []
+    for path in paths:
+        fold = load_dataset(f"npz:{path}")
+        assert len(fold.train) + len(fold.test) == len(train)
+        seen += [tuple(np.asarray(fold.test[i]["x"]).ravel()[:4]) + (len(fold.test[i]["x"]),)
+                 for i in range(len(fold.test))]
+    want = sorted(tuple(np.asarray(train[i]["x"]).ravel()[:4]) + (len(train[i]["x"]),) for i in range(len(train)))
+    assert sorted(seen) == want  # every training series is held out exactly once, at its own length
