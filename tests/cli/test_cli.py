@@ -169,16 +169,11 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fit_on_a_frames_folder_without_a_recipe_uses_clips(tmp_path: Path, capsys, monkeypatch) -> None:
-    from PIL import Image
-
     monkeypatch.setenv("CNNLSTM_CACHE_DIR", str(tmp_path / "cache"))  # the frozen encoder's features go here
-    rng = np.random.default_rng(0)
-    for label in ("left", "right"):
-        for c in range(4):
-            clip = tmp_path / "clips" / label / f"c{c}"
-            clip.mkdir(parents=True)
-            for f in range(2):
-                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from user_images import random_clips
+
+    random_clips(tmp_path / "clips", labels=("left", "right"), clips=4)
     out = tmp_path / "run"
     assert main(["fit", "--data", f"frames:{tmp_path / 'clips'}", "--out", str(out), "--set", *FAST,
                  "data.options={num_frames: 2, size: 32}", "data.val_fraction=0.5", "model.hidden_size=4"]) == 0

@@ -21,6 +21,19 @@ def draw(path: Path, colour: str, left: bool) -> None:
     Image.fromarray(image).save(path)
 
 
+def random_clips(root: Path, labels: tuple[str, ...] = ("a", "b"), clips: int = 3, frames: int = 2,
+                 size: int = 16, seed: int = 0) -> Path:
+    """``root/<label>/c<k>/<f>.png``: a frames:DIR folder of random RGB frames (content-free: for plumbing tests)."""
+    rng = np.random.default_rng(seed)
+    for label in labels:
+        for c in range(clips):
+            clip = root / label / f"c{c}"
+            clip.mkdir(parents=True)
+            for f in range(frames):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+    return root
+
+
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     """A CSV as a spreadsheet would save it (``\\r\\n`` line ends, quoting where needed)."""
     with path.open("w", newline="", encoding="utf-8") as f:

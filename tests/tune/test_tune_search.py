@@ -87,18 +87,14 @@ def test_multi_device_trials_are_refused(tmp_path: Path) -> None:
 def test_a_grid_frame_model_searches_only_freeze_values_it_can_train(tmp_path: Path) -> None:
     # freeze N trains the last N encoder stages; a grid that reads stage 1 of four never runs stages 2-3, so the
     # shipped choices 1 and 2 would fail every such trial. They count from the stage read instead.
-    import numpy as np
-    from PIL import Image
+    import sys
 
     from cnnlstm.encoders import build_encoder, save_encoder
 
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        for c in range(3):
-            clip = tmp_path / "clips" / label / f"c{c}"
-            clip.mkdir(parents=True)
-            for f in range(2):
-                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    from user_images import random_clips
+
+    random_clips(tmp_path / "clips")
     widths = [4, 8, 8, 8]
     weights = save_encoder(build_encoder("cnn", widths=widths), tmp_path / "enc.safetensors")
     recipe = {"seed": 0, "data": {"spec": f"frames:{tmp_path / 'clips'}", "options": {"num_frames": 2}},
