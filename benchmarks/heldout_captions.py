@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from cnnlstm.data.builtin._shapes import SHAPES, draw_shape, place_objects
+from cnnlstm.data.builtin.shape_captions import clear_axes
 
 __all__ = ["COLOURS", "caption", "write_heldout_captions"]
 
@@ -37,15 +38,6 @@ def _relation(a: np.ndarray, b: np.ndarray) -> str:
     if abs(dx) > abs(dy):
         return "to the left of" if dx > 0 else "to the right of"
     return "over" if dy > 0 else "under"
-
-
-def _clear(centres: np.ndarray) -> bool:
-    """Each pair clearly side by side or clearly stacked (one offset at least twice the other)."""
-    for a, b in itertools.combinations(range(len(centres)), 2):
-        dx, dy = np.abs(centres[b] - centres[a])
-        if max(dx, dy) < 2 * min(dx, dy):
-            return False
-    return True
 
 
 def caption(order: tuple[int, ...], centres: np.ndarray, colours: list[str], shapes: list[str]) -> str:
@@ -71,7 +63,7 @@ def write_heldout_captions(folder: Path, n_train: int, n_test: int, seed: int) -
         rows = []
         for i in range(offset, offset + n):
             count = int(rng.integers(1, 4))
-            centres = place_objects(rng, count, SIZE, HALF, gap=3, accept=_clear)
+            centres = place_objects(rng, count, SIZE, HALF, gap=3, accept=clear_axes)
             kinds = rng.choice(len(COLOURS) * len(SHAPES), size=count, replace=False)  # no two alike
             colours = [list(COLOURS)[int(k) // len(SHAPES)] for k in kinds]
             shapes = [SHAPES[int(k) % len(SHAPES)] for k in kinds]

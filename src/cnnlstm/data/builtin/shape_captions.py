@@ -17,7 +17,7 @@ from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.info import DataInfo
 from cnnlstm.errors import ConfigError
 
-__all__ = ["shape_captions", "relation", "describe"]
+__all__ = ["shape_captions", "relation", "describe", "clear_axes"]
 
 COLOURS = list(PALETTE)
 RELATIONS = ("left of", "right of", "above", "below")
@@ -57,8 +57,13 @@ def describe(order: list[int], centres: np.ndarray, colours: list[int], shapes: 
     return " ".join(words)
 
 
-def _clear_axes(centres: np.ndarray) -> bool:
-    """Each pair is clearly side by side or clearly stacked (one offset at least twice the other)."""
+def clear_axes(centres: np.ndarray) -> bool:
+    """Each pair is clearly side by side or clearly stacked (one offset at least twice the other).
+
+    Example:
+        >>> clear_axes(np.array([[10, 10], [40, 12]])), clear_axes(np.array([[10, 10], [30, 25]]))
+        (True, False)
+    """
     for a, b in itertools.combinations(range(len(centres)), 2):
         dx, dy = np.abs(centres[b] - centres[a])
         if max(dx, dy) < 2 * min(dx, dy):
@@ -130,7 +135,7 @@ def shape_captions(
         for i, k in enumerate(counts):
             kind = rng.choice(kinds, size=k, replace=False)  # distinct (colour, shape): captions are unambiguous
             colours[i, :k], shapes[i, :k] = kind // len(SHAPES), kind % len(SHAPES)
-            centres[i, :k] = place_objects(rng, k, image_size, half, gap=2, accept=_clear_axes)
+            centres[i, :k] = place_objects(rng, k, image_size, half, gap=2, accept=clear_axes)
             for j in range(k):
                 draw_shape(images[i], SHAPES[shapes[i, j]], *centres[i, j], half, PALETTE[COLOURS[colours[i, j]]])
             args = (centres[i, :k], colours[i, :k].tolist(), shapes[i, :k].tolist())
