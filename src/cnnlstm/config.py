@@ -196,6 +196,9 @@ class TrainerConfig:
         ensemble: train N members with different seeds and average them (``null``: one model).
         ensemble_jobs: ensemble members trained at once, each in a process of its own with an equal share of the
             CPU threads (1: one after the other in this process).
+        ensemble_models: the members' model sections, for an ensemble of several families: member ``k`` takes
+            entry ``k mod len`` in place of the recipe's ``model`` (an entry is a section with ``name``, or a
+            bare model name with that model's defaults); ``trainer.ensemble`` defaults to their count.
     """
 
     max_epochs: int = 20
@@ -221,6 +224,7 @@ class TrainerConfig:
     logger: str | list | None = None
     ensemble: int | None = None
     ensemble_jobs: int = 1
+    ensemble_models: list | None = None
 
     def __post_init__(self) -> None:
         epochs = self.max_epochs
@@ -231,6 +235,15 @@ class TrainerConfig:
             raise ConfigError(f"trainer.checkpoint_every_n_steps must be >= 1 or null, got {every}")
         if not self.ddp_timeout > 0:
             raise ConfigError(f"trainer.ddp_timeout must be > 0 seconds, got {float(self.ddp_timeout):g}")
+        models = self.ensemble_models
+        if models is not None:
+            if not models or not all(isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("name"), str))
+                                     for m in models):
+                raise ConfigError("trainer.ensemble_models must be a non-empty list of model names or model sections "
+                                  "with a name, e.g. [lstm_fcn, {name: deep_conv_lstm, filters: 64}]")
+            if self.ensemble is not None and self.ensemble < 2:
+                raise ConfigError(f"trainer.ensemble_models needs an ensemble of 2 or more; trainer.ensemble is "
+                                  f"{self.ensemble} (leave it out to train one member per entry)")
         if self.ensemble_jobs < 1:
             raise ConfigError(f"trainer.ensemble_jobs must be >= 1 (members trained at once), got {self.ensemble_jobs}")
 

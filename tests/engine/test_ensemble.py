@@ -133,3 +133,37 @@ def test_members_trained_in_parallel_processes_equal_the_sequential_ones(tmp_pat
 def test_ensemble_jobs_below_one_is_refused() -> None:
     with pytest.raises(ConfigError, match="ensemble_jobs must be >= 1"):
         fit({**RECIPE, "trainer": {**RECIPE["trainer"], "ensemble_jobs": 0}}, verbose=False)
+
+
+@pytest.mark.slow
+def test_members_of_different_families_are_averaged_like_seed_members(tmp_path: Path) -> None:
+    from cnnlstm.engine.ensemble import load_run_model
+    from cnnlstm.engine.rundir import read_config
+    from cnnlstm.export import export_run
+
+    recipe = _series_recipe(tmp_path)
+    small = {"hidden_size": 4}
+    recipe["trainer"] = {**recipe["trainer"], "ensemble": None, "ensemble_models": [
+        {"name": "lstm_fcn", "filters": [4, 4, 4], "kernel_sizes": [3, 3, 3], **small},
+        {"name": "deep_conv_lstm", "filters": 4, "num_conv_layers": 2, **small}]}
+    result = fit(recipe, out=tmp_path / "run", verbose=False)
+    run = result.run_dir
+    members = [load_weights(weights_path(run / "members" / str(k))) for k in range(2)]
+    assert [m.model_name for m in members] == ["lstm_fcn", "deep_conv_lstm"]  # one member per entry, in order
+    ensemble = load_run_model(run, read_config(run))
+    assert ensemble.model_name == "ensemble of 2 lstm_fcn, deep_conv_lstm"
+    bundle = load_dataset(recipe["data"]["spec"])
+    batch = bundle.collate_fn([bundle.test[i] for i in range(len(bundle.test))])
+    with torch.no_grad():
+        probs = torch.stack([m(x=batch["x"]).softmax(-1) for m in members]).mean(0)
+    assert result.metrics["test/acc"] == pytest.approx(float((probs.argmax(1) == batch["y"]).float().mean()))
+    (report,) = export_run(run, formats=("onnx",))
+    assert report.parity.passed, report.summary()
+
+
+def test_ensemble_models_are_checked_before_training() -> None:
+    with pytest.raises(ConfigError, match="ensemble_models must be a non-empty list"):
+        fit({**RECIPE, "trainer": {**RECIPE["trainer"], "ensemble_models": [{"hidden_size": 4}]}}, verbose=False)
+    with pytest.raises(ConfigError, match="needs an ensemble of 2 or more"):
+        fit({**RECIPE, "trainer": {**RECIPE["trainer"], "ensemble": 1, "ensemble_models": ["toy_lstm"]}},
+            verbose=False)

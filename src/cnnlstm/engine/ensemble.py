@@ -1,13 +1,14 @@
-"""Seed ensembles: ``trainer.ensemble: N`` trains N members and averages their class probabilities.
+"""Ensembles: ``trainer.ensemble: N`` trains N members and averages their class probabilities.
 
-Every member trains on the same data and the same train/validation split (the recipe's ``seed``); member
-``k`` starts from its own initialisation and per-epoch random state (seed ``seed + k``), so members differ in
-weights, dropout masks and augmentation draws. Each keeps its own best-on-validation checkpoint. The run
-directory holds the members under ``members/<k>/`` (each a complete run directory of its own) and, at the
-top, the recipe, ``data_info.json`` and the ensemble's ``metrics.json``; :func:`load_run_model` rebuilds the
-ensemble from it, so ``cnnlstm test --run`` and ``predict`` score the averaged model, and ``cnnlstm export``
-writes it as one graph: every member and the averaging in one ONNX (or TorchScript) file, with the same parity
-check as a single model.
+Every member trains on the same data and the same train/validation split (the recipe's ``seed``); member ``k``
+starts from its own initialisation and per-epoch random state (seed ``seed + k``), so members differ in
+weights, dropout masks and augmentation draws. With ``trainer.ensemble_models`` they differ in family too
+(member ``k`` takes entry ``k mod len`` as its model section), as long as every family reads the same inputs.
+Each keeps its own best-on-validation checkpoint. The run directory holds the members under ``members/<k>/``
+(each a complete run directory of its own) and, at the top, the recipe, ``data_info.json`` and the ensemble's
+``metrics.json``; :func:`load_run_model` rebuilds the ensemble from it, so ``cnnlstm test --run`` and
+``predict`` score the averaged model, and ``cnnlstm export`` writes it as one graph: every member and the
+averaging in one ONNX (or TorchScript) file, with the same parity check as a single model.
 
 The ensemble is a classifier: :class:`EnsembleClassifier` returns the log of the averaged probabilities as its
 logits, so softmax gives back the average exactly and cross-entropy is the ensemble's own log loss.
@@ -66,7 +67,8 @@ class EnsembleClassifier(nn.Module):
         self.supports_lengths = bool(getattr(first, "supports_lengths", False))
         #: the members' registered model: what export looks up (a static time axis, say)
         self.base_model_name = getattr(first, "model_name", type(first).__name__)
-        self.model_name = f"ensemble of {len(members)} {self.base_model_name}"
+        names = list(dict.fromkeys(getattr(m, "model_name", type(m).__name__) for m in members))
+        self.model_name = f"ensemble of {len(members)} {', '.join(names)}"
 
     def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
         """Keyword inputs the members read (the first member's :meth:`example_input`): what export traces with."""
@@ -89,7 +91,7 @@ def ensemble_size(config: dict[str, Any]) -> int:
     """
     size = config.get("trainer", {}).get("ensemble")
     if size is None:
-        return 1
+        return len(config.get("trainer", {}).get("ensemble_models") or []) or 1
     if size < 1:
         raise ConfigError(f"trainer.ensemble must be >= 1 (members to train), got {size}")
     return int(size)
@@ -122,6 +124,14 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
         raise WeightsError(f"{run_dir} is an ensemble of {size} but lacks member weights {', '.join(missing)}; "
                            "was its fit finished?")
     return EnsembleClassifier([load_weights(p) for p in paths]).eval()
+
+
+def _member_config(config: dict[str, Any], models: list[Any] | None, k: int) -> dict[str, Any]:
+    """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model."""
+    if not models:
+        return config
+    entry = models[k % len(models)]
+    return {**config, "model": {"name": entry} if isinstance(entry, str) else copy.deepcopy(entry)}
 
 
 def _fit_member(config: dict[str, Any], run_dir: Path, seed: int,
@@ -190,8 +200,9 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     jobs = min(int(config["trainer"].get("ensemble_jobs") or 1), size)
     if jobs > 1:
         member_config["trainer"]["enable_progress_bar"] = False  # several processes would draw over each other
-    members = [(member_config, member_dir, config["seed"] + k)
-               for k, member_dir in enumerate(member_dirs(run_dir, size))]
+    member_config["trainer"]["ensemble_models"] = None
+    members = [(_member_config(member_config, config["trainer"].get("ensemble_models"), k), member_dir,
+                config["seed"] + k) for k, member_dir in enumerate(member_dirs(run_dir, size))]
     if jobs == 1:
         results = [_fit_member(*member) for member in members]
     else:
