@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<recipe>-<timestamp>); an existing run is refused")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its config, checkpoints, logs and reports)")
+    p.add_argument("--ensemble", type=int, metavar="N",
+                   help="train N members and average their probabilities (trainer.ensemble=N; classification)")
 
     p = sub.add_parser("test", help="re-evaluate a run's best model on its test split")
     p.add_argument("--run", required=True, help="a run directory written by fit")
@@ -210,14 +212,15 @@ def _run(args: argparse.Namespace) -> int:
         from cnnlstm.engine import fit, resume
         from cnnlstm.errors import ConfigError
 
+        overrides = [*args.overrides, *([f"trainer.ensemble={args.ensemble}"] if args.ensemble is not None else [])]
         if args.resume:
-            if args.overrides or args.data or args.out or args.overwrite:
+            if overrides or args.data or args.out or args.overwrite:
                 raise ConfigError("--resume continues a run exactly as configured (its config.yaml); --set, --data, "
-                                  "--out and --overwrite cannot change it: start a new run with --recipe "
+                                  "--ensemble, --out and --overwrite cannot change it: start a new run with --recipe "
                                   "RUN/config.yaml")
             result = resume(args.resume)
         else:
-            result = fit(_recipe_for(args.recipe, args.data), data=args.data, overrides=args.overrides, out=args.out,
+            result = fit(_recipe_for(args.recipe, args.data), data=args.data, overrides=overrides, out=args.out,
                          overwrite=args.overwrite)
         if "test/acc" in result.metrics and _is_rank_zero():
             print(f"test accuracy: {result.metrics['test/acc']:.4f}")

@@ -202,3 +202,12 @@ def test_repeated_set_flags_all_apply() -> None:
     tune = add_arguments(argparse.ArgumentParser()).parse_args(["--recipe", "gunpoint", "--trials", "1", "--set", "a=1",
                                                                 "--set", "b=2"])
     assert tune.overrides == ["a=1", "b=2"]
+
+
+def test_fit_ensemble_flag_trains_the_members(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["fit", *TOY, "--ensemble", "2", "--out", str(out), "--set", "trainer.max_epochs=1"]) == 0
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["0", "1"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["ensemble"] == 2
+    assert "test accuracy:" in capsys.readouterr().out
+    assert main(["fit", "--resume", str(out), "--ensemble", "3"]) == 2  # a resumed run keeps its own config
