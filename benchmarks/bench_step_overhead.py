@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from benchmarks.gpu import engine_rate, loop_rate
+from benchmarks.gpu import _hand_step, engine_rate, loop_rate
 from benchmarks.machine import machine_info
 
 __all__ = ["step_overhead"]
@@ -34,19 +33,6 @@ def _model() -> nn.Module:
                         kernel_sizes=(3, 3, 3), dropout=0.0)
 
 
-def _hand_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x=x).float(), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the engine clips recurrent models at 1.0
-        opt.step()
-
-    return step
-
-
 def step_overhead(steps: int = 150, repeats: int = 7) -> dict[str, float]:
     """Median ms per step of the engine and of the hand loop, windows alternating; and their ratio."""
     torch.set_num_threads(1)
@@ -57,8 +43,8 @@ def step_overhead(steps: int = 150, repeats: int = 7) -> dict[str, float]:
         rates = engine_rate(_model(), {"x": x, "y": y}, items=1, trainer={"precision": "32-true"}, warmup=20,
                             steps=steps, repeats=1, device=device)
         engine.append(1000 / rates[0])
-        hand.append(1000 / loop_rate(_hand_step(_model(), x, y), items=1, warmup=20, steps=steps, repeats=1,
-                                     device=device)[0])
+        step = _hand_step(_model(), x, y, bf16=False, clip=1.0)  # the engine clips recurrent models at 1.0
+        hand.append(1000 / loop_rate(step, items=1, warmup=20, steps=steps, repeats=1, device=device)[0])
     e, h = statistics.median(engine), statistics.median(hand)
     return {"engine_ms": round(e, 3), "hand_ms": round(h, 3), "ratio": round(e / h, 2),
             "engine_windows": [round(v, 3) for v in engine], "hand_windows": [round(v, 3) for v in hand]}

@@ -240,7 +240,9 @@ def engine_profile(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[
     return _profile_table(holder["prof"], steps)
 
 
-def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame: bool = False) -> Callable[[], None]:
+def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame: bool = False,
+               clip: float | None = None) -> Callable[[], None]:
+    """A bare AdamW training step on ``model`` (optionally clipping the gradient norm at ``clip``)."""
     from benchmarks.speed_frames import per_frame_loop
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -252,6 +254,8 @@ def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame:
             logits = per_frame_loop(model, x) if per_frame else model(x)
             loss = nn.functional.cross_entropy(logits.float(), y)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
 
     return step

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from user_images import random_clips
 
 from cnnlstm.data import load_dataset, pad_collate
 from cnnlstm.data.feature_cache import FeatureCache
@@ -42,16 +42,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    rng = np.random.default_rng(0)
-    for label in ("jump", "wave"):
-        for c in range(3):
-            clip = root / label / f"clip{c}"
-            clip.mkdir(parents=True)
-            for f in range(5):
-                pixels = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(clip / f"frame_{f}.png")
-    return root
+    return random_clips(tmp_path_factory.mktemp("clips"), labels=("jump", "wave"), clips=3, frames=5)
 
 
 def test_cached_training_path_gives_the_full_models_logits(digits, tmp_path: Path) -> None:

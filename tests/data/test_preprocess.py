@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from user_images import random_clips
 
 from cnnlstm.data import DataInfo, load_dataset
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, encoder_normalization, recorded_normalization
@@ -22,15 +23,7 @@ MEAN, STD = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    rng = np.random.default_rng(0)
-    for label in ("left", "right"):
-        for c in range(4):
-            clip = root / label / f"clip{c}"
-            clip.mkdir(parents=True)
-            for f in range(3):
-                Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(clip / f"f{f}.png")
-    return root
+    return random_clips(tmp_path_factory.mktemp("clips"), labels=("left", "right"), clips=4, frames=3)
 
 
 @pytest.fixture(scope="module")

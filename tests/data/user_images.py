@@ -23,14 +23,17 @@ def draw(path: Path, colour: str, left: bool) -> None:
 
 def random_clips(root: Path, labels: tuple[str, ...] = ("a", "b"), clips: int = 3, frames: int = 2,
                  size: int = 16, seed: int = 0) -> Path:
-    """``root/<label>/c<k>/<f>.png``: a frames:DIR folder of random RGB frames (content-free: for plumbing tests)."""
+    """``root/<label>/clip<k>/f<i>.png``: a frames:DIR folder of random RGB frames (content-free, for plumbing tests).
+
+    Frames are drawn label by label, clip by clip, frame by frame from one seeded generator.
+    """
     rng = np.random.default_rng(seed)
     for label in labels:
         for c in range(clips):
-            clip = root / label / f"c{c}"
+            clip = root / label / f"clip{c}"
             clip.mkdir(parents=True)
             for f in range(frames):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(clip / f"{f}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(clip / f"f{f}.png")
     return root
 
 

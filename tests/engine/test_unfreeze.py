@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from user_images import random_clips  # noqa: E402
 
 from cnnlstm.engine import fit
 from cnnlstm.engine.unfreeze import unfreeze_callback
@@ -21,15 +23,7 @@ from cnnlstm.tasks.base import OptimConfig
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("clips")
-    rng = np.random.default_rng(0)
-    for label in ("a", "b"):
-        for c in range(6):
-            clip = root / label / f"clip{c}"
-            clip.mkdir(parents=True)
-            for f in range(3):
-                Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(clip / f"f{f}.png")
-    return root
+    return random_clips(tmp_path_factory.mktemp("clips"), clips=6, frames=3)
 
 
 def _recipe(clips: Path, tmp_path: Path, *, feature_cache: bool | str = "auto") -> str:
