@@ -5,8 +5,9 @@ frame, LSTM 512, 101 classes), the classification task, and a Trainer from :func
 recipe settings ``precision: bf16-mixed`` and ``channels_last: true``. Beside it, on the same model class, batch
 and card: a hand-written bf16 + channels_last loop (the engine's overhead is the difference), the folded fp32
 step, and the per-frame Python loop the tutorials write. ``lstm_fcn`` at the paper's widths runs through the
-same engine path. Batches are resident on the device for every path, as in a reference measurement that times
-the training step rather than the input pipeline.
+same engine path. Both also run with ``trainer.cuda_graphs`` (the model's forward and backward replayed from
+CUDA graphs, :mod:`cnnlstm.tasks.graphs`). Batches are resident on the device for every path, as in a reference
+measurement that times the training step rather than the input pipeline.
 
 Every path is timed as ``--gpu-repeats`` windows of ``--gpu-steps`` steps after ``--gpu-warmup`` steps, with the
 device synchronised at window edges only; the median window is reported. ``--gpu-small`` shrinks everything so
@@ -42,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-small", action="store_true", help="tiny sizes, to check the suite on a CPU")
     p.add_argument("--gpu-compile", action="store_true", help="also time the engine path with trainer.compile")
     p.add_argument("--gpu-variants", action="store_true",
-                   help="also time the engine with channels-last input frames, at 2x and 4x the batch, and "
-                        "profile one engine and one hand-loop window (top kernels and host time per step)")
+                   help="also time the engine with channels-last input frames, at 2x and 4x the batch, lstm_fcn "
+                        "in bf16, and profile engine (with and without trainer.cuda_graphs) and hand-loop windows "
+                        "(top kernels and host time per step)")
 
 
 def _sync(device: torch.device) -> None:
@@ -130,6 +132,7 @@ def _train(model: nn.Module, batch: dict[str, Tensor], *, trainer: dict[str, Any
 
     apply_speed_settings(model, trainer)
     task = build_task("classification", model, {}, {"lr": 1e-3, "scheduler": "none"})
+    task.use_cuda_graphs(trainer.get("cuda_graphs", False))
     section = {"max_epochs": 1, "accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": 1,
                "limit_val_batches": 0, "enable_progress_bar": False, "log_every_n_steps": 50,
                "precision": trainer.get("precision", "32-true")}
@@ -307,40 +310,19 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         record(frame_paths, name, rates, "clips/s")
 
     bf16 = {"precision": "bf16-mixed", "channels_last": True}
+    graphs = {**bf16, "cuda_graphs": True}
+    batch = {"x": x, "y": y}
+    # Most telling paths first: a call cut short by its time limit keeps them (each is logged as it finishes).
     clips("cnnlstm engine, bf16-mixed + channels_last",
-          engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer=bf16, **windows))
-    if args.gpu_compile:
-        clips("cnnlstm engine, bf16-mixed + channels_last + compile",
-              engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={**bf16, "compile": True}, **windows))
+          engine_rate(frame_model(), batch, items=B, trainer=bf16, **windows))
     m = frame_model().to(memory_format=torch.channels_last)
     clips("hand loop, bf16 autocast + channels_last",
           loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
-    profiles: dict[str, Any] = {}
-    if args.gpu_variants:
-        # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
-        x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
-        clips("cnnlstm engine, bf16-mixed + channels_last, NHWC input",
-              engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=bf16, **windows))
-        for k in (2, 4):
-            xk, yk = x.repeat(k, 1, 1, 1, 1), y.repeat(k)
-            clips(f"cnnlstm engine, bf16-mixed + channels_last, batch {k * B}",
-                  engine_rate(frame_model(), {"x": xk, "y": yk}, items=k * B, trainer=bf16, **windows))
-        profiles["engine"] = engine_profile(frame_model(), {"x": x, "y": y}, trainer=bf16, device=device)
-        m = frame_model().to(memory_format=torch.channels_last)
-        profiles["hand loop"] = loop_profile(_hand_step(m, x, y, bf16=True), device=device)
-        for name, text in profiles.items():
-            log(f"gpu: profile of 5 frame_lstm steps, {name}:\n{text}")
-        profiles["engine_syncs_frame_lstm"] = engine_syncs(frame_model(), {"x": x, "y": y}, trainer=bf16,
-                                                           steps=10, device=device)
-        log(f"gpu: host-device syncs in 11 engine steps (frame_lstm): {profiles['engine_syncs_frame_lstm'] or 'none'}")
-    clips("cnnlstm engine, fp32",
-          engine_rate(frame_model(), {"x": x, "y": y}, items=B, trainer={"precision": "32-true"}, **windows))
-    clips("per-frame Python loop, fp32",
-          loop_rate(_hand_step(frame_model(), x, y, bf16=False, per_frame=True), items=B, **windows))
 
     NB, L, C = sizes["series"]
     xs = torch.randn(NB, L, C, device=device, generator=gen)  # (B, L, C)
     ys = torch.randint(0, 4, (NB,), device=device, generator=gen)  # (B,)
+    series = {"x": xs, "y": ys}
 
     def series_model() -> nn.Module:
         torch.manual_seed(0)
@@ -348,16 +330,48 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
                             filters=(128, 256, 128), kernel_sizes=(8, 5, 3)).to(device)
 
     series_paths: dict[str, Any] = {}
-    record(series_paths, "cnnlstm engine, fp32",
-           engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "32-true"}, **windows),
-           "samples/s")
-    record(series_paths, "cnnlstm engine, bf16-mixed",
-           engine_rate(series_model(), {"x": xs, "y": ys}, items=NB, trainer={"precision": "bf16-mixed"}, **windows),
-           "samples/s")
-    record(series_paths, "hand loop, fp32",
-           loop_rate(_hand_step(series_model(), xs, ys, bf16=False), items=NB, **windows), "samples/s")
-    syncs = engine_syncs(series_model(), {"x": xs, "y": ys}, trainer={"precision": "32-true"}, steps=10,
-                         device=device)
+
+    def samples(name: str, rates: list[float]) -> None:
+        record(series_paths, name, rates, "samples/s")
+
+    fp32 = {"precision": "32-true"}
+    samples("cnnlstm engine, fp32", engine_rate(series_model(), series, items=NB, trainer=fp32, **windows))
+    samples("hand loop, fp32", loop_rate(_hand_step(series_model(), xs, ys, bf16=False), items=NB, **windows))
+    samples("cnnlstm engine, fp32 + cuda_graphs",
+            engine_rate(series_model(), series, items=NB, trainer={**fp32, "cuda_graphs": True}, **windows))
+    clips("cnnlstm engine, bf16-mixed + channels_last + cuda_graphs",
+          engine_rate(frame_model(), batch, items=B, trainer=graphs, **windows))
+    if args.gpu_compile:
+        clips("cnnlstm engine, bf16-mixed + channels_last + compile",
+              engine_rate(frame_model(), batch, items=B, trainer={**bf16, "compile": True}, **windows))
+    profiles: dict[str, Any] = {}
+    if args.gpu_variants:
+        # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
+        x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
+        clips("cnnlstm engine, bf16-mixed + channels_last + cuda_graphs, NHWC input",
+              engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=graphs, **windows))
+        for k in (2, 4):
+            xk, yk = x.repeat(k, 1, 1, 1, 1), y.repeat(k)
+            for name, settings in (("", bf16), (" + cuda_graphs", graphs)):
+                clips(f"cnnlstm engine, bf16-mixed + channels_last{name}, batch {k * B}",
+                      engine_rate(frame_model(), {"x": xk, "y": yk}, items=k * B, trainer=settings, **windows))
+        samples("cnnlstm engine, bf16-mixed",
+                engine_rate(series_model(), series, items=NB, trainer={"precision": "bf16-mixed"}, **windows))
+        samples("cnnlstm engine, bf16-mixed + cuda_graphs",
+                engine_rate(series_model(), series, items=NB, trainer={"precision": "bf16-mixed", "cuda_graphs": True},
+                            **windows))
+        profiles["engine_syncs_frame_lstm"] = engine_syncs(frame_model(), batch, trainer=bf16, steps=10, device=device)
+        log(f"gpu: host-device syncs in 11 engine steps (frame_lstm): {profiles['engine_syncs_frame_lstm'] or 'none'}")
+        profiles["engine"] = engine_profile(frame_model(), batch, trainer=bf16, device=device)
+        profiles["engine + cuda_graphs"] = engine_profile(frame_model(), batch, trainer=graphs, device=device)
+        m = frame_model().to(memory_format=torch.channels_last)
+        profiles["hand loop"] = loop_profile(_hand_step(m, x, y, bf16=True), device=device)
+        for name in ("engine", "engine + cuda_graphs", "hand loop"):
+            log(f"gpu: profile of 5 frame_lstm steps, {name}:\n{profiles[name]}")
+    clips("cnnlstm engine, fp32", engine_rate(frame_model(), batch, items=B, trainer=fp32, **windows))
+    clips("per-frame Python loop, fp32",
+          loop_rate(_hand_step(frame_model(), x, y, bf16=False, per_frame=True), items=B, **windows))
+    syncs = engine_syncs(series_model(), series, trainer=fp32, steps=10, device=device)
     log(f"gpu: host-device syncs in 11 engine steps (lstm_fcn): {syncs or 'none'}")
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -189,6 +189,9 @@ class TrainerConfig:
         enable_progress_bar: Lightning's progress bar (Lightning's default when unset).
         channels_last: channels-last memory format for convolutions.
         compile: ``torch.compile`` the model.
+        cuda_graphs: replay the model's training forward and backward from CUDA graphs on a GPU (one per batch
+            shape; :mod:`cnnlstm.tasks.graphs`): the host no longer launches every kernel of every step.
+            One GPU, no ``compile``, ``tbptt_steps`` or gradient accumulation with it; no effect on a CPU.
         checkpoint_every_n_steps: also write ``last.ckpt`` every N optimiser steps (``null``: once per epoch).
         tbptt_steps: truncated backpropagation through time, time steps per chunk (``null``: off).
         ddp_timeout: seconds a DDP rank waits for a hung peer.
@@ -218,6 +221,7 @@ class TrainerConfig:
     enable_progress_bar: bool = UNSET
     channels_last: bool = False
     compile: bool = False
+    cuda_graphs: bool = False
     checkpoint_every_n_steps: int | None = None
     tbptt_steps: int | None = None
     ddp_timeout: int | float = 1800

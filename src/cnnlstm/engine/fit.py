@@ -539,6 +539,7 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
                       clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
     task.set_augmentation(augmentation, key)
+    task.use_cuda_graphs(trainer_cfg.get("cuda_graphs", False))
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
                                               callbacks=callbacks, test=test, resume=resume, on_ready=start_run,
                                               train_seed=train_seed)

@@ -12,9 +12,10 @@ those.
 
 Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
 ``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
-``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.accumulate_grad_batches``,
-``data.num_workers`` / ``pin_memory`` / ``persistent_workers``, ``data.feature_cache`` and
-``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's bytes). Long sequences:
+``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.cuda_graphs``,
+``trainer.accumulate_grad_batches``, ``data.num_workers`` / ``pin_memory`` / ``persistent_workers``,
+``data.feature_cache`` and ``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's
+bytes). Long sequences:
 ``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
 Fine-tuning a pretrained encoder: ``optim.encoder_lr`` and ``optim.unfreeze_at_epoch`` (frozen for that many
 epochs, then ``model.freeze`` applies; :mod:`cnnlstm.engine.unfreeze`).
@@ -281,6 +282,7 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("the recipe names no model: set model.name (`cnnlstm models` lists them)")
     section_from_dict(RecipeConfig, out)  # each section's own range checks (data.batch_size >= 1, ...)
     _check_tbptt(out, pretrain=False)
+    _check_cuda_graphs(out["trainer"])
     if "pretrain" in out:
         _check_tbptt(out["pretrain"], pretrain=True)
         if not out["pretrain"]["data"].get("spec"):
@@ -305,6 +307,34 @@ def _check_tbptt(section: dict[str, Any], pretrain: bool) -> None:
     if section["optim"]["swa"]:
         raise ConfigError("optim.swa does not run with trainer.tbptt_steps (weight averaging needs Lightning's "
                           "automatic optimisation): drop one of them")
+
+
+def _check_cuda_graphs(trainer: dict[str, Any]) -> None:
+    """``trainer.cuda_graphs`` replays one model's forward and backward on one GPU, step by step: refuse the
+    settings that change what a step is (compile, TBPTT chunks, accumulated gradients) or spread it over devices."""
+    if not trainer.get("cuda_graphs"):
+        return
+    clash = [(trainer.get("compile"), "trainer.compile (compile or graph, not both)"),
+             (trainer.get("tbptt_steps") is not None, "trainer.tbptt_steps"),
+             (trainer["accumulate_grad_batches"] > 1, "trainer.accumulate_grad_batches > 1 (a replayed backward "
+              "writes its gradients in place)"),
+             (trainer["num_nodes"] > 1 or _device_count(trainer["devices"]) > 1, "more than one device "
+              "(trainer.devices / num_nodes)")]
+    for bad, what in clash:
+        if bad:
+            raise ConfigError(f"trainer.cuda_graphs does not run with {what}: drop one of them")
+
+
+def _device_count(devices: int | str | list) -> int:
+    """Devices a ``trainer.devices`` value names (``auto`` and ``-1`` count as one here: known only at run time)."""
+    if isinstance(devices, list):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    try:
+        return max(1, int(devices))
+    except ValueError:
+        return 1
 
 
 def check_key(key: str, recipe: dict[str, Any] | None = None) -> None:

@@ -8,6 +8,7 @@ and :meth:`Task.make_metrics` (a fresh ``MetricCollection`` for one stage).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from torchmetrics import MetricCollection
 
 from cnnlstm.config import SCHEDULERS, OptimConfig
 from cnnlstm.errors import CnnLstmError, ConfigError, did_you_mean
+from cnnlstm.tasks.graphs import GraphedForward
 from cnnlstm.tasks.loss_reader import DeferredLoss, LossReading
 from cnnlstm.tasks.weighted_mean import WeightedMean
 
@@ -115,6 +117,7 @@ class Task(pl.LightningModule):
         #: logging costs about a millisecond of host time a step, as much as a small model's whole step)
         self.bar_loss: float | Tensor | None = None
         self._pending_train_updates: list[tuple[Tensor, ...]] = []
+        self.graphs: GraphedForward | None = None  # trainer.cuda_graphs (use_cuda_graphs)
 
     # -- subclass interface -------------------------------------------------------------------------------
     def make_metrics(self, stage: str) -> MetricCollection:
@@ -203,8 +206,19 @@ class Task(pl.LightningModule):
 
     # -- shared machinery ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> Tensor:
-        """Call the model with the batch entries it names in ``input_names``."""
-        return self.model(**{k: batch[k] for k in self.model.input_names if k in batch})
+        """Call the model with the batch entries it names in ``input_names`` (from CUDA graphs when
+        :meth:`use_cuda_graphs` turned them on and the call is a training forward on a GPU)."""
+        inputs = {k: batch[k] for k in self.model.input_names if k in batch}
+        if self.graphs is not None:
+            return self.graphs(inputs)
+        return self.model(**inputs)
+
+    def use_cuda_graphs(self, enabled: bool, max_graphs: int = 2) -> None:
+        """Replay the model's training forward and backward from CUDA graphs (``trainer.cuda_graphs``).
+
+        A no-op for calls on a CPU, in evaluation or in ``eval()`` mode; see :mod:`cnnlstm.tasks.graphs`.
+        """
+        self.graphs = GraphedForward(self.model, max_graphs=max_graphs) if enabled else None
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
         loss = self.step(batch, stage)
@@ -292,6 +306,14 @@ class Task(pl.LightningModule):
             return
         self._train_epoch_finished = self.current_epoch
         self._record(self._epoch_end("train"))
+
+    def on_fit_start(self) -> None:
+        if self.graphs is not None and self.trainer.world_size > 1:
+            raise ConfigError(f"trainer.cuda_graphs runs on one GPU; this run has {self.trainer.world_size} "
+                              "processes: set trainer.devices=1 or drop trainer.cuda_graphs")
+        if self.graphs is not None and self.device.type != "cuda":
+            warnings.warn(f"trainer.cuda_graphs has no effect on {self.device.type}: training runs without graphs",
+                          stacklevel=1)
 
     def on_train_epoch_end(self) -> None:
         self.read_loss(self.loss_reader.flush())
