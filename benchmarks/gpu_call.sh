@@ -3,7 +3,7 @@
 #
 # Run from the repository root on the GPU machine, results under $OUT:
 #   mkdir -p .gpuref && cp ../shared/anchors/gpu_reference.py .gpuref/   # an ignored folder the call carries
-#   bash benchmarks/gpu_call.sh                                          # BENCH_S / ANCHOR_S / TESTS_S: time caps
+#   bash benchmarks/gpu_call.sh         # BENCH_S / ANCHOR_S / TESTS_S: time caps; VARIANTS= drops --gpu-variants
 # The suite logs each path as it finishes, so a capped run keeps what it measured (bench.log).
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PWD
 OUT=${OUT:-/tmp/gpu_call}
@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
   python3 -c "import torch,lightning,timm,torchmetrics;print('torch',torch.__version__,'lightning',lightning.__version__,'timm',timm.__version__,'torchmetrics',torchmetrics.__version__)"
   date -u; } > "$OUT/env.txt" 2>&1
-timeout "${BENCH_S:-300}" python3 -m benchmarks gpu --gpu-variants ${BENCH_ARGS:-} --gpu-warmup 10 --gpu-steps 30 \
+timeout "${BENCH_S:-300}" python3 -m benchmarks gpu ${VARIANTS---gpu-variants} ${BENCH_ARGS:-} --gpu-warmup 10 --gpu-steps 30 \
   --gpu-repeats 3 --out "$OUT/bench" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/env.txt"
 timeout "${ANCHOR_S:-150}" python3 "${ANCHOR:-.gpuref/gpu_reference.py}" > "$OUT/anchor.log" 2>&1

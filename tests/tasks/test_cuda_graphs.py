@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -82,7 +83,21 @@ def test_graphed_training_matches_eager_training_state_for_state() -> None:
     assert len(stand_in.calls) == 1  # one signature, captured once
     for (name, value), (_, ref) in zip(graphed_model.state_dict().items(), eager_model.state_dict().items(),
                                        strict=True):
-        torch.testing.assert_close(value, ref, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(value, ref, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_the_graphs_static_inputs_are_private_copies_of_the_first_batch() -> None:
+    # Later batches are copied into the static inputs: the first batch's own memory must not be them.
+    model, _ = _pair()
+    seen: list[Tensor] = []
+
+    def stand_in(module: nn.Module, args: tuple[Tensor, ...]) -> nn.Module:
+        seen.extend(args)
+        return module
+
+    x = torch.randn(8, 7, 3)
+    GraphedForward(model, make_graphed=stand_in, device_type="cpu")({"x": x})
+    assert seen[0].data_ptr() != x.data_ptr() and torch.equal(seen[0], x)
 
 
 def test_one_capture_per_signature_then_eager_with_one_warning() -> None:
@@ -173,28 +188,34 @@ def test_cuda_graph_steps_match_eager_steps_on_a_gpu(bf16: bool, monkeypatch: py
     graphs = GraphedForward(graphed_model)
     gen = torch.Generator(device="cuda").manual_seed(1)
     batches = [torch.randn(8, 7, 3, device="cuda", generator=gen) for _ in range(5)]
+    first = batches[0].clone()
     y = torch.randint(0, 4, (8,), device="cuda", generator=gen)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
         _train(graphed_model, lambda x: graphs({"x": x}), batches, y)
+        assert torch.equal(batches[0], first)  # later batches went into the graph's own input, not into this one
         _train(eager_model, lambda x: eager_model(x), batches, y)
     assert graphs.failed is None and len(graphs.graphs) == 1
     tol = 2e-2 if bf16 else 1e-5
     for (name, value), (_, ref) in zip(graphed_model.state_dict().items(), eager_model.state_dict().items(),
                                        strict=True):
-        torch.testing.assert_close(value, ref, rtol=tol, atol=tol, msg=name)
+        torch.testing.assert_close(value, ref, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.gpu
 def test_a_cuda_graphs_fit_trains_and_is_reproduced_by_evaluating_its_run(tmp_path: Path) -> None:
     from cnnlstm.engine import evaluate_run, fit
 
-    # 50 GunPoint series in batches of 16: full batches and a smaller last one, two graphs
-    recipe = {"seed": 0, "data": {"spec": "ucr:GunPoint", "batch_size": 16},
+    # 50 training series in batches of 16: full batches and a smaller last one, two graphs
+    gen = np.random.default_rng(0)
+    y = np.arange(70) % 2
+    x = gen.normal(size=(70, 30, 2)).astype(np.float32) + y[:, None, None]  # (N, T, C), learnable
+    np.savez(tmp_path / "series.npz", X_train=x[:50], y_train=y[:50], X_test=x[50:], y_test=y[50:])
+    recipe = {"seed": 0, "data": {"spec": f"npz:{tmp_path / 'series.npz'}", "batch_size": 16},
               "model": {"name": "lstm_fcn", "hidden_size": 4, "filters": [4, 8, 4]},
               "trainer": {"max_epochs": 2, "accelerator": "gpu", "devices": 1, "enable_progress_bar": False,
                           "cuda_graphs": True}}
     with _no_capture_warning():
-        run = fit(recipe, out=tmp_path, verbose=False)
+        run = fit(recipe, out=tmp_path / "run", verbose=False)
     assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in run.history)
     again = evaluate_run(run.run_dir, accelerator="gpu")
     for key, value in again.metrics.items():

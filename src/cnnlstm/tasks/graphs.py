@@ -117,7 +117,9 @@ class GraphedForward:
     def _capture(self, inputs: dict[str, Tensor]) -> nn.Module | None:
         """Capture one signature; ``None`` (and eager training from then on) if the model cannot be captured."""
         names = tuple(inputs)
-        args = tuple(v.detach() for v in inputs.values())
+        # The graph's static inputs: every later batch is copied into them, so they must be private tensors (the
+        # first batch may be a view into data the caller keeps, e.g. a dataset resident on the GPU).
+        args = tuple(v.detach().clone() for v in inputs.values())
         saved = [b.detach().clone() for b in self.model.buffers()]  # the warm-up passes update running stats
         enabled, dtype = torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type)
         try:
