@@ -110,3 +110,42 @@ def test_stream_errors(tmp_path):
     spec, _, _ = stream_file(tmp_path)
     with pytest.raises(DataError, match="as long as window=30"):
         load_dataset(spec, window=30, test_fraction=0.2)
+
+
+def _steps_of(signals: np.ndarray, window_values: torch.Tensor) -> set[int]:
+    return {int(v) for v in window_values[:, 0].tolist()}  # channel 0 holds the global step index
+
+
+@pytest.mark.parametrize("groups", [None, np.repeat([0, 1, 2], [800, 700, 500])])
+def test_validation_takes_whole_stretches_so_it_shares_no_steps_with_training_beyond_their_edges(tmp_path, groups):
+    # Overlapping windows (step 5 < window 20) share steps: a per-window validation split would let training
+    # see most of every validation window. The windows: source names stretches of time as groups instead.
+    from cnnlstm.data.splits import split_train_val
+
+    n = 2000
+    signals = np.stack([np.arange(n), np.sin(np.arange(n) / 7.0)], axis=1).astype(np.float32)  # step index, signal
+    labels = (np.arange(n) // 40) % 3
+    arrays = {"signals": signals, "labels": labels, "test_signals": signals[:60], "test_labels": labels[:60]}
+    if groups is not None:
+        arrays["groups"] = groups
+    np.savez(tmp_path / "rec.npz", **arrays)
+    bundle = load_dataset(f"windows:{tmp_path / 'rec.npz'}", window=20, step=5)
+    assert len(bundle.info.groups) == len(bundle.train)
+    train, val = split_train_val(bundle.train, 0.2, seed=0, groups=bundle.info.groups)
+    train_steps = set().union(*(_steps_of(signals, bundle.train[i]["x"]) for i in train.indices))
+    val_windows = [_steps_of(signals, bundle.train[i]["x"]) for i in val.indices]
+    shared = [w for w in val_windows if w & train_steps]
+    val_ids = sorted(set(np.asarray(bundle.info.groups)[val.indices].tolist()))
+    # only windows at a stretch's two edges touch training: ceil(20 / 5) - 1 = 3 per edge
+    assert len(val) > 0 and len(shared) <= 2 * 3 * len(val_ids)
+    assert len(shared) < len(val_windows) / 2
+    # the reference the split replaces: the same share of single windows drawn at random shares far more
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(bundle.train), size=len(val), replace=False)
+    rest = set().union(*(_steps_of(signals, bundle.train[i]["x"]) for i in set(range(len(bundle.train))) - set(pick)))
+    assert sum(bool(_steps_of(signals, bundle.train[i]["x"]) & rest) for i in pick) > 0.9 * len(pick)
+    if groups is not None:  # no stretch spans two recordings
+        first_step = np.array([int(bundle.train[i]["x"][0, 0]) for i in range(len(bundle.train))])
+        recording = groups[first_step]
+        for g in set(bundle.info.groups):
+            assert len(set(recording[np.asarray(bundle.info.groups) == g])) == 1

@@ -3,7 +3,8 @@
 A stream is a long recording, one row of channels per time step, with a label per step. Models see fixed
 windows of it. :func:`sliding_windows` is the one implementation of that cut, shared by training data and
 prediction. Windows are views of the stream (no copies), and no window crosses the train/test boundary or
-a change of recording (``groups``): each part is windowed on its own.
+a change of recording (``groups``): each part is windowed on its own. Validation takes whole stretches of the
+training stream (:func:`window_blocks`), since overlapping windows share steps.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cnnlstm.data.series_dataset import NORMALIZE_MODES, SeriesDataset, channel_
 from cnnlstm.data.validate import check_finite, check_non_empty, check_same_count, encode_labels
 from cnnlstm.errors import ConfigError, DataError
 
-__all__ = ["LABEL_POLICIES", "sliding_windows", "load_windows"]
+__all__ = ["LABEL_POLICIES", "VALIDATION_BLOCKS", "sliding_windows", "window_blocks", "load_windows"]
 
 #: How a window's label is read from its per-step labels: the last step (what an online recogniser knows
 #: when the window closes; DeepConvLSTM's choice), the most frequent (ties go to the smallest id), or the
@@ -120,20 +121,67 @@ def _runs(groups: np.ndarray | None, n: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
+#: Validation blocks per training stream: windows are grouped into about this many stretches of time.
+VALIDATION_BLOCKS = 20
+
+
 def _window_split(
     signals: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, *, window: int, step: int, policy: str,
     zscore_each: bool, where: str,
-) -> SeriesDataset:
+) -> tuple[SeriesDataset, np.ndarray]:
+    """The windows of one split, and the validation block of each window (see :func:`window_blocks`)."""
+    runs = _runs(groups, len(signals))
     parts = [sliding_windows(torch.from_numpy(signals[r]), torch.from_numpy(labels[r]),
-                             window=window, step=step, policy=policy) for r in _runs(groups, len(signals))]
-    parts = [(w, y) for w, y in parts if len(w)]
-    if not parts:
+                             window=window, step=step, policy=policy) for r in runs]
+    if not any(len(w) for w, _ in parts):
         raise DataError(
             f"{where}: no recording is as long as window={window} steps ({len(signals)} steps in all); "
             "lower window (or give this split more data)"
         )
+    blocks = window_blocks([len(w) for w, _ in parts], total_steps=len(signals), window=window, step=step)
+    parts = [(w, y) for w, y in parts if len(w)]
     series = parts[0][0] if len(parts) == 1 else _Chunks([w for w, _ in parts])
-    return SeriesDataset(series, torch.cat([y for _, y in parts]), zscore_each)
+    return SeriesDataset(series, torch.cat([y for _, y in parts]), zscore_each), blocks
+
+
+def window_blocks(counts: list[int], *, total_steps: int, window: int, step: int,
+                  blocks: int = VALIDATION_BLOCKS) -> np.ndarray:
+    """A validation group for every window: stretches of ``max(total_steps / blocks, 5 * window)`` steps of one
+    recording.
+
+    Overlapping windows share steps, so a validation split drawn window by window would score windows whose
+    steps training has seen. Whole stretches of time go to validation instead (``DataInfo.groups``); a stretch
+    never spans two recordings, and only the windows that straddle a stretch's end (at most
+    ``ceil(window / step) - 1`` of them) share steps with the next stretch.
+
+    Args:
+        counts: windows of each recording, in order (``sliding_windows`` of each).
+        total_steps: steps of the whole split (all recordings).
+        window: steps per window.
+        step: steps between window starts.
+        blocks: stretches the split is cut into (at least one per recording that has windows).
+
+    Returns:
+        (sum(counts),) int64 group ids, increasing through the split.
+
+    Example:
+        >>> window_blocks([20], total_steps=84, window=4, step=4, blocks=4).tolist()  # stretches of 21 steps
+        [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3]
+        >>> window_blocks([2, 2], total_steps=24, window=8, step=4, blocks=1).tolist()  # one per recording
+        [0, 0, 1, 1]
+    """
+    # steps per stretch (ceil), and at least 5 windows long: the windows at a stretch's edges share steps with
+    # the next one, so a stretch must be long against a window for most of it to be unseen by training
+    span = max(5 * window, -(-total_steps // max(1, blocks)))
+    out, first = [], 0
+    for count in counts:
+        if count == 0:
+            continue
+        starts = np.arange(count, dtype=np.int64) * step  # window start within its recording
+        ids = starts // span
+        out.append(first + ids)
+        first += int(ids[-1]) + 1
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _stream(data: Any, key: str, where: str) -> np.ndarray:
@@ -219,9 +267,10 @@ def load_windows(
         normalization.update(mean=mean.tolist(), std=std.tolist())
         for part in split.values():
             part[0] = ((part[0] - mean) / std).astype(np.float32)
-    datasets = {name: _window_split(*part, window=window, step=step, policy=policy,
+    windowed = {name: _window_split(*part, window=window, step=step, policy=policy,
                                     zscore_each=normalize == "series", where=f"{where} ({name})")
                 for name, part in split.items()}
+    datasets = {name: dataset for name, (dataset, _) in windowed.items()}
     train_ids = datasets["train"].labels
     if len(train_ids.unique()) < 2:
         raise DataError(f"{where}: every training window has the same label; classification needs 2 classes")
@@ -234,6 +283,7 @@ def load_windows(
             model_kwargs={"num_classes": len(class_names), "in_channels": split["train"][0].shape[1]},
             class_names=class_names,
             targets=train_ids.tolist(),
+            groups=windowed["train"][1].tolist(),  # validation takes whole stretches of time, not single windows
             normalization=normalization,
             extras={"window": {"window": window, "step": step, "policy": policy}},
         ),
