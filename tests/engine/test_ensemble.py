@@ -167,3 +167,11 @@ def test_ensemble_models_are_checked_before_training() -> None:
     with pytest.raises(ConfigError, match="needs an ensemble of 2 or more"):
         fit({**RECIPE, "trainer": {**RECIPE["trainer"], "ensemble": 1, "ensemble_models": ["toy_lstm"]}},
             verbose=False)
+
+
+def test_callbacks_with_an_ensemble_are_refused_not_dropped(tmp_path) -> None:
+    import lightning.pytorch as pl
+
+    with pytest.raises(ConfigError, match="callbacks observe one Trainer"):
+        fit(RECIPE, out=tmp_path / "run", verbose=False, callbacks=[pl.Callback()])
+    assert not (tmp_path / "run" / "members").exists()  # refused before any member trained

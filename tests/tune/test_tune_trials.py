@@ -80,3 +80,37 @@ def test_outputs_with_one_and_with_several_complete_trials(tmp_path: Path) -> No
     assert rows[1]["last_epoch"] == "1" and float(rows[2]["optim.lr"]) == 3e-3
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["best_params"] == {"optim.lr": 3e-3, "model.num_layers": 2}
+
+
+def test_a_space_can_search_ensembles_scored_on_their_averaged_validation_probabilities(tmp_path: Path) -> None:
+    import torch
+
+    from cnnlstm.engine.data import RecipeData, load_bundle
+    from cnnlstm.engine.ensemble import load_run_model
+
+    recipe = toy_recipe(tmp_path, max_epochs=2)
+    recipe["search"]["space"].update({"trainer.ensemble": [1, 2],
+                                      "trainer.ensemble_models": [None, ["lstm_fcn", "mlstm_fcn"]]})
+    plan = resolve_search(recipe)
+    trial = optuna.trial.FixedTrial({"optim.lr": 0.01, "optim.weight_decay": 0.01, "model.bidirectional": False,
+                                     "model.dropout": 0.0, "model.hidden_size": 4, "conv.depth": 2, "conv.width": 4,
+                                     "conv.kernel": 3, "data.batch_size": 8, "trainer.ensemble": 2,
+                                     "trainer.ensemble_models": "[lstm_fcn, mlstm_fcn]"})  # list choices: YAML
+    config = plan.trial_config(*plan.sample(trial))
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.ThresholdPruner(upper=-1.0))
+    metrics = fit_trial(config, tmp_path / "trial", [PruningCallback(study.ask(), "val/loss")])  # never pruned
+    assert metrics["ensemble"] == 2 and not any(k.startswith("test/") for k in metrics)
+    # the trial's score is the two families' softmax averaged on the validation split, computed here by hand
+    run = tmp_path / "trial"
+    ensemble = load_run_model(run, config).eval()
+    assert [m.model_name for m in ensemble.members] == ["lstm_fcn", "mlstm_fcn"]
+    data = RecipeData(load_bundle(config["data"], seed=config["seed"]), val_fraction=config["data"]["val_fraction"],
+                      batch_size=8, seed=config["seed"])  # the members' common validation split
+    hits = total = 0
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            inputs = {k: batch[k] for k in ensemble.members[0].input_names if k in batch}
+            probs = sum(m(**inputs).softmax(-1) for m in ensemble.members) / 2
+            hits += int((probs.argmax(-1) == batch["y"]).sum())
+            total += len(batch["y"])
+    assert metrics["val/acc"] == pytest.approx(hits / total)

@@ -508,6 +508,9 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
         if resume:
             raise ConfigError(f"{run_dir} is an ensemble (trainer.ensemble); resuming one is not supported, "
                               "fit it again")
+        if callbacks:
+            raise ConfigError("callbacks observe one Trainer, and trainer.ensemble trains one per member; fit "
+                              "without callbacks or without trainer.ensemble")
         return fit_ensemble(config, run_dir, verbose=verbose, test=test)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP workers are started later from this process's environment
     seed = config["seed"]

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cnnlstm.engine import fit
+from cnnlstm.engine.ensemble import ensemble_size
 
 __all__ = ["fit_trial", "NumericState"]
 
@@ -81,7 +82,9 @@ def fit_trial(config: dict[str, Any], out: str | Path, callbacks: list[pl.Callba
         config: a full recipe; trained as written (it is the trial's ``config.yaml`` and ``best.yaml``).
         out: the trial's run directory (``config.yaml``, ``checkpoints/best.safetensors``, ``metrics.json``).
         callbacks: extra Lightning callbacks, e.g. a :class:`~cnnlstm.tune.pruning.PruningCallback`; they
-            observe training and may stop it, never change it.
+            observe training and may stop it, never change it. Not used for an ensemble (``trainer.ensemble``
+            >= 2, which a space may search): it is scored once, on its averaged validation probabilities, and
+            is never pruned.
         numerics: the settings to train under, captured when the worker started (what the process, and a fresh
             ``cnnlstm fit``, began with); ``None`` keeps the current ones.
 
@@ -93,6 +96,11 @@ def fit_trial(config: dict[str, Any], out: str | Path, callbacks: list[pl.Callba
     """
     if numerics is not None:
         numerics.restore()  # undo whatever an earlier trial's libraries changed
+    if ensemble_size(config) > 1:
+        # An ensemble trains one Trainer per member and is scored once, on the members' averaged probabilities
+        # over the validation split: there is no per-epoch value of the ensemble to report, so it is not pruned.
+        result = fit(config, out=out, test=False, verbose=False, overwrite=True)
+        return {k: v for k, v in result.metrics.items() if not k.startswith("test/")}
     extra = list(callbacks)
     if config["trainer"].get("enable_progress_bar", True):
         extra.append(TQDMProgressBar(refresh_rate=0))  # one line per trial instead; the recipe stays as written
