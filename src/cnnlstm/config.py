@@ -134,6 +134,9 @@ class OptimConfig:
         unfreeze_at_epoch: keep the whole encoder frozen for this many epochs, then train what ``model.freeze``
             leaves trainable (at ``encoder_lr``, or ``lr`` without it): the frozen-then-unfrozen schedule, applied by
             ``cnnlstm.engine.unfreeze.EncoderUnfreeze``; ``None``: ``model.freeze`` from the first epoch.
+        mixup: mixup's Beta(alpha, alpha) parameter for classification training batches (Zhang et al. 2018):
+            each batch is blended with a shuffled copy of itself (float inputs; lengths take the longer) and the
+            loss with both labels in the same proportion; ``0`` (default) is off. Typical values: 0.1-0.4.
 
     Example:
         >>> OptimConfig(swa={"lr": 0.01}).swa.annealing_epochs
@@ -148,6 +151,7 @@ class OptimConfig:
     loss: str | None = None
     encoder_lr: float | None = None
     unfreeze_at_epoch: int | None = None
+    mixup: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.swa, dict):
@@ -165,6 +169,8 @@ class OptimConfig:
                               f"many epochs) or null, got {self.unfreeze_at_epoch!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not self.mixup >= 0.0:
+            raise ConfigError(f"optim.mixup must be >= 0 (Beta(alpha, alpha); 0 is off), got {self.mixup}")
 
 
 @dataclass

@@ -72,7 +72,7 @@ def test_a_partial_dict_resolves_like_the_same_yaml_file(tmp_path) -> None:
     assert from_file.pop("name") == "partial" and from_dict == from_file
     assert from_dict["optim"] == {"lr": 3e-3, "weight_decay": 0.0, "scheduler": "cosine", "label_smoothing": 0.0,
                                   "swa": {"lr": 1e-4, "start_epoch": 2, "annealing_epochs": 1}, "loss": None,
-                                  "encoder_lr": None, "unfreeze_at_epoch": None}
+                                  "encoder_lr": None, "unfreeze_at_epoch": None, "mixup": 0.0}
     assert from_dict["data"]["batch_size"] == 32 and from_dict["trainer"]["max_epochs"] == 1
     assert partial == yaml.safe_load(path.read_text())  # the caller's dict is not modified
     # a `pretrain:` with nothing under it is the stage with the section defaults, so it must name its data

@@ -11,12 +11,12 @@ model constructor, the data loader, :func:`cnnlstm.data.augment.build_augmentati
 those.
 
 Overfitting control lives in every recipe: ``model.dropout``, ``optim.weight_decay``, ``optim.label_smoothing``,
-``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed settings:
-``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.cuda_graphs``,
+``optim.mixup``, ``optim.swa`` (stochastic weight averaging), ``early_stopping`` and ``data.augment``. Speed
+settings: ``trainer.precision``, ``trainer.channels_last``, ``trainer.compile``, ``trainer.cuda_graphs``,
 ``trainer.accumulate_grad_batches``, ``data.num_workers`` / ``pin_memory`` / ``persistent_workers``,
-``data.feature_cache`` and ``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's
-bytes). Long sequences:
-``trainer.tbptt_steps`` (truncated backpropagation through time, classification with ``frame_lstm``).
+``data.feature_cache`` and ``data.feature_cache_dtype`` (``float32``, or ``float16`` for half the cache's bytes).
+Long sequences: ``trainer.tbptt_steps`` (truncated backpropagation through time, classification with
+``frame_lstm``).
 Fine-tuning a pretrained encoder: ``optim.encoder_lr`` and ``optim.unfreeze_at_epoch`` (frozen for that many
 epochs, then ``model.freeze`` applies; :mod:`cnnlstm.engine.unfreeze`).
 """

@@ -78,6 +78,8 @@ class Task(pl.LightningModule):
     defer_loss_reads: bool | None = None
     #: the objectives ``optim.loss`` may name, default first; empty: the task's loss is fixed
     loss_choices: tuple[str, ...] = ()
+    #: whether the task trains with ``optim.mixup`` (classification); others refuse it
+    supports_mixup: bool = False
 
     @classmethod
     def info_kwargs(cls, info: DataInfo) -> dict[str, Any]:
@@ -97,6 +99,9 @@ class Task(pl.LightningModule):
             choices = f"one of {', '.join(choices)}" if choices else "not set: this task's loss is fixed"
             raise ConfigError(f"optim.loss {self.optim.loss!r} does not apply to {type(self).__name__}; it must be "
                               f"{choices}{did_you_mean(self.optim.loss, self.loss_choices)}")
+        if self.optim.mixup and not self.supports_mixup:
+            raise ConfigError(f"optim.mixup blends class labels and applies to classification only, not "
+                              f"{type(self).__name__}; set optim.mixup=0")
         # Only primitives go into the checkpoint's hyper-parameters, so it loads with weights_only=True.
         self.save_hyperparameters({"optim": asdict(self.optim)})
         # WeightedMean, not MeanMetric: no host-side NaN check (a device sync per step on a GPU); a NaN training

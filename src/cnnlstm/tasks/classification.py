@@ -92,8 +92,45 @@ class ClassificationTask(Task):
             "f1": MulticlassF1Score(self.num_classes, average="macro", validate_args=False),
         })
 
+    supports_mixup = True
+
     def step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        if stage == "train" and self.optim.mixup:
+            return self.mixup_step(batch)
         return self.score(self(batch), batch, stage)
+
+    def mixup_step(self, batch: dict[str, Any]) -> Tensor:
+        """Mixup (``optim.mixup = alpha``): train on ``lam * batch + (1 - lam) * shuffled batch``.
+
+        ``lam ~ Beta(alpha, alpha)``, one per batch, folded to ``lam >= 0.5`` so the batch's own labels lead (and
+        are the ones the training accuracy counts). Every float input the model reads is blended; ``lengths``
+        takes the longer of each pair (the padding of the shorter one is zeros); the loss is
+        ``lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm])``, label smoothing applied to both terms.
+
+        Raises:
+            ConfigError: the model reads a non-float input (e.g. question word ids), which cannot be blended.
+        """
+        y = batch["y"]  # (B,)
+        alpha = float(self.optim.mixup)
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        lam = max(lam, 1.0 - lam)
+        perm = torch.randperm(len(y), device=y.device)  # (B,)
+        mixed = dict(batch)
+        for key in self.model.input_names:
+            value = batch.get(key)
+            if not isinstance(value, Tensor):
+                continue
+            if key == "lengths":
+                mixed[key] = torch.maximum(value, value[perm])
+            elif value.is_floating_point():
+                mixed[key] = lam * value + (1.0 - lam) * value[perm]
+            else:
+                raise ConfigError(f"optim.mixup blends float inputs, but the model also reads {key!r} "
+                                  f"({value.dtype}); set optim.mixup=0 for this model")
+        logits = self(mixed)
+        loss = self.score(logits, batch, "train")  # the leading labels: loss term and training metrics
+        other = F.cross_entropy(logits.float(), y[perm], label_smoothing=self.optim.label_smoothing)
+        return lam * loss + (1.0 - lam) * other
 
     def score(self, logits: Tensor, batch: dict[str, Any], stage: str) -> Tensor:
         """Loss of ``logits`` against ``batch["y"]``; updates the stage's metrics (the TBPTT task shares it).

@@ -39,6 +39,8 @@ class TBPTTClassificationTask(TBPTTMixin, ClassificationTask):
         >>> task = TBPTTClassificationTask(create_model("frame_lstm", num_classes=4), tbptt_steps=8)  # doctest: +SKIP
     """
 
+    supports_mixup = False  # chunks of one batch would each need the same blend: not supported
+
     def __init__(
         self,
         model: nn.Module,
