@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-warmup", type=int, default=5, help="untimed steps before the first window")
     p.add_argument("--gpu-small", action="store_true", help="tiny sizes, to check the suite on a CPU")
     p.add_argument("--gpu-compile", action="store_true", help="also time the engine path with trainer.compile")
+    p.add_argument("--gpu-anchor", default=None, metavar="PATH",
+                   help="the anchor script (gpu_reference.py): also time its LRCN model and training step in this "
+                        "suite's windows (the script itself times one window)")
     p.add_argument("--gpu-variants", action="store_true",
                    help="also time the engine with channels-last input frames, at 2x and 4x the batch, lstm_fcn "
                         "in bf16, and profile engine (with and without trainer.cuda_graphs) and hand-loop windows "
@@ -264,6 +267,27 @@ def _hand_step(model: nn.Module, x: Tensor, y: Tensor, *, bf16: bool, per_frame:
     return step
 
 
+def anchor_model(path: str | Path) -> type[nn.Module]:
+    """The anchor script's ``LRCN`` class, read from its source without running the script (its top level times
+    every path as it is imported): its imports and that class only.
+
+    Example:
+        >>> LRCN = anchor_model(".gpuref/gpu_reference.py")  # doctest: +SKIP
+        >>> model = LRCN(folded=True, n_cls=101, hidden=512)  # doctest: +SKIP
+    """
+    import ast
+
+    source = Path(path).read_text()
+    tree = ast.parse(source)
+    keep = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)
+            or (isinstance(node, ast.ClassDef) and node.name == "LRCN")]
+    if not any(isinstance(node, ast.ClassDef) for node in keep):
+        raise SystemExit(f"{path} defines no LRCN class; pass the anchor script gpu_reference.py")
+    namespace: dict[str, Any] = {}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102 - our file
+    return namespace["LRCN"]
+
+
 def _summary(rates: list[float]) -> dict[str, Any]:
     return {"rates": [round(r, 1) for r in rates], "median": round(statistics.median(rates), 1)}
 
@@ -318,6 +342,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     m = frame_model().to(memory_format=torch.channels_last)
     clips("hand loop, bf16 autocast + channels_last",
           loop_rate(_hand_step(m, x, y, bf16=True), items=B, **windows))
+    # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
+    x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
+    if args.gpu_anchor:
+        torch.manual_seed(0)
+        lrcn = anchor_model(args.gpu_anchor)(folded=True, n_cls=K, hidden=hidden)
+        lrcn = lrcn.to(device).to(memory_format=torch.channels_last)
+        clips("anchor script's model and step (bf16 autocast + channels_last, NHWC input), these windows",
+              loop_rate(_hand_step(lrcn, x_cl, y, bf16=True), items=B, **windows))
 
     NB, L, C = sizes["series"]
     xs = torch.randn(NB, L, C, device=device, generator=gen)  # (B, L, C)
@@ -346,8 +378,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
               engine_rate(frame_model(), batch, items=B, trainer={**bf16, "compile": True}, **windows))
     profiles: dict[str, Any] = {}
     if args.gpu_variants:
-        # the anchor's input layout: the folded frames already NHWC in memory, so the first conv needs no copy
-        x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(x)
         clips("cnnlstm engine, bf16-mixed + channels_last + cuda_graphs, NHWC input",
               engine_rate(frame_model(), {"x": x_cl, "y": y}, items=B, trainer=graphs, **windows))
         for k in (2, 4):

@@ -11,10 +11,11 @@ mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
   python3 -c "import torch,lightning,timm,torchmetrics;print('torch',torch.__version__,'lightning',lightning.__version__,'timm',timm.__version__,'torchmetrics',torchmetrics.__version__)"
   date -u; } > "$OUT/env.txt" 2>&1
-timeout "${BENCH_S:-300}" python3 -m benchmarks gpu ${VARIANTS---gpu-variants} ${BENCH_ARGS:-} --gpu-warmup 10 --gpu-steps 30 \
+ANCHOR=${ANCHOR:-.gpuref/gpu_reference.py}
+timeout "${BENCH_S:-300}" python3 -m benchmarks gpu ${VARIANTS---gpu-variants} --gpu-anchor "$ANCHOR" ${BENCH_ARGS:-} --gpu-warmup 10 --gpu-steps 30 \
   --gpu-repeats 3 --out "$OUT/bench" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/env.txt"
-timeout "${ANCHOR_S:-150}" python3 "${ANCHOR:-.gpuref/gpu_reference.py}" > "$OUT/anchor.log" 2>&1
+timeout "${ANCHOR_S:-150}" python3 "$ANCHOR" > "$OUT/anchor.log" 2>&1
 echo "anchor rc=$?" >> "$OUT/env.txt"
 # every file holding a `gpu`-marked test (collecting the whole suite would need every optional package there);
 # the files named in FIRST_TESTS (space-separated) run first, so a capped call still checks them
