@@ -51,6 +51,21 @@ def test_forward_matches_hand_written_encoder_forecaster(patch_size: int) -> Non
     torch.testing.assert_close(out, _reference(model, x))
 
 
+@pytest.mark.parametrize(("height", "width"), [(7, 8), (9, 10), (5, 5)])
+def test_frames_of_any_size_are_edge_padded_to_whole_patches_and_cropped_back(height: int, width: int) -> None:
+    model = _build(patch_size=4).eval()
+    x = torch.rand(2, 4, 2, height, width)
+    out = model(x)
+    assert out.shape == (2, 3, 2, height, width) and out.is_contiguous()  # metrics .view() it
+    # the reference: repeat the last row and column by hand up to whole patches, run the loop, crop
+    pad_h, pad_w = -height % 4, -width % 4
+    padded = torch.cat([x, x[..., -1:, :].expand(-1, -1, -1, pad_h, -1)], dim=3)
+    padded = torch.cat([padded, padded[..., -1:].expand(-1, -1, -1, -1, pad_w)], dim=4)
+    torch.testing.assert_close(out, _reference(model, padded)[..., :height, :width])
+    peep = _build(patch_size=4, peephole=True, image_size=(height, width)).eval()
+    assert peep(x).shape == out.shape  # the peepholes cover the padded maps
+
+
 def test_features_pool_the_encoder_states() -> None:
     model = _build().eval()
     x = torch.rand(2, 4, 2, 6, 6)
@@ -75,8 +90,6 @@ def test_wrong_inputs_and_configs_say_what_to_change() -> None:
     model = _build(patch_size=2)
     with pytest.raises(ShapeError, match=r"conv_lstm_forecaster expects frames \(B, T, C, H, W\).*got \(3, 2, 8, 8\)"):
         model(torch.rand(3, 2, 8, 8))
-    with pytest.raises(ShapeError, match="patch_size=2"):
-        model(torch.rand(1, 3, 2, 7, 8))
     with pytest.raises(ShapeError, match="image_size=\\(8, 8\\)"):
         _build(peephole=True, image_size=8)(torch.rand(1, 3, 2, 6, 6))
     with pytest.raises(ConfigError, match="num_classes"):

@@ -65,12 +65,13 @@ class ConvLSTMForecaster(nn.Module):
         num_layers: layers in each stack; defaults to 2 for an int ``hidden_size``, to its length for a list.
         kernel_size: gate kernel size (odd keeps the maps centred).
         horizon: future frames ``K`` to predict.
-        patch_size: side of the space-to-depth patches; ``H`` and ``W`` must be multiples of it.
+        patch_size: side of the space-to-depth patches. Frames whose ``H`` or ``W`` is not a multiple of it are
+            padded at the bottom and right (edge pixels repeated) on the way in, and the forecast is cropped back.
         dropout: dropout between stacked layers.
         peephole: Hadamard peepholes (needs ``image_size``).
         layer_norm: layer-normalised gates and cell states.
         image_size: frame size ``H`` (or ``(H, W)``); sizes the peepholes and :meth:`example_input`. Without
-            peepholes the model is fully convolutional and takes any multiple of ``patch_size``.
+            peepholes the model is fully convolutional and takes frames of any size.
         output: ``"sigmoid"`` or ``"clamp"`` (clip to ``[0, 1]``, straight-through gradient): how the head's
             values become pixels (see the module docstring).
 
@@ -129,11 +130,8 @@ class ConvLSTMForecaster(nn.Module):
             raise ConfigError(f"conv_lstm_forecaster needs at least one layer, got hidden_size={hidden_size!r}")
         if image_size is not None:
             image_size = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
-            if len(image_size) != 2 or any(s % patch_size for s in image_size):
-                raise ConfigError(
-                    f"conv_lstm_forecaster: image_size {image_size} must be (H, W), both multiples of "
-                    f"patch_size={patch_size}"
-                )
+            if len(image_size) != 2:
+                raise ConfigError(f"conv_lstm_forecaster: image_size {image_size} must be H or (H, W)")
         if peephole and image_size is None:
             raise ConfigError("conv_lstm_forecaster: peephole=True needs image_size (peepholes are per position)")
         self.in_channels = in_channels
@@ -145,7 +143,7 @@ class ConvLSTMForecaster(nn.Module):
         self.hidden_channels = hidden
         self.num_features = sum(hidden)
 
-        grid = None if image_size is None else tuple(s // patch_size for s in image_size)  # maps the LSTMs see
+        grid = None if image_size is None else tuple(-(-s // patch_size) for s in image_size)  # maps the LSTMs see
         cell_kwargs = dict(dims=2, peephole=peephole, layer_norm=layer_norm, spatial_size=grid)
         patch_channels = in_channels * patch_size**2
         self.encoder = ConvLSTM(patch_channels, hidden, kernel_size, len(hidden), dropout=dropout, **cell_kwargs)
@@ -158,14 +156,8 @@ class ConvLSTMForecaster(nn.Module):
         self.head = nn.Conv2d(self.num_features, patch_channels, kernel_size=1)
 
     def _check(self, x: Tensor) -> None:
-        p = self.patch_size
         check_input(x, "B, T, C, H, W", "conv_lstm_forecaster", what="frames", dtype=weights_dtype(self),
                     C=self.in_channels)
-        if x.shape[3] % p or x.shape[4] % p:
-            raise ShapeError(
-                f"conv_lstm_forecaster expects frames (B, T, C, H, W) with C={self.in_channels} and H, W multiples "
-                f"of patch_size={p}, got {tuple(x.shape)}"
-            )
         if self.forecaster[0].peephole is not None and tuple(x.shape[3:]) != self.image_size:
             raise ShapeError(
                 f"conv_lstm_forecaster was built with peepholes for image_size={self.image_size}, "
@@ -175,7 +167,12 @@ class ConvLSTMForecaster(nn.Module):
     def _encode(self, x: Tensor) -> list[State]:
         self._check(x)
         B, T = x.shape[:2]
-        x = F.pixel_unshuffle(x.flatten(0, 1), self.patch_size)  # (B*T, C*p*p, H/p, W/p): patches on channels
+        frames = x.flatten(0, 1)  # (B*T, C, H, W)
+        p = self.patch_size
+        pad_h, pad_w = -x.shape[3] % p, -x.shape[4] % p
+        if pad_h or pad_w:  # to whole patches; edge pixels repeated, so the padding looks like the frame's border
+            frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")  # (B*T, C, H', W')
+        x = F.pixel_unshuffle(frames, p)  # (B*T, C*p*p, H'/p, W'/p): patches on channels
         _, states = self.encoder(x.unflatten(0, (B, T)))  # one (h, c) per layer, each (B, C_l, H/p, W/p)
         return states
 
@@ -183,7 +180,7 @@ class ConvLSTMForecaster(nn.Module):
         """Hidden maps of all forecasting layers at every future step (what :meth:`forward_head` decodes).
 
         Shape:
-            - x: ``(B, T, C, H, W)``; output: ``(B, K, num_features, H/p, W/p)``.
+            - x: ``(B, T, C, H, W)``; output: ``(B, K, num_features, ceil(H/p), ceil(W/p))``.
         """
         states = self._encode(x)
         steps = []
@@ -209,7 +206,8 @@ class ConvLSTMForecaster(nn.Module):
         """Decode forecasting-layer hidden maps into frames in ``[0, 1]``.
 
         Shape:
-            - states: ``(B, K, num_features, H/p, W/p)``; output: ``(B, K, C, H, W)``.
+            - states: ``(B, K, num_features, h, w)``; output: ``(B, K, C, h*p, w*p)`` (:meth:`forward` crops
+              it to the input's size).
         """
         B, K = states.shape[:2]
         frames = self.head(states.flatten(0, 1))  # (B*K, C*p*p, H/p, W/p)
@@ -226,7 +224,10 @@ class ConvLSTMForecaster(nn.Module):
         Shape:
             - x: ``(B, T, C, H, W)``; output: ``(B, K, C, H, W)``.
         """
-        return self.forward_head(self.forecast_states(x))
+        frames = self.forward_head(self.forecast_states(x))  # (B, K, C, H', W'), whole patches
+        if frames.shape[3:] == x.shape[3:]:
+            return frames
+        return frames[..., : x.shape[3], : x.shape[4]].contiguous()  # the padding cropped away
 
     def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
         """Three random frames of ``image_size`` (16 x 16 patches by default)."""
