@@ -102,3 +102,8 @@ def test_video_clips_fit_test_predict_and_export(tmp_path: Path, capsys) -> None
     assert json.loads((run / "data_info.json").read_text())["num_frames"] == 4
     videos = sorted(str(p) for p in test.rglob("*.mp4"))
     _check_run(run, test, videos, tmp_path, capsys)
+    # the test folder itself (class folders of videos): every clip under it, predicted as when named one by one
+    whole = tmp_path / "whole.csv"
+    assert main(["predict", "--run", str(run), str(test), "--csv", str(whole)]) == 0
+    one_by_one = {r["input"]: r["label"] for r in csv.DictReader((tmp_path / "video_run_eager.csv").open())}
+    assert {r["input"]: r["label"] for r in csv.DictReader(whole.open())} == one_by_one

@@ -137,6 +137,43 @@ def find_clips(root: Path) -> tuple[list[Clip], list[str]]:
     return clips, classes
 
 
+def clip_paths(path: str | Path) -> list[Path]:
+    """The clips a ``predict`` input names: a frame folder, a video or an image is one clip; a folder without
+    frames of its own stands for every clip under it (clip folders and videos, also inside class folders, as a
+    ``frames:`` dataset holds them), in natural order.
+
+    Raises:
+        DataError: a folder with neither frames nor clips under it.
+
+    Example:
+        >>> clip_paths("data/clips_test")  # doctest: +SKIP
+        [PosixPath('data/clips_test/left/clip0'), PosixPath('data/clips_test/right/clip1.mp4')]
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    entries = _visible(path)
+    if any(e.is_file() and e.suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+        return [path]  # a clip folder
+    found: list[Path] = []
+    for entry in entries:
+        if entry.is_dir():
+            found += _clips_under(entry)
+        elif entry.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(entry)
+    if not found:
+        raise DataError(f"{path} holds no frame images ({', '.join(sorted(IMAGE_EXTENSIONS))}), clip folders or "
+                        f"videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return found
+
+
+def _clips_under(folder: Path) -> list[Path]:
+    try:
+        return clip_paths(folder)
+    except DataError:
+        return []  # a folder of notes or metadata: not a clip
+
+
 def find_images(root: Path) -> tuple[list[Clip], list[str]]:
     """List the images under ``root/<class>/`` (torchvision's ImageFolder layout, nested folders included), each a
     clip of one frame, and the class (top folder name) of each.

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from cnnlstm._io import atomic_write
 from cnnlstm.data._npz import npz_array, open_npz
 from cnnlstm.data.collate import pad_collate
-from cnnlstm.data.frames import read_clip
+from cnnlstm.data.frames import clip_paths, read_clip
 from cnnlstm.data.info import DataInfo
 from cnnlstm.data.preprocess import IMAGE_KEYS, normalize_images
 from cnnlstm.data.text_lines import pad_width_collate, read_text_line
@@ -211,18 +211,20 @@ def _samples(inputs: list[str], info: DataInfo, channels: int) -> list[tuple[str
                 clip = read_clip(image, num_frames=1, size=size, in_channels=channels,
                                  interpolation=resize)  # (1, C, H, W)
                 out.append((str(image), {"x": _normalise_pixels(clip, kind, info)}))
+        elif kind == "frames" and path.suffix != ".npz":
+            # a frame folder, a video or a still image, sampled as training sampled it; a folder of clips: each
+            for clip_path in clip_paths(path):
+                clip = read_clip(clip_path, num_frames=info.extras.get("num_frames"), size=size,
+                                 in_channels=channels, interpolation=resize)
+                out.append((str(clip_path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "frames":
-            if path.suffix != ".npz":  # a frame folder, a video or a still image, sampled as training sampled it
-                clip = read_clip(path, num_frames=info.extras.get("num_frames"), size=size, in_channels=channels,
-                                 interpolation=resize)
-            else:
-                clip = read_clip_file(path)  # (T, C, H, W)
-                if clip.shape[1] != channels:
-                    raise DataError(f"{path}: the run reads {channels}-channel frames, got {tuple(clip.shape)}")
-                if size is not None and tuple(clip.shape[-2:]) != size:  # frames are resized in training too
-                    # torch has no lanczos, box or hamming filter: those runs read .npz clips resized bilinearly
-                    mode = resize if resize in ("nearest", "bicubic") else "bilinear"
-                    clip = F.interpolate(clip, size=size, mode=mode)  # (T, C, H', W')
+            clip = read_clip_file(path)  # (T, C, H, W)
+            if clip.shape[1] != channels:
+                raise DataError(f"{path}: the run reads {channels}-channel frames, got {tuple(clip.shape)}")
+            if size is not None and tuple(clip.shape[-2:]) != size:  # frames are resized in training too
+                # torch has no lanczos, box or hamming filter: those runs read .npz clips resized bilinearly
+                mode = resize if resize in ("nearest", "bicubic") else "bilinear"
+                clip = F.interpolate(clip, size=size, mode=mode)  # (T, C, H', W')
             out.append((str(path), {"x": _normalise_pixels(clip.float(), kind, info)}))
         elif kind == "text_image" and info.extras.get("image_height"):  # text:DIR runs keep line aspect ratios
             for file in _images_in(path) if path.is_dir() else [path]:
