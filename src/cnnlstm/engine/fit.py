@@ -3,8 +3,11 @@
 ``fit`` trains on the training split minus a validation split, keeps the checkpoint that scores best on
 validation, and evaluates that checkpoint once on the test split. ``evaluate_run`` rebuilds a run from its
 directory alone (``config.yaml`` + ``checkpoints/best.safetensors``) and evaluates it again, giving the same
-test metrics. ``resume`` continues a killed run from ``checkpoints/last.ckpt``; on the CPU with a fixed seed
-it ends with exactly the metrics of an uninterrupted run (see ``docs/training.md`` for the GPU limits).
+test metrics. With ``trainer.refit`` the first fit only chooses the epoch count ``E``: a second fit from the same
+initial weights trains on train + validation for exactly ``E`` epochs and is the run's (tested, saved) model
+(:func:`_refit`, ``docs/training.md``). ``resume`` continues a killed run from ``checkpoints/last.ckpt``; on the
+CPU with a fixed seed it ends with exactly the metrics of an uninterrupted run (see ``docs/training.md`` for the GPU
+limits).
 
 Regularisers are wired here and in the task: ``data.augment`` runs on training batches only (never on
 validation, test or predict), ``optim.swa`` averages weights (the averaged model is kept only when it scores
