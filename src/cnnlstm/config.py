@@ -208,6 +208,10 @@ class TrainerConfig:
         ensemble_models: the members' model sections, for an ensemble of several families: member ``k`` takes
             entry ``k mod len`` in place of the recipe's ``model`` (an entry is a section with ``name``, or a
             bare model name with that model's defaults); ``trainer.ensemble`` defaults to their count.
+        refit: after the fit (validation picks the best epoch ``E``), train the same model again from the same
+            initialisation on train + validation for exactly ``E`` epochs (the schedule spans those ``E``) and
+            make that the run's model; the run then has no validation score of its own (``val/*`` are the first
+            fit's). With an ensemble every member refits.
     """
 
     max_epochs: int = 20
@@ -235,6 +239,7 @@ class TrainerConfig:
     ensemble: int | None = None
     ensemble_jobs: int = 1
     ensemble_models: list | None = None
+    refit: bool = False
 
     def __post_init__(self) -> None:
         epochs = self.max_epochs

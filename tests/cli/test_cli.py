@@ -204,6 +204,20 @@ def test_repeated_set_flags_all_apply() -> None:
     assert tune.overrides == ["a=1", "b=2"]
 
 
+def test_fit_refit_set_trains_on_train_and_validation(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["fit", *TOY, "--out", str(out), "--set", "trainer.max_epochs=2", "trainer.refit=true"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"] == "refit" and metrics["refit/epochs"] == metrics["best_epoch"]
+    assert (out / "refit" / "history.json").is_file()
+    assert "refit on train + validation" in capsys.readouterr().out
+    assert main(["fit", "--resume", str(out)]) == 2  # one line: refit runs are fitted again, not resumed
+    assert "resuming one is not supported" in capsys.readouterr().err
+    assert main(["fit", *TOY, "--out", str(tmp_path / "p"), "--set", "trainer.refit=true",
+                 "optim.scheduler=plateau"]) == 2
+    assert "no validation loss" in capsys.readouterr().err
+
+
 def test_fit_ensemble_flag_trains_the_members(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["fit", *TOY, "--ensemble", "2", "--out", str(out), "--set", "trainer.max_epochs=1"]) == 0

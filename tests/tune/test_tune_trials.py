@@ -114,3 +114,13 @@ def test_a_space_can_search_ensembles_scored_on_their_averaged_validation_probab
             hits += int((probs.argmax(-1) == batch["y"]).sum())
             total += len(batch["y"])
     assert metrics["val/acc"] == pytest.approx(hits / total)
+
+
+def test_an_ensemble_trial_with_refit_is_refused_before_training(tmp_path: Path) -> None:
+    from cnnlstm.errors import ConfigError
+
+    plan, config = _trial_config(tmp_path)
+    config["trainer"].update(ensemble=2, refit=True)
+    with pytest.raises(ConfigError, match="no score to rank"):
+        fit_trial(config, tmp_path / "trial", [])
+    assert not (tmp_path / "trial").exists()

@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from cnnlstm.data import DatasetBundle, load_dataset
 from cnnlstm.data.collate import pad_collate
@@ -68,6 +68,8 @@ class RecipeData(pl.LightningDataModule):
         stratify: split per class (classification data with ``info.targets``).
         pin_memory: page-locked batches (faster host-to-GPU copies).
         persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
+        holdout: carve the validation split; ``False`` trains on the whole training split with an empty
+            validation split (``trainer.refit``'s second fit).
 
     Example:
         >>> data = RecipeData(load_dataset("ucr:BasicMotions"), val_fraction=0.2, batch_size=16)  # doctest: +SKIP
@@ -75,7 +77,7 @@ class RecipeData(pl.LightningDataModule):
 
     def __init__(self, bundle: DatasetBundle, *, val_fraction: float, batch_size: int, num_workers: int = 0,
                  seed: int = 0, stratify: bool = True, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> None:
+                 persistent_workers: bool = False, holdout: bool = True) -> None:
         super().__init__()
         self.bundle = bundle
         self.batch_size = batch_size
@@ -92,9 +94,13 @@ class RecipeData(pl.LightningDataModule):
         # Samples that share a source (questions about one scene) go to validation together, or validation
         # would score what training has seen.
         groups = bundle.info.groups
-        self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets,
-                                                       groups=groups)
-        if len(self.train_set) == 0 or len(self.val_set) == 0:
+        if holdout:
+            self.train_set, self.val_set = split_train_val(bundle.train, val_fraction, seed, stratify=targets,
+                                                           groups=groups)
+        else:
+            everything = list(range(len(bundle.train)))  # type: ignore[arg-type]
+            self.train_set, self.val_set = Subset(bundle.train, everything), Subset(bundle.train, [])
+        if len(self.train_set) == 0 or (holdout and len(self.val_set) == 0):
             raise DataError(f"{bundle.name}: a validation fraction of {val_fraction} leaves an empty split "
                             f"({len(self.train_set)} train, {len(self.val_set)} validation); change data.val_fraction")
         if targets is not None and bundle.kind in LABELLED_KINDS:

@@ -219,8 +219,10 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     info = _data_info(bundle, task_name(config, bundle))
     write_json(run_dir / "data_info.json", info)
     model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
-    # The ensemble on the members' common validation split: what model selection (tune) reads.
-    metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
+    # The ensemble on the members' common validation split: what model selection (tune) reads. Refit members
+    # trained on it, so a refit ensemble has no validation score (members/val/* are their first fits').
+    if not config["trainer"].get("refit"):
+        metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
     if test:
         metrics.update(evaluate_run(run_dir, accelerator="cpu").metrics)
     write_json(run_dir / "metrics.json", metrics)

@@ -3,8 +3,11 @@
 ``fit`` trains on the training split minus a validation split, keeps the checkpoint that scores best on
 validation, and evaluates that checkpoint once on the test split. ``evaluate_run`` rebuilds a run from its
 directory alone (``config.yaml`` + ``checkpoints/best.safetensors``) and evaluates it again, giving the same
-test metrics. ``resume`` continues a killed run from ``checkpoints/last.ckpt``; on the CPU with a fixed seed
-it ends with exactly the metrics of an uninterrupted run (see ``docs/training.md`` for the GPU limits).
+test metrics. With ``trainer.refit`` the first fit only chooses the epoch count ``E``: a second fit from the same
+initial weights trains on train + validation for exactly ``E`` epochs and is the run's (tested, saved) model
+(:func:`_refit`, ``docs/training.md``). ``resume`` continues a killed run from ``checkpoints/last.ckpt``; on the
+CPU with a fixed seed it ends with exactly the metrics of an uninterrupted run (see ``docs/training.md`` for the GPU
+limits).
 
 Regularisers are wired here and in the task: ``data.augment`` runs on training batches only (never on
 validation, test or predict), ``optim.swa`` averages weights (the averaged model is kept only when it scores
@@ -285,15 +288,80 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     return metrics, history, trainer
 
 
-def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], prefix: str = "") -> None:
+def _write_reports(run_dir: Path, task: Task, history: list[dict[str, float]], prefix: str = "",
+                   confusion_task: Task | None = None) -> None:
+    """History and learning curves of ``task``; the test confusion matrix of ``confusion_task`` (default ``task``)."""
     from cnnlstm.report import plot_confusion_matrix, plot_learning_curves
 
     write_json(run_dir / f"{prefix}history.json", history)
     if history:
         metric = task.monitor.split("/", 1)[1] if task.monitor != "val/loss" else None
         plot_learning_curves(history, run_dir / f"{prefix}learning_curves.png", metric=metric)
-    if isinstance(task, ClassificationTask) and task.confusion is not None:
-        plot_confusion_matrix(task.confusion.numpy(), task.class_names, run_dir / f"{prefix}confusion_matrix.png")
+    tested = task if confusion_task is None else confusion_task
+    if isinstance(tested, ClassificationTask) and tested.confusion is not None:
+        plot_confusion_matrix(tested.confusion.numpy(), tested.class_names, run_dir / f"{prefix}confusion_matrix.png")
+
+
+def _training_task(config: dict[str, Any], bundle: DatasetBundle, model: nn.Module, name: str,
+                   seed: int) -> tuple[DatasetBundle, Task]:
+    """The task that trains ``model`` as the recipe says (feature cache, augmentation, gradient clipping, TBPTT,
+    CUDA graphs), and the bundle it trains on (cached features when the encoder is frozen)."""
+    trainer_cfg = config["trainer"]
+    augmentation, key = _augmentation(config, bundle, seed)
+    train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
+    task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
+                      clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
+    task.set_augmentation(augmentation, key)
+    task.use_cuda_graphs(trainer_cfg.get("cuda_graphs", False))
+    return train_bundle, task
+
+
+#: where a ``trainer.refit`` run keeps the refit's own history, learning curves and logs
+REFIT_DIR = "refit"
+
+
+def _refit(config: dict[str, Any], bundle: DatasetBundle, model_section: dict[str, Any], name: str,
+           initial: dict[str, Tensor], epochs: int, run_dir: Path, seed: int, train_seed: int | None, *, test: bool,
+           callbacks: list[pl.Callback] | None) -> tuple[nn.Module, Task, dict[str, Any], pl.Trainer]:
+    """``trainer.refit``: train the model again on the whole training split for ``epochs`` epochs.
+
+    The model starts from ``initial`` (the first fit's initial weights, so the same seed gives the same start),
+    reads train + validation in the epoch order of ``(seed, epoch)``, with the recipe's optimiser, augmentation,
+    clipping and schedule; ``trainer.max_epochs`` is ``epochs``, so a cosine schedule anneals over the refit's
+    own epochs. No validation runs and no checkpoint is chosen: the weights after the last epoch are the model.
+    Returns ``(model, task, refit/* metrics + test/* when test, trainer)``.
+    """
+    pl.seed_everything(seed if train_seed is None else train_seed, workers=True, verbose=False)
+    model = build_model(model_section, bundle.info.model_kwargs)
+    model.load_state_dict(initial)
+    apply_speed_settings(model, config["trainer"])
+    train_bundle, task = _training_task(config, bundle, model, name, seed)
+    data_cfg = config["data"]
+    data = RecipeData(train_bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
+                      num_workers=data_cfg["num_workers"], seed=seed, stratify=name == "classification",
+                      pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"],
+                      holdout=False)
+    reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
+                                        data_cfg["batch_size"])
+    section = {**config["trainer"], "max_epochs": epochs, "limit_val_batches": 0}  # no validation split to run
+    section.pop("min_epochs", None)  # exactly `epochs` epochs
+    trainer, _ = make_trainer(section, {"enabled": False}, task, run_dir / REFIT_DIR, checkpoints=False,
+                              callbacks=[reproducible, *(callbacks or [])])
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=data, weights_only=True)
+    seconds = time.perf_counter() - start
+    history = list(task.history)
+    if trainer.is_global_zero:
+        _write_reports(run_dir / REFIT_DIR, task, history)  # before the test: the run's own files hold that
+    metrics: dict[str, Any] = {}
+    if test:
+        results = trainer.test(task, datamodule=data, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in sorted(results.items())})
+    last_row = history[-1] if history else {}
+    metrics.update({f"refit/{k}": v for k, v in last_row.items() if k.startswith("train/")})
+    metrics.update({"refit/epochs": len(history), "refit/train_samples": len(data.train_set),
+                    "refit/fit_seconds": round(seconds, 3), "weights": "refit"})
+    return model, task, metrics, trainer
 
 
 def _write_html_report(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any],
@@ -536,21 +604,29 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     bundle = apply_encoder_preprocessing(bundle, model)  # a pretrained encoder's mean/std, recorded in data_info
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
-    augmentation, key = _augmentation(config, bundle, seed)
-    train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
-    trainer_cfg = config["trainer"]
-    task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
-                      clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
-    task.set_augmentation(augmentation, key)
-    task.use_cuda_graphs(trainer_cfg.get("cuda_graphs", False))
+    refit = bool(config["trainer"].get("refit"))
+    if refit and resume:
+        raise ConfigError(f"{run_dir} refits on train + validation (trainer.refit); resuming one is not supported, "
+                          "fit it again")
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()} if refit else None
+    train_bundle, task = _training_task(config, bundle, model, name, seed)
     stage, history, trainer = _train_and_test(config, config, train_bundle, task, run_dir, seed,
-                                              callbacks=callbacks, test=test, resume=resume, on_ready=start_run,
-                                              train_seed=train_seed)
+                                              callbacks=callbacks, test=test and not refit, resume=resume,
+                                              on_ready=start_run, train_seed=train_seed)
+    reports_task = task
+    if initial is not None:
+        # The first fit only chose the epoch count (its test split is never read); the refit is the run's model.
+        model, reports_task, refit_metrics, refit_trainer = _refit(
+            config, bundle, model_section, name, initial, int(stage["best_epoch"]), run_dir, seed, train_seed,
+            test=test, callbacks=callbacks)
+        stage = {**stage, **refit_metrics,
+                 "fit_seconds": round(stage["fit_seconds"] + refit_metrics["refit/fit_seconds"], 3)}
+        trainer = refit_trainer
     metrics = {**stage, **metrics}
     if trainer.is_global_zero:
         save_weights(model, weights_path(run_dir))  # the full model, also when features were cached
         write_json(run_dir / "data_info.json", _data_info(bundle, name))
-        _write_reports(run_dir, task, history)
+        _write_reports(run_dir, task, history, confusion_task=reports_task)
         write_json(run_dir / "metrics.json", metrics)
         if test:
             _write_html_report(run_dir, config, metrics, history, bundle, name, model)
@@ -639,6 +715,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
         raise ConfigError(f"evaluate_run scores the 'test' or the 'val' split, got {split!r}")
     run_dir = Path(run_dir)
     config, bundle, name, task = rebuild_run(run_dir, data=data)
+    if split == "val" and config["trainer"].get("refit"):
+        raise ConfigError(f"{run_dir} was refit on train + validation (trainer.refit): its model trained on the "
+                          "validation split, so it has no validation score; its metrics.json holds the first fit's")
     data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
                              batch_size=config["data"]["batch_size"], num_workers=config["data"]["num_workers"],
                              seed=config["seed"], stratify=name == "classification",

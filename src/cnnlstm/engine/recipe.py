@@ -283,11 +283,26 @@ def validate_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     section_from_dict(RecipeConfig, out)  # each section's own range checks (data.batch_size >= 1, ...)
     _check_tbptt(out, pretrain=False)
     _check_cuda_graphs(out["trainer"])
+    _check_refit(out)
     if "pretrain" in out:
         _check_tbptt(out["pretrain"], pretrain=True)
         if not out["pretrain"]["data"].get("spec"):
             raise ConfigError("pretrain.data.spec is missing: name the data the encoder is pretrained on")
     return out
+
+
+def _check_refit(recipe: dict[str, Any]) -> None:
+    """``trainer.refit``: the refit has no validation split, so nothing in it may read one."""
+    if (recipe.get("pretrain") or {}).get("trainer", {}).get("refit"):
+        raise ConfigError("pretrain.trainer.refit: only the main stage refits; set trainer.refit instead")
+    if not recipe["trainer"].get("refit"):
+        return
+    if recipe["optim"]["scheduler"] == "plateau":
+        raise ConfigError("trainer.refit with optim.scheduler: plateau: the refit has no validation loss to reduce "
+                          "on; use cosine or none, or drop trainer.refit")
+    if recipe["optim"]["swa"]:
+        raise ConfigError("trainer.refit with optim.swa: whether the average is kept is decided on validation, "
+                          "which the refit trains on; drop one of them")
 
 
 def _check_tbptt(section: dict[str, Any], pretrain: bool) -> None:

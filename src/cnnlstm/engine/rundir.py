@@ -12,6 +12,8 @@ Layout::
     RUN/logs/metrics.csv         Lightning's CSV log (trainer.logger adds logs/tensorboard/ and mlflow.db)
     RUN/*.png                    learning curves, confusion matrix
     RUN/report.html              the run's page: metrics, curves, per-class scores, cost, worst test examples
+    RUN/refit/                   with trainer.refit: the refit's history.json, curves and logs; best.safetensors
+                                 is then the refit model, best.ckpt and history.json the first fit's
 """
 
 from __future__ import annotations

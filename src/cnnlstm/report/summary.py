@@ -47,6 +47,9 @@ def format_summary(metrics: dict[str, Any], run_dir: str | Path, title: str) -> 
                      + "  (train vs validation at the best epoch; positive: better on training data)")
     if metrics.get("weights") == "swa":
         lines.append("weights      stochastic weight average (scored better on validation than the best epoch)")
+    if metrics.get("weights") == "refit":
+        lines.append(f"weights      refit on train + validation ({metrics.get('refit/train_samples', '?')} samples), "
+                     f"{metrics.get('refit/epochs', '?')} epochs; val: the first fit's, test: the refit's")
     if metrics.get("warning"):
         lines.append(f"WARNING      {metrics['warning']}")
     run_dir = Path(run_dir)

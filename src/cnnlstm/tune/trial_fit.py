@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cnnlstm.engine import fit
 from cnnlstm.engine.ensemble import ensemble_size
+from cnnlstm.errors import ConfigError
 
 __all__ = ["fit_trial", "NumericState"]
 
@@ -97,6 +98,10 @@ def fit_trial(config: dict[str, Any], out: str | Path, callbacks: list[pl.Callba
     if numerics is not None:
         numerics.restore()  # undo whatever an earlier trial's libraries changed
     if ensemble_size(config) > 1:
+        if config["trainer"].get("refit"):
+            raise ConfigError("an ensemble with trainer.refit trains its members on the validation split, so a "
+                              "trial has no score to rank; tune without trainer.refit and refit the chosen recipe "
+                              "with cnnlstm fit")
         # An ensemble trains one Trainer per member and is scored once, on the members' averaged probabilities
         # over the validation split: there is no per-epoch value of the ensemble to report, so it is not pruned.
         result = fit(config, out=out, test=False, verbose=False, overwrite=True)
