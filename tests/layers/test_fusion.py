@@ -150,3 +150,50 @@ def test_cross_attention_answers_where_questions_over_the_grid() -> None:
     with torch.no_grad():
         acc = (head(fuse(img, q)).argmax(1) == y).float().mean().item()
     assert acc > 0.9, f"cross_attention should locate the asked-for object (chance 1/9), got accuracy {acc:.2f}"
+
+
+def _film_cells_by_hand(fuse: Fusion, grid: torch.Tensor, q: torch.Tensor) -> list[list[torch.Tensor]]:
+    """The grid FiLM pipeline written out with functional ops; returns, per sample, the output vector of every cell."""
+    film = fuse.impl
+    n = film.num_blocks
+    params = (q @ film.film.weight.T + film.film.bias).view(q.shape[0], n, 2, -1)
+    cells = []
+    for b in range(grid.shape[0]):
+        x = torch.nn.functional.conv2d(add_coords(grid[b : b + 1]), film.grid_in.weight, film.grid_in.bias).relu()
+        for i, block in enumerate(film.blocks):
+            h = torch.nn.functional.conv2d(add_coords(x), block.conv1.weight, block.conv1.bias).relu()
+            h = torch.nn.functional.conv2d(h, block.conv2.weight, padding=1)
+            h = (h - block.norm.running_mean[:, None, None]) / torch.sqrt(block.norm.running_var[:, None, None] + 1e-5)
+            h = (1 + params[b, i, 0][:, None, None]) * h + params[b, i, 1][:, None, None]
+            x = x + h.relu()
+        x = torch.nn.functional.conv2d(x, film.grid_out.weight, film.grid_out.bias).relu()[0]  # (out, h, w)
+        cells.append([x[:, r, c] for r in range(x.shape[1]) for c in range(x.shape[2])])
+    return cells
+
+
+@pytest.mark.parametrize("pool", ["max", "mean", "max_mean"])
+def test_film_grid_pool_equals_a_loop_over_the_cells(pool: str) -> None:
+    torch.manual_seed(0)
+    fuse = Fusion("film", (5, 7), out_size=6, grid=True, num_blocks=2, pool=pool).eval()
+    for block in fuse.impl.blocks:  # non-trivial running statistics, so the hand-written BN is tested too
+        block.norm.running_mean.uniform_(-0.5, 0.5)
+        block.norm.running_var.uniform_(0.5, 2.0)
+    grid, q = torch.randn(2, 5, 3, 4), torch.randn(2, 7)
+    expected = []
+    for cells in _film_cells_by_hand(fuse, grid, q):
+        largest, total = cells[0], torch.zeros_like(cells[0])
+        for cell in cells:
+            largest, total = torch.maximum(largest, cell), total + cell
+        by_pool = {"max": largest, "mean": total / len(cells), "max_mean": torch.cat([largest, total / len(cells)])}
+        expected.append(by_pool[pool])
+    out = fuse(grid, q)
+    assert out.shape == (2, fuse.out_features) == (2, 12 if pool == "max_mean" else 6)
+    torch.testing.assert_close(out, torch.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_film_pool_is_checked() -> None:
+    with pytest.raises(ConfigError, match="pool must be one of"):
+        Fusion("film", (4, 6), grid=True, pool="sum")
+    with pytest.raises(ConfigError, match="a vector input has none"):
+        Fusion("film", (4, 6), pool="mean")
+    assert Fusion("film", (4, 6), grid=True).impl.pool == "max"  # the default is FiLM's max pool

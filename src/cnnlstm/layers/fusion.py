@@ -14,7 +14,8 @@ returns ``(B, fusion.out_features)``. What each mode accepts and computes (``x_i
   vectors, concatenated into the condition. FiLM (Perez et al. 2018): the condition predicts a per-channel
   scale ``1 + gamma`` and shift ``beta``. A vector: ``relu((1 + gamma) * W x_0 + beta)``. A grid: a 1x1 conv
   stem, ``num_blocks`` FiLMed residual blocks (coordinate maps appended before each), a 1x1 conv and a global
-  max pool.
+  pool, option ``pool``: ``"max"`` (the default, FiLM's classifier), ``"mean"`` (a sum over the cells, up to
+  their number, can count: "how many circles?") or ``"max_mean"`` (both, concatenated: ``2 out`` wide).
 - ``cross_attention``: first a grid (``grid=True``; each cell becomes a token with its ``x, y`` coordinates
   appended) or tokens ``(B, N, D_0)`` (optional ``memory_mask``); the others are vectors, concatenated into
   the query. The query attends over the tokens for ``num_hops`` pre-norm residual rounds (stacked attention,
@@ -149,13 +150,22 @@ class _FiLMBlock(nn.Module):
         return x + torch.relu(h)
 
 
+FILM_POOLS = ("max", "mean", "max_mean")
+
+
 class _FiLM(nn.Module):
-    def __init__(self, sizes: Sequence[int], out_size: int | None, grid: bool, num_blocks: int = 2) -> None:
+    def __init__(self, sizes: Sequence[int], out_size: int | None, grid: bool, num_blocks: int = 2,
+                 pool: str = "max") -> None:
         super().__init__()
         out = out_size if out_size is not None else sizes[0]
         if num_blocks < 1:
             raise ConfigError(f"film fusion needs num_blocks >= 1, got {num_blocks}")
-        self.out_features = out
+        if pool not in FILM_POOLS:
+            raise ConfigError(f"film fusion pool must be one of {FILM_POOLS}, got {pool!r}")
+        if pool != "max" and not grid:
+            raise ConfigError(f"film fusion pool={pool!r} pools a grid's cells; a vector input has none (grid=False)")
+        self.out_features = 2 * out if pool == "max_mean" else out
+        self.pool = pool
         self.grid = grid
         self.num_blocks = num_blocks if grid else 1
         if grid:
@@ -176,7 +186,11 @@ class _FiLM(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h, params[:, i, 0], params[:, i, 1])  # (B, out, h, w)
         h = torch.relu(self.grid_out(h))  # (B, out, h, w)
-        return h.amax(dim=(2, 3))  # (B, out): global max pool, as in FiLM's classifier
+        if self.pool == "max":
+            return h.amax(dim=(2, 3))  # (B, out): global max pool, as in FiLM's classifier
+        if self.pool == "mean":
+            return h.mean(dim=(2, 3))  # (B, out): the cells' sum / count, so it can count objects
+        return torch.cat([h.amax(dim=(2, 3)), h.mean(dim=(2, 3))], dim=1)  # (B, 2 out)
 
 
 class _CrossAttention(nn.Module):
@@ -286,10 +300,11 @@ class Fusion(nn.Module):
         mode: one of :data:`FUSION_MODES`.
         input_sizes: feature size of each input, in call order (channels ``D_0`` when the first is a grid).
         out_size: width of the fused vector; defaults: ``concat`` the sum of the sizes, ``film`` ``D_0``,
-            ``relation`` ``g_size``, the others the largest input size.
+            ``relation`` ``g_size``, the others the largest input size. ``film`` with ``pool="max_mean"``
+            returns twice this width (both pools).
         grid: the first input is a spatial grid ``(B, D_0, h, w)`` (``film``, ``cross_attention`` and
             ``relation`` only).
-        **options: mode options: ``rank`` (bilinear), ``num_blocks`` (film with a grid), ``num_heads``,
+        **options: mode options: ``rank`` (bilinear), ``num_blocks``, ``pool`` (film with a grid), ``num_heads``,
             ``num_hops``, ``dropout`` (cross_attention), ``g_size``, ``g_layers``, ``f_layers`` (relation).
 
     Attributes:

@@ -55,7 +55,7 @@ class MultiInput(nn.Module):
         dropout: dropout between LSTM layers and in the head.
         fusion: fusion mode, one of :data:`~cnnlstm.layers.fusion.FUSION_MODES`.
         fusion_size: fused width (``out_size`` of :class:`~cnnlstm.layers.fusion.Fusion`).
-        fusion_kwargs: mode options (``rank``, ``num_blocks``, ``num_heads``, ``num_hops``, ``g_size``,
+        fusion_kwargs: mode options (``rank``, ``num_blocks``, ``pool``, ``num_heads``, ``num_hops``, ``g_size``,
             ``g_layers``, ``f_layers``).
         image_features: ``"auto"`` (grid for the spatial modes ``film``/``cross_attention``/``relation``, pooled
             otherwise), ``"pooled"`` or ``"grid"``.
