@@ -15,7 +15,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 
 from cnnlstm.data.builtin._shapes import SHAPES, draw_shape, place_objects
 from cnnlstm.data.builtin.shape_captions import clear_axes
+from cnnlstm.data.manifest import write_manifest
 
 __all__ = ["COLOURS", "caption", "write_heldout_captions"]
 
@@ -74,10 +74,7 @@ def write_heldout_captions(folder: Path, n_train: int, n_test: int, seed: int) -
             Image.fromarray(image).save(folder / name)
             rows += [[name, caption(order, centres, colours, shapes)]
                      for order in itertools.permutations(range(count))]
-        with (folder / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "caption"])
-            writer.writerows(rows)
+        write_manifest(folder / f"{split}.csv", ["image", "caption"], rows)
 
 
 if __name__ == "__main__":

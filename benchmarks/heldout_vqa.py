@@ -18,7 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from cnnlstm.data.builtin._shapes import SHAPES, draw_shape, place_objects
+from cnnlstm.data.manifest import write_manifest
 
 __all__ = ["SET1", "SET2", "SceneSet", "write_heldout"]
 
@@ -110,10 +110,8 @@ def write_heldout(folder: Path, n_train: int, n_test: int, seed: int, spec: Scen
             Image.fromarray(image).save(folder / name)
             for q, a, family in _questions(rng, spec, colours, shapes, centres):
                 rows.append([name, q, a, family] if types else [name, q, a])
-        with (folder / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "question", "answer", "type"] if types else ["image", "question", "answer"])
-            writer.writerows(rows)
+        header = ["image", "question", "answer", "type"] if types else ["image", "question", "answer"]
+        write_manifest(folder / f"{split}.csv", header, rows)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,15 @@ class RecipeData(pl.LightningDataModule):
         >>> data = RecipeData(load_dataset("ucr:BasicMotions"), val_fraction=0.2, batch_size=16)  # doctest: +SKIP
     """
 
+    @classmethod
+    def from_section(cls, bundle: DatasetBundle, data_cfg: dict[str, Any], *, seed: int, stratify: bool,
+                     holdout: bool = True) -> RecipeData:
+        """The dataloaders a recipe's ``data`` section asks for (validation fraction, batch size, workers)."""
+        return cls(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
+                   num_workers=data_cfg["num_workers"], seed=seed, stratify=stratify,
+                   pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"],
+                   holdout=holdout)
+
     def __init__(self, bundle: DatasetBundle, *, val_fraction: float, batch_size: int, num_workers: int = 0,
                  seed: int = 0, stratify: bool = True, pin_memory: bool = False,
                  persistent_workers: bool = False, holdout: bool = True) -> None:

@@ -220,10 +220,8 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     ``on_ready`` runs once the trainer accepted its settings, just before training starts (it creates the run).
     """
     data_cfg = section["data"]
-    data = RecipeData(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
-                      num_workers=data_cfg["num_workers"], seed=seed,
-                      stratify=task_name(config, bundle) == "classification",
-                      pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"])
+    data = RecipeData.from_section(bundle, data_cfg, seed=seed,
+                                   stratify=task_name(config, bundle) == "classification")
     reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
                                         data_cfg["batch_size"])
     trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir,
@@ -337,10 +335,8 @@ def _refit(config: dict[str, Any], bundle: DatasetBundle, model_section: dict[st
     apply_speed_settings(model, config["trainer"])
     train_bundle, task = _training_task(config, bundle, model, name, seed)
     data_cfg = config["data"]
-    data = RecipeData(train_bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
-                      num_workers=data_cfg["num_workers"], seed=seed, stratify=name == "classification",
-                      pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"],
-                      holdout=False)
+    data = RecipeData.from_section(train_bundle, data_cfg, seed=seed, stratify=name == "classification",
+                                   holdout=False)
     reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
                                         data_cfg["batch_size"])
     section = {**config["trainer"], "max_epochs": epochs, "limit_val_batches": 0}  # no validation split to run
@@ -718,11 +714,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, accelerator: s
     if split == "val" and config["trainer"].get("refit"):
         raise ConfigError(f"{run_dir} was refit on train + validation (trainer.refit): its model trained on the "
                           "validation split, so it has no validation score; its metrics.json holds the first fit's")
-    data_module = RecipeData(bundle, val_fraction=config["data"]["val_fraction"],
-                             batch_size=config["data"]["batch_size"], num_workers=config["data"]["num_workers"],
-                             seed=config["seed"], stratify=name == "classification",
-                             pin_memory=config["data"]["pin_memory"],
-                             persistent_workers=config["data"]["persistent_workers"])
+    data_module = RecipeData.from_section(bundle, config["data"], seed=config["seed"],
+                                          stratify=name == "classification")
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=False,
                          precision=config["trainer"]["precision"])
