@@ -7,8 +7,11 @@ finished trials (complete or pruned) in the study, whoever ran them:
 - two workers can pass that check at the same moment, so after ``ask`` each ranks the running and
   finished trials by start time and gives a surplus trial back (state WAITING: queued, no parameters drawn);
 - a trial whose worker died stops sending heartbeats; the next worker to look marks it FAILED and Optuna's
-  retry callback queues a copy with the same parameters, which the next ``ask`` takes. A worker whose
-  remaining budget is held by running trials therefore waits instead of leaving: one of them may be dead.
+  retry callback queues a copy with the same parameters, which the next ``ask`` takes before any other queued
+  trial. A worker whose remaining budget is held by running trials therefore waits instead of leaving: one of
+  them may be dead. Failing the dead trial and queueing its copy are two steps, so between them the dead trial
+  still holds its slot (:func:`_awaiting_retry`); otherwise a worker could start a fresh trial in that moment,
+  fill the budget and leave the copy queued, never run.
 """
 
 from __future__ import annotations
@@ -82,6 +85,44 @@ def _holds_slot(study: optuna.Study, number: int, budget: int) -> bool:
     claimed = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     order = sorted(claimed, key=lambda t: (t.datetime_start or datetime.datetime.max, t.number))
     return [t.number for t in order].index(number) < budget
+
+
+def _awaiting_retry(trials: list[optuna.trial.FrozenTrial], first_seen: dict[int, float], patience: float) -> int:
+    """How many trials failed for a stopped heartbeat and still wait for their retry to be queued.
+
+    Such a trial is FAIL with no ``error`` (a worker that sees its own trial fail records one), its retry
+    budget (:data:`~cnnlstm.tune.study.MAX_RETRY`) is not spent, and no trial names it in its
+    ``retry_history``. It counts as a claimed slot for ``patience`` seconds after this worker first saw it
+    (``first_seen`` is updated), in case the worker that failed it died before queueing the retry.
+    """
+    from cnnlstm.tune.study import MAX_RETRY
+
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    now, waiting = time.monotonic(), 0
+    for t in trials:
+        if (t.state != TrialState.FAIL or "error" in t.user_attrs or t.number in retried
+                or len(t.system_attrs.get("retry_history", ())) >= MAX_RETRY):
+            continue
+        if now - first_seen.setdefault(t.number, now) < patience:
+            waiting += 1
+    return waiting
+
+
+def _ask(study: optuna.Study, storage: RDBStorage) -> optuna.Trial:
+    """``study.ask()``, except that a queued retry of a dead trial is taken before any other queued trial (a
+    surplus trial given back by :func:`run_worker` has a lower number and would otherwise be taken first)."""
+    for frozen in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if "failed_trial" not in frozen.system_attrs:
+            continue
+        try:
+            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # atomic: one taker
+                study._thread_local.cached_all_trials = None
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": this loop beats
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -168,19 +209,20 @@ def run_worker(study: optuna.Study, storage: RDBStorage, plan: SearchPlan, *, tr
     numerics = NumericState.capture()  # every trial starts from these, as a fresh `cnnlstm fit` process would
     finished = failures = 0
     poll = max(0.5, min(float(heartbeat), 5.0))
+    first_seen: dict[int, float] = {}  # dead trials whose retry is not queued yet: when this worker saw them
     while True:
         _fail_stale(study)
-        counts = count_states(study)
+        all_trials = study.get_trials(deepcopy=False)
+        counts = Counter(t.state for t in all_trials)
         done = sum(counts[s] for s in FINISHED)
         if done >= trials or (timeout is not None and time.monotonic() - started >= timeout):
             return finished
-        if done + counts[TrialState.RUNNING] >= trials:
+        claimed = done + counts[TrialState.RUNNING] + _awaiting_retry(all_trials, first_seen, 10 * poll + 30)
+        if claimed >= trials:
             time.sleep(poll)  # the rest of the budget is running elsewhere; a dead worker's trial comes back
             continue
         study.sampler = make_sampler(sampler, seed + sum(counts.values()))
-        with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": this loop beats
-            warnings.simplefilter("ignore", UserWarning)
-            trial = study.ask()
+        trial = _ask(study, storage)
         if not _holds_slot(study, trial.number, trials):
             # Another worker claimed the last slot at the same moment: queue this trial again, untouched.
             storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
