@@ -13,6 +13,7 @@ from cnnlstm.data.augment import (
     Jitter,
     MagnitudeWarp,
     RandomResizedCrop,
+    RandomShift,
     Scaling,
     TimeWarp,
     WindowSlice,
@@ -35,6 +36,7 @@ SERIES = {
 IMAGES = {
     "crop": lambda kind, g: RandomResizedCrop(kind, 0.5, p=1.0, generator=g),
     "hflip": lambda kind, g: HorizontalFlip(kind, p=1.0, generator=g),
+    "shift": lambda kind, g: RandomShift(kind, 0.3, p=1.0, generator=g),
     "color": lambda kind, g: ColorJitter(kind, brightness=0.3, contrast=0.3, p=1.0, generator=g),
 }
 
@@ -139,6 +141,29 @@ def test_flip_and_full_crop_are_exact() -> None:
     assert torch.allclose(full, x, atol=1e-5)
 
 
+def _shifted(image: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Reference: pad each side by its edge pixels, then cut the window that moves the content by (dx, dy)."""
+    H, W = image.shape[-2:]
+    m = max(abs(dx), abs(dy))
+    padded = torch.nn.functional.pad(image[None], (m, m, m, m), mode="replicate")[0]
+    return padded[..., m - dy:m - dy + H, m - dx:m - dx + W]
+
+
+def test_shift_moves_whole_pixels_within_strength_and_fills_with_the_edge() -> None:
+    x = torch.rand(64, 3, 10, 20)
+    out = RandomShift("images", 0.2, p=1.0, generator=_gen())(x)  # at most 2 rows and 4 columns
+    seen = set()
+    for image, moved in zip(x, out, strict=True):
+        matches = [(dx, dy) for dx in range(-4, 5) for dy in range(-2, 3)
+                   if torch.equal(moved, _shifted(image, dx, dy))]
+        assert len(matches) == 1, "every image is an exact whole-pixel shift of itself"
+        seen.add(matches[0])
+    assert len(seen) > 15 and {dx for dx, _ in seen} == set(range(-4, 5))  # the whole range is drawn
+    assert torch.equal(RandomShift("images", 0.0, p=1.0)(x), x)
+    with pytest.raises(ConfigError, match="fraction of the side"):
+        RandomShift("images", 0.5)
+
+
 def test_brightness_only_scales() -> None:
     x = torch.rand(4, 3, 6, 6) + 0.1
     out = ColorJitter("images", brightness=0.5, p=1.0, generator=_gen())(x)
@@ -165,7 +190,7 @@ def test_builder_from_recipe_section() -> None:
 def test_builder_rejects_unknown_keys_naming_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"'time_wrap'.*did you mean 'time_warp'.*valid keys are jitter"):
         build_augmentation("series", {"time_wrap": 0.2})
-    with pytest.raises(ConfigError, match="valid keys are random_resized_crop, hflip"):
+    with pytest.raises(ConfigError, match="valid keys are random_resized_crop, shift, hflip"):
         build_augmentation("images", {"jitter": 0.1})  # a series augmentation for images
     with pytest.raises(ConfigError, match="kind"):
         build_augmentation("audio", {})

@@ -11,9 +11,9 @@ Padded steps (``t >= lengths[b]``) are never changed, and warping and slicing ac
 only, so ``lengths`` stay true.
 
 Images ``(B, C, H, W)`` / ``(C, H, W)`` and frame clips ``(B, T, C, H, W)`` / ``(T, C, H, W)``:
-:class:`RandomResizedCrop`, :class:`HorizontalFlip` (opt-in: a flip can change the label of digits, text or
-left/right relations), :class:`ColorJitter` (brightness, contrast). A clip's frames share one draw, so motion
-stays coherent, and padded frames stay as they are.
+:class:`RandomResizedCrop`, :class:`RandomShift`, :class:`HorizontalFlip` (opt-in: a flip can change the label
+of digits, text or left/right relations), :class:`ColorJitter` (brightness, contrast). A clip's frames share one
+draw, so motion stays coherent, and padded frames stay as they are.
 
 :func:`build_augmentation` builds an :class:`Augmentation` pipeline from a recipe section::
 
@@ -45,6 +45,7 @@ __all__ = [
     "TimeWarp",
     "WindowSlice",
     "RandomResizedCrop",
+    "RandomShift",
     "HorizontalFlip",
     "ColorJitter",
     "Augmentation",
@@ -422,6 +423,51 @@ class RandomResizedCrop(_ImageTransform):
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+class RandomShift(_ImageTransform):
+    """Translate by a whole number of pixels, at most ``strength`` of the side each way; the edge pixels fill in.
+
+    A shift keeps sizes, shapes and colours, and moves positions by at most a few pixels, so it suits images
+    whose labels name where things are only coarsely (a scene's left half). Unlike a crop it never rescales.
+
+    Args:
+        kind: ``"images"`` or ``"frames"`` (one shift per clip).
+        strength: largest shift as a fraction of the width (height), e.g. 0.05 is 3 pixels at 64.
+        p: probability per sample.
+        generator: random source; the global RNG when ``None``.
+
+    Shape:
+        - x: images or clips (see :class:`RandomResizedCrop`); output: like ``x``.
+
+    Example:
+        >>> RandomShift("images", 0.25, p=1.0, generator=torch.Generator().manual_seed(0))(
+        ...     torch.arange(4.0).view(1, 1, 1, 4))
+        tensor([[[[0., 0., 1., 2.]]]])
+    """
+
+    def __init__(self, kind: str, strength: float = 0.05, p: float = 0.5,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__(kind, p, generator)
+        if not 0.0 <= strength < 0.5:
+            raise ConfigError(f"RandomShift: strength is the largest shift as a fraction of the side, in [0, 0.5), "
+                              f"got {strength}")
+        self.strength = strength
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, strength={self.strength}, p={self.p}"
+
+    def transform_images(self, images: Tensor, x: Tensor) -> Tensor:
+        B, (H, W) = x.shape[0], images.shape[-2:]
+        most = torch.tensor([W, H], dtype=x.dtype, device=x.device) * self.strength  # (2,) pixels
+        most = most.floor()
+        pixels = torch.round((2.0 * self.rand(B, 2, like=x) - 1.0) * most)  # (B, 2): whole pixels in [-most, most]
+        theta = torch.zeros(B, 2, 3, dtype=x.dtype, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, 0, 2] = -2.0 * pixels[:, 0] / W  # sampling at x - dx moves the content by +dx pixels
+        theta[:, 1, 2] = -2.0 * pixels[:, 1] / H
+        grid = F.affine_grid(self.per_image(theta, x), list(images.shape), align_corners=False)  # (N, H, W, 2)
+        return F.grid_sample(images, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
 class HorizontalFlip(_ImageTransform):
     """Mirror images left to right. Opt-in only: flips change digits, text and left/right relations.
 
@@ -566,8 +612,8 @@ _SERIES: dict[str, type[_SeriesTransform]] = {
 #: Recipe keys per kind; each value is a strength (for ``hflip`` the probability).
 AUGMENTATIONS: dict[str, tuple[str, ...]] = {
     "series": ("jitter", "scaling", "magnitude_warp", "time_warp", "window_slice"),
-    "frames": ("random_resized_crop", "hflip", "brightness", "contrast"),
-    "images": ("random_resized_crop", "hflip", "brightness", "contrast"),
+    "frames": ("random_resized_crop", "shift", "hflip", "brightness", "contrast"),
+    "images": ("random_resized_crop", "shift", "hflip", "brightness", "contrast"),
 }
 _OPTIONS = ("p", "seed")
 
@@ -596,7 +642,7 @@ def build_augmentation(kind: str, spec: Mapping[str, Any] | None, *, seed: int |
     """Build the augmentation pipeline a recipe's ``augment`` section describes.
 
     Keys for series: ``jitter``, ``scaling``, ``magnitude_warp``, ``time_warp``, ``window_slice``; for frames and
-    images: ``random_resized_crop``, ``hflip`` (its value is the flip probability), ``brightness``,
+    images: ``random_resized_crop``, ``shift``, ``hflip`` (its value is the flip probability), ``brightness``,
     ``contrast``. Each value is a strength or ``{strength: s, p: q}``; ``p`` (default 0.5) sets the probability
     of the others; ``seed`` seeds one generator shared by the pipeline. Transforms run in the order of the keys
     above, whatever the recipe's order.
@@ -640,6 +686,9 @@ def build_augmentation(kind: str, spec: Mapping[str, Any] | None, *, seed: int |
         if "random_resized_crop" in entries:
             s, p = entries["random_resized_crop"]
             transforms.append(RandomResizedCrop(kind, s, p=p, generator=generator))
+        if "shift" in entries:
+            s, p = entries["shift"]
+            transforms.append(RandomShift(kind, s, p=p, generator=generator))
         if "hflip" in entries:
             transforms.append(HorizontalFlip(kind, p=entries["hflip"][1], generator=generator))
         if "brightness" in entries:
