@@ -67,6 +67,10 @@ class DataConfig:
         augment: training-only augmentation (checked by :func:`cnnlstm.data.augment.build_augmentation`).
         feature_cache: cache frozen encoder features of frames data: ``auto``, ``true`` or ``false``.
         feature_cache_dtype: the cache's dtype, ``float32`` or ``float16`` (half the bytes).
+        group_batches: fill each training batch with whole groups (every question about one image, as the data
+            names them in ``info.groups``) instead of samples drawn one by one; the order of the groups, and
+            within each group, is still shuffled every epoch. With ``multi_input`` the CNN then encodes each
+            image of a batch once (``image_id``), not once per question.
     """
 
     spec: str = UNSET
@@ -79,6 +83,7 @@ class DataConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     feature_cache: bool | str = "auto"
     feature_cache_dtype: str = "float32"
+    group_batches: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:

@@ -21,7 +21,7 @@ KEYS = {
     "frames": {"x", "y"},
     "forecast": {"x", "y"},
     "text_image": {"x", "targets"},
-    "vqa": {"image", "sequence", "y", "qtype"},
+    "vqa": {"image", "image_id", "sequence", "y", "qtype"},
     "captions": {"images", "captions"},
 }
 CLASSIFICATION = {"images", "frames", "vqa"}

@@ -45,3 +45,22 @@ def test_sort_of_clevr_validation_takes_whole_scenes():
     val_scenes = set(scenes[data.val_set.indices])
     assert val_scenes and not train_scenes & val_scenes
     assert len(data.train_set) + len(data.val_set) == 200
+
+
+def test_group_batches_fill_training_batches_with_whole_scenes():
+    bundle = load_dataset("builtin:sort_of_clevr", n_train=200, n_test=20, image_size=32, object_size=6)
+    data = RecipeData(bundle, val_fraction=0.2, batch_size=20, group_batches=True)
+    loader = data._loader(data.train_set, shuffle=True)
+    for batch in loader:
+        ids = batch["image_id"].tolist()
+        assert len(set(ids)) <= len(ids) // 10 + 2  # 10 questions a scene: whole scenes, split at the ends only
+        changes = sum(a != b for a, b in zip(ids, ids[1:], strict=False))
+        assert changes == len(set(ids)) - 1  # each scene's questions side by side
+        assert all(torch.equal(batch["image"][i], batch["image"][ids.index(s)]) for i, s in enumerate(ids))
+    assert sum(len(b["y"]) for b in loader) == len(data.train_set)
+    plain = RecipeData(bundle, val_fraction=0.2, batch_size=20)
+    ids = next(iter(plain._loader(plain.train_set, shuffle=True)))["image_id"].tolist()
+    assert len(set(ids)) > 10  # without it, questions are drawn one by one
+    series = load_dataset("ucr:GunPoint")
+    with pytest.raises(ConfigError, match="data.group_batches needs data whose samples name their group"):
+        RecipeData(series, val_fraction=0.2, batch_size=8, group_batches=True)

@@ -97,3 +97,25 @@ def test_epoch_sampler_skips_exactly_the_samples_already_seen() -> None:
     assert list(part) == order  # the skip applies to one iteration only
     whole.set_epoch(3)
     assert list(whole) != order and sorted(whole) == list(range(10))
+
+
+def test_grouped_epoch_order_keeps_groups_together_and_still_shuffles() -> None:
+    groups = [i % 7 for i in range(40)]  # 7 groups of 5-6 samples, interleaved as rows of a CSV can be
+    sampler = EpochShuffleSampler(40, seed=1, groups=groups)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(40))
+        runs = [groups[i] for i in order]
+        changes = sum(a != b for a, b in zip(runs, runs[1:], strict=False))
+        assert changes == 6  # every group's samples are consecutive
+        orders.append(order)
+    assert orders[0] != orders[1] != orders[2]
+    group_orders = {tuple(dict.fromkeys(groups[i] for i in o)) for o in orders}
+    assert len(group_orders) == 3  # the order of the groups changes too
+    part = EpochShuffleSampler(40, seed=1, groups=groups)
+    part.resume_at(epoch=2, skip=13)
+    assert list(part) == orders[2][13:]
+    with pytest.raises(ValueError, match="groups names 3 samples"):
+        EpochShuffleSampler(4, seed=0, groups=[0, 1, 1])

@@ -124,3 +124,31 @@ def test_feature_stage_is_refused_where_it_cannot_apply() -> None:
         _model(fusion="film", feature_stage=5)
     with pytest.raises(ConfigError, match="multi_input: freeze=1 .* feature_stage=0 reads stage 0"):
         _model(fusion="film", feature_stage=0, freeze=1)
+
+
+@pytest.mark.parametrize("fusion", ["product", "film"])
+def test_image_id_encodes_each_image_once_and_equals_encoding_every_row(fusion: str) -> None:
+    torch.manual_seed(0)
+    model = _model(fusion=fusion).eval()  # BN on running statistics: both paths see the same normalisation
+    distinct = torch.rand(3, 3, 16, 16)
+    image_id = torch.tensor([2, 0, 2, 1, 0, 2])  # three images, several questions each, in any order
+    image = distinct[image_id]  # (6, 3, 16, 16)
+    sequence = torch.randint(1, 10, (6, 5))
+    lengths = torch.tensor([5, 3, 4, 5, 2, 1])
+    sizes = []
+    first_conv = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    shared = model(image, sequence, lengths, image_id=image_id)
+    assert sizes == [3]  # one CNN pass over the three distinct images
+    shared.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    every_row = model(image, sequence, lengths)  # the reference: the CNN runs on all six rows
+    assert sizes == [3, 6]
+    every_row.sum().backward()
+    torch.testing.assert_close(shared, every_row, rtol=1e-5, atol=1e-6)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ShapeError, match="image_id must be"):
+        model(image, sequence, lengths, image_id=image_id[:4])

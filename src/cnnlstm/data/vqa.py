@@ -85,6 +85,7 @@ def _dataset(rows: Sequence[ManifestRow], root: Path, csv_path: Path, vocab: Voc
     slot = {a: k for k, a in enumerate(answers)}
     fields = {
         "image": Field(table.images, index=table.index),  # (S, C, H, W) uint8, one per distinct image
+        "image_id": Field(table.index),  # (N,): which image; the model encodes each image of a batch once
         "sequence": Field(pad_sequence(questions, batch_first=True),  # (N, L_max)
                           lengths=torch.tensor([len(q) for q in questions])),
         "y": Field(torch.tensor([slot.get(row.values["answer"], UNSEEN_ANSWER) for row in rows])),

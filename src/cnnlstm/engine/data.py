@@ -21,7 +21,7 @@ from cnnlstm.data import DatasetBundle, load_dataset
 from cnnlstm.data.collate import pad_collate
 from cnnlstm.data.splits import split_train_val
 from cnnlstm.engine.resume import EpochShuffleSampler
-from cnnlstm.errors import DataError
+from cnnlstm.errors import ConfigError, DataError
 
 __all__ = ["RecipeData", "load_bundle", "check_classes"]
 
@@ -70,6 +70,7 @@ class RecipeData(pl.LightningDataModule):
         persistent_workers: keep worker processes between epochs (with ``num_workers > 0``).
         holdout: carve the validation split; ``False`` trains on the whole training split with an empty
             validation split (``trainer.refit``'s second fit).
+        group_batches: training batches of whole groups (``bundle.info.groups``; ``data.group_batches``).
 
     Example:
         >>> data = RecipeData(load_dataset("ucr:BasicMotions"), val_fraction=0.2, batch_size=16)  # doctest: +SKIP
@@ -82,11 +83,11 @@ class RecipeData(pl.LightningDataModule):
         return cls(bundle, val_fraction=data_cfg["val_fraction"], batch_size=data_cfg["batch_size"],
                    num_workers=data_cfg["num_workers"], seed=seed, stratify=stratify,
                    pin_memory=data_cfg["pin_memory"], persistent_workers=data_cfg["persistent_workers"],
-                   holdout=holdout)
+                   holdout=holdout, group_batches=bool(data_cfg.get("group_batches", False)))
 
     def __init__(self, bundle: DatasetBundle, *, val_fraction: float, batch_size: int, num_workers: int = 0,
                  seed: int = 0, stratify: bool = True, pin_memory: bool = False,
-                 persistent_workers: bool = False, holdout: bool = True) -> None:
+                 persistent_workers: bool = False, holdout: bool = True, group_batches: bool = False) -> None:
         super().__init__()
         self.bundle = bundle
         self.batch_size = batch_size
@@ -117,7 +118,14 @@ class RecipeData(pl.LightningDataModule):
             train_targets = np.asarray(targets)[np.asarray(self.train_set.indices)]
             check_classes(train_targets, num_classes, f"{bundle.name} (train split)", bundle.info.class_names)
         self.test_set = bundle.test
-        self.train_sampler = EpochShuffleSampler(len(self.train_set), seed)
+        train_groups = None
+        if group_batches:
+            if groups is None:
+                raise ConfigError(f"data.group_batches needs data whose samples name their group (several questions "
+                                  f"about one image: vqa, builtin:sort_of_clevr); {bundle.name} names none. "
+                                  "Remove data.group_batches")
+            train_groups = np.asarray(groups)[np.asarray(self.train_set.indices)]
+        self.train_sampler = EpochShuffleSampler(len(self.train_set), seed, groups=train_groups)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         sampler = None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
+from torch import Tensor
 from torch.utils.data import Sampler
 
 from cnnlstm._io import write_through_temp
@@ -61,19 +62,33 @@ class EpochShuffleSampler(Sampler[int]):
     Args:
         n: dataset size.
         seed: the run's seed.
+        groups: the group of every sample (``n`` hashable values), or ``None``. With groups, an epoch's order
+            is the groups in a shuffled order, each group's samples together and shuffled among themselves,
+            so a batch holds whole groups (and parts of at most two more at its ends).
 
     Example:
         >>> a, b = EpochShuffleSampler(6, seed=1), EpochShuffleSampler(6, seed=1)
         >>> b.resume_at(epoch=0, skip=2)
         >>> list(a)[2:] == list(b)
         True
+        >>> order = list(EpochShuffleSampler(6, seed=0, groups=["a", "b", "a", "c", "b", "c"]))
+        >>> [["a", "b", "a", "c", "b", "c"][i] for i in order]  # whole groups, one after another
+        ['b', 'b', 'a', 'a', 'c', 'c']
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, groups: Sequence[Hashable] | None = None) -> None:
         self.n = n
         self.seed = seed
         self.epoch = 0
         self._skip = 0
+        self._members: list[Tensor] | None = None
+        if groups is not None:
+            if len(groups) != n:
+                raise ValueError(f"groups names {len(groups)} samples, the sampler has {n}")
+            _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.cumsum(np.bincount(inverse))[:-1]
+            self._members = [torch.from_numpy(part) for part in np.split(order, bounds)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -84,7 +99,12 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = torch.randperm(self.n, generator=generator).tolist()
+        if self._members is None:
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            groups = torch.randperm(len(self._members), generator=generator).tolist()
+            order = [int(i) for g in groups
+                     for i in self._members[g][torch.randperm(len(self._members[g]), generator=generator)]]
         skip, self._skip = self._skip, 0
         return iter(order[skip:])
 

@@ -77,7 +77,7 @@ class MultiInput(nn.Module):
         torch.Size([2, 5])
     """
 
-    input_names = ("image", "sequence", "lengths")
+    input_names = ("image", "sequence", "lengths", "image_id")
     output_kind = "logits"
     supports_lengths = True
 
@@ -191,39 +191,68 @@ class MultiInput(nn.Module):
             return self.encoder.forward_grid(image)  # (B, D_grid, h, w)
         return self.encoder.forward_stage(image, self.feature_stage)  # (B, D_stage, h', w'): no later stage runs
 
+    def encode_distinct_images(self, image: Tensor, image_id: Tensor | None) -> Tensor:
+        """:meth:`encode_image` run once per distinct ``image_id`` of the batch and spread back to every row.
+
+        Several questions about one image share its CNN pass (the image of each id's first row is encoded).
+        ``None`` encodes every row.
+
+        Shape:
+            - image: ``(B, C, H, W)``; image_id: ``(B,)`` int64, equal for rows holding the same image.
+            - output: like :meth:`encode_image`'s, ``B`` rows.
+        """
+        if image_id is None:
+            return self.encode_image(image)
+        if image_id.shape != image.shape[:1] or image_id.is_floating_point():
+            raise ShapeError(f"multi_input: image_id must be (B,) integer ids, one per image row ({image.shape[0]}), "
+                             f"got {tuple(image_id.shape)} {image_id.dtype}")
+        distinct, inverse = torch.unique(image_id, return_inverse=True)  # (U,), (B,)
+        rows = torch.arange(len(image_id), device=image_id.device)  # (B,)
+        first = torch.full((len(distinct),), len(image_id), dtype=torch.long, device=image_id.device)
+        first = first.scatter_reduce(0, inverse, rows, reduce="amin")  # (U,): the first row of each image
+        return self.encode_image(image[first])[inverse]  # (B, ...)
+
     def encode_sequence(self, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The sequence branch: ``(B, L)`` ids or ``(B, L, F)`` series -> ``(B, H * directions)``."""
         steps = self.embedding(sequence) if self.embedding is not None else sequence  # (B, L, E) or (B, L, F)
         return self.rnn(steps, lengths)  # (B, dirs*H)
 
-    def forward_features(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward_features(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None,
+                         image_id: Tensor | None = None) -> Tensor:
         """The fused representation before the head.
 
         Shape:
-            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` or ``(B, L, F)``; lengths: ``(B,)``, optional.
+            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` or ``(B, L, F)``; lengths, image_id: ``(B,)``,
+              optional.
             - output: ``(B, num_features)``.
         """
         self._check(image, sequence)
         lengths = check_lengths(lengths, sequence.shape[0], sequence.shape[1], owner="multi_input")
-        return self.fusion(self.encode_image(image), self.encode_sequence(sequence, lengths))  # (B, num_features)
+        images = self.encode_distinct_images(image, image_id)  # (B, D) or (B, D_grid, h, w)
+        return self.fusion(images, self.encode_sequence(sequence, lengths))  # (B, num_features)
 
     def forward_head(self, features: Tensor) -> Tensor:
         """The MLP head: ``(B, num_features) -> (B, K)``."""
         return self.head(features)  # (B, K)
 
-    def forward(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, image: Tensor, sequence: Tensor, lengths: Tensor | None = None,
+                image_id: Tensor | None = None) -> Tensor:
         """Classify (image, sequence) pairs.
 
         Args:
             image: a batch of images.
             sequence: token ids (index 0 = padding) or a numeric series, zero-padded after each end.
             lengths: valid steps per sequence; ``None`` when nothing is padded.
+            image_id: which image each row holds (rows with one id hold the same image, e.g. several questions
+                about it), so the CNN encodes each image once (:meth:`encode_distinct_images`); ``None``
+                encodes every row.
 
         Shape:
-            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)``; lengths: ``(B,)`` int64.
+            - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)``; lengths, image_id: ``(B,)``
+              int64.
             - output: ``(B, K)``.
         """
-        return self.forward_head(self.forward_features(image, sequence, lengths))
+        return self.forward_head(self.forward_features(image, sequence, lengths, image_id))
 
     def example_input(self, batch_size: int = 2, seq_len: int = 5) -> dict[str, Tensor]:
         """Random images and zero-padded sequences with unequal ``lengths``."""

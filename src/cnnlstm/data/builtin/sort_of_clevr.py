@@ -138,6 +138,7 @@ def sort_of_clevr(
         fields = {
             "image": Field(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # (S, 3, H, W)
                            index=torch.from_numpy(scene)),
+            "image_id": Field(torch.from_numpy(scene)),  # (N,): the scene; the model encodes each scene once
             "sequence": Field(pad_sequence(questions, batch_first=True),  # (N, L_max)
                               lengths=torch.tensor([len(q) for q in questions])),
             "y": Field(torch.tensor([ANSWERS.index(a) for a in answers])),
