@@ -152,3 +152,41 @@ def test_image_id_encodes_each_image_once_and_equals_encoding_every_row(fusion: 
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
     with pytest.raises(ShapeError, match="image_id must be"):
         model(image, sequence, lengths, image_id=image_id[:4])
+
+
+def test_condition_stages_modulate_the_cnn_per_question_as_a_hand_computed_stage() -> None:
+    torch.manual_seed(0)
+    model = _model(fusion="film", condition_stages=1).eval()
+    inputs = model.example_input(batch_size=3)
+    plain = _model(fusion="film")
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("stage_film")})
+    plain.eval()
+    with torch.no_grad():
+        # gamma = beta = 0 at initialisation: the same outputs as the unconditioned model
+        torch.testing.assert_close(model(**inputs), plain(**inputs))
+        nn.init.normal_(model.stage_film.weight, std=0.5)
+        nn.init.normal_(model.stage_film.bias, std=0.5)
+        question = model.encode_sequence(inputs["sequence"], inputs["lengths"])  # (3, 8)
+        gamma, beta = model.stage_film(question).split(4, dim=1)  # the first stage has 4 channels
+        stage = model.encoder.stages[0]
+        h = stage.bn(stage.conv(inputs["image"]))  # (3, 4, 16, 16)
+        h = torch.relu((1 + gamma[:, :, None, None]) * h + beta[:, :, None, None])
+        h = torch.nn.functional.max_pool2d(h, 2)  # (3, 4, 8, 8)
+        expected = model.encoder.stages[1](h)  # the second stage is not modulated
+        got = model.encode_image_conditioned(inputs["image"], question)
+        torch.testing.assert_close(got, expected)
+        assert not torch.allclose(model(**inputs), plain(**inputs))
+        for b in range(3):  # each question modulates its own row only
+            alone = model.encode_image_conditioned(inputs["image"][b:b + 1], question[b:b + 1])
+            torch.testing.assert_close(got[b:b + 1], alone, rtol=1e-5, atol=1e-5)
+    pooled = _model(fusion="product", condition_stages=2).eval()
+    assert pooled(**pooled.example_input()).shape == (2, 4)
+
+
+def test_condition_stages_refusals() -> None:
+    with pytest.raises(ConfigError, match="the cnn has 2 stages"):
+        _model(fusion="film", condition_stages=3)
+    with pytest.raises(ConfigError, match="condition_stages must be an int"):
+        _model(fusion="film", condition_stages=-1)
+    with pytest.raises(ConfigError, match="set freeze: none"):
+        _model(fusion="film", condition_stages=1, freeze="all")

@@ -47,10 +47,16 @@ class ConvStage(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run the stage; ``film = (gamma, beta)``, each ``(N, out_channels)``, scales the normalised map by
+        ``1 + gamma`` and shifts it by ``beta`` before the ReLU (conditional batch norm, de Vries et al. 2017)."""
         if self.coords:
             x = add_coords(x)  # (N, C_in + 2, H, W)
-        x = F.relu(self.bn(self.conv(x)))  # (N, C_out, H, W)
+        x = self.bn(self.conv(x))  # (N, C_out, H, W)
+        if film is not None:
+            gamma, beta = film
+            x = (1 + gamma[:, :, None, None]) * x + beta[:, :, None, None]  # identity at gamma = beta = 0
+        x = F.relu(x)
         h, w = x.shape[-2:]
         kernel = (2 if h > 1 else 1, 2 if w > 1 else 1)
         if kernel != (1, 1):
@@ -117,6 +123,22 @@ class SmallCNN(FrameEncoder):
 
     def _forward_grid(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)  # (N, D, h, w)
+
+    def forward_grid_conditioned(self, x: torch.Tensor, films: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                                 ) -> torch.Tensor:
+        """:meth:`forward_grid` with the first ``len(films)`` stages modulated per sample (see
+        :meth:`ConvStage.forward`): a question can pick colours and parts at full resolution.
+
+        Shape:
+            - x: ``(N, C, H, W)``; films: ``(gamma, beta)`` of ``(N, widths[i])`` for stage ``i``.
+            - output: like :meth:`forward_grid`'s.
+        """
+        self.check_input(x)
+        if len(films) > len(self.stages):
+            raise ConfigError(f"cnn has {len(self.stages)} stages, got FiLM parameters for {len(films)}")
+        for i, stage in enumerate(self.stages):
+            x = stage(x, films[i] if i < len(films) else None)
+        return x  # (N, D, h, w)
 
     def _feature_channels(self) -> list[int]:
         return [stage.conv.out_channels for stage in self.stages]

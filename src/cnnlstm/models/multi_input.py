@@ -65,6 +65,10 @@ class MultiInput(nn.Module):
             encoder, colour and shape come from ImageNet features instead of a few hundred training images.
         head_hidden_size: width of the MLP head's hidden layer; 0 for a linear head.
         image_size: image size ``H`` or ``(H, W)`` used by :meth:`example_input`.
+        condition_stages: how many of the CNN's first stages the question modulates (FiLM after each stage's
+            batch norm, as conditional batch norm, de Vries et al. 2017; the built-in ``cnn`` encoder only). The
+            question can then pick colours and parts at full resolution, before pooling mixes objects; the CNN
+            runs once per question instead of once per image. 0 (default) keeps the image branch unconditioned.
 
     Shape:
         - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)`` float, zero-padded;
@@ -104,6 +108,7 @@ class MultiInput(nn.Module):
         feature_stage: int = -1,
         head_hidden_size: int = 256,
         image_size: int | tuple[int, int] = 32,
+        condition_stages: int = 0,
     ) -> None:
         super().__init__()
         require_positive(
@@ -169,6 +174,30 @@ class MultiInput(nn.Module):
         self.sequence_features = sequence_features
         self.num_classes = num_classes
         self.num_features = width
+        self.condition_stages = self._condition_stages(condition_stages, encoder, freeze)
+        self.stage_film: nn.Linear | None = None
+        if self.condition_stages:
+            self._stage_widths = [self.encoder.stages[i].conv.out_channels for i in range(self.condition_stages)]
+            self.stage_film = nn.Linear(self.rnn.out_features, 2 * sum(self._stage_widths))
+            nn.init.zeros_(self.stage_film.weight)  # the image branch starts unconditioned (gamma = beta = 0)
+            nn.init.zeros_(self.stage_film.bias)
+
+    def _condition_stages(self, stages: int, encoder: str, freeze: str | int) -> int:
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 0:
+            raise ConfigError(f"multi_input condition_stages must be an int >= 0, got {stages!r}")
+        if stages == 0:
+            return 0
+        n = len(getattr(self.encoder, "stages", ()))
+        if encoder != "cnn" or not hasattr(self.encoder, "forward_grid_conditioned"):
+            raise ConfigError(f"multi_input condition_stages needs the built-in encoder 'cnn', got {encoder!r}; "
+                              "set condition_stages: 0")
+        if stages > n:
+            raise ConfigError(f"multi_input condition_stages={stages}, but the cnn has {n} stages")
+        if self.feature_stage != -1:
+            raise ConfigError("multi_input condition_stages reads the last stage's grid; drop feature_stage")
+        if freeze != "none":
+            raise ConfigError("multi_input condition_stages trains the modulated stages; set freeze: none")
+        return stages
 
     def _check(self, image: Tensor, sequence: Tensor) -> None:
         dtype = weights_dtype(self)
@@ -228,8 +257,27 @@ class MultiInput(nn.Module):
         """
         self._check(image, sequence)
         lengths = check_lengths(lengths, sequence.shape[0], sequence.shape[1], owner="multi_input")
-        images = self.encode_distinct_images(image, image_id)  # (B, D) or (B, D_grid, h, w)
-        return self.fusion(images, self.encode_sequence(sequence, lengths))  # (B, num_features)
+        question = self.encode_sequence(sequence, lengths)  # (B, H * directions)
+        if self.stage_film is None:
+            images = self.encode_distinct_images(image, image_id)  # (B, D) or (B, D_grid, h, w)
+        else:
+            images = self.encode_image_conditioned(image, question)  # one CNN pass per question
+        return self.fusion(images, question)  # (B, num_features)
+
+    def encode_image_conditioned(self, image: Tensor, question: Tensor) -> Tensor:
+        """The image branch with its first ``condition_stages`` stages modulated by the question vector.
+
+        Shape:
+            - image: ``(B, C, H, W)``; question: ``(B, H * directions)``.
+            - output: like :meth:`encode_image`'s.
+        """
+        params = self.stage_film(question)  # (B, 2 * sum of the conditioned widths)
+        films, start = [], 0
+        for width in self._stage_widths:
+            films.append((params[:, start:start + width], params[:, start + width:start + 2 * width]))
+            start += 2 * width
+        grid = self.encoder.forward_grid_conditioned(image, films)  # (B, D_grid, h, w)
+        return grid if self.use_grid else grid.mean(dim=(2, 3))  # (B, D) pooled as the encoder's forward
 
     def forward_head(self, features: Tensor) -> Tensor:
         """The MLP head: ``(B, num_features) -> (B, K)``."""
