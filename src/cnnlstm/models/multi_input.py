@@ -177,8 +177,9 @@ class MultiInput(nn.Module):
         self.condition_stages = self._condition_stages(condition_stages, encoder, freeze)
         self.stage_film: nn.Linear | None = None
         if self.condition_stages:
-            self._stage_widths = [self.encoder.stages[i].conv.out_channels for i in range(self.condition_stages)]
-            self.stage_film = nn.Linear(self.rnn.out_features, 2 * sum(self._stage_widths))
+            # (gamma, beta) of every modulated stage, in stage order: the widths stage_film's output splits into
+            self._film_widths = [w for i in range(self.condition_stages) for w in [self.encoder.stage_channels(i)] * 2]
+            self.stage_film = nn.Linear(self.rnn.out_features, sum(self._film_widths))
             nn.init.zeros_(self.stage_film.weight)  # the image branch starts unconditioned (gamma = beta = 0)
             nn.init.zeros_(self.stage_film.bias)
 
@@ -187,10 +188,10 @@ class MultiInput(nn.Module):
             raise ConfigError(f"multi_input condition_stages must be an int >= 0, got {stages!r}")
         if stages == 0:
             return 0
-        n = len(getattr(self.encoder, "stages", ()))
-        if encoder != "cnn" or not hasattr(self.encoder, "forward_grid_conditioned"):
+        if encoder != "cnn":
             raise ConfigError(f"multi_input condition_stages needs the built-in encoder 'cnn', got {encoder!r}; "
                               "set condition_stages: 0")
+        n = len(self.encoder.stages)
         if stages > n:
             raise ConfigError(f"multi_input condition_stages={stages}, but the cnn has {n} stages")
         if self.feature_stage != -1:
@@ -271,12 +272,8 @@ class MultiInput(nn.Module):
             - image: ``(B, C, H, W)``; question: ``(B, H * directions)``.
             - output: like :meth:`encode_image`'s.
         """
-        params = self.stage_film(question)  # (B, 2 * sum of the conditioned widths)
-        films, start = [], 0
-        for width in self._stage_widths:
-            films.append((params[:, start:start + width], params[:, start + width:start + 2 * width]))
-            start += 2 * width
-        grid = self.encoder.forward_grid_conditioned(image, films)  # (B, D_grid, h, w)
+        params = self.stage_film(question).split(self._film_widths, dim=1)  # gamma_0, beta_0, gamma_1, ...: (B, C_i)
+        grid = self.encoder.forward_grid_conditioned(image, list(zip(params[0::2], params[1::2], strict=True)))
         return grid if self.use_grid else grid.mean(dim=(2, 3))  # (B, D) pooled as the encoder's forward
 
     def forward_head(self, features: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ from cnnlstm.errors import CnnLstmError, ConfigError
 from cnnlstm.tasks import TrainingDivergedError
 from cnnlstm.tune.pruning import PruningCallback
 from cnnlstm.tune.search import SearchPlan
-from cnnlstm.tune.study import make_sampler
+from cnnlstm.tune.study import MAX_RETRY, make_sampler
 from cnnlstm.tune.trial_fit import NumericState, fit_trial
 
 __all__ = ["run_worker", "count_states", "FINISHED", "MAX_CONSECUTIVE_FAILURES"]
@@ -95,8 +95,6 @@ def _awaiting_retry(trials: list[optuna.trial.FrozenTrial], first_seen: dict[int
     ``retry_history``. It counts as a claimed slot for ``patience`` seconds after this worker first saw it
     (``first_seen`` is updated), in case the worker that failed it died before queueing the retry.
     """
-    from cnnlstm.tune.study import MAX_RETRY
-
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
     now, waiting = time.monotonic(), 0
     for t in trials:
