@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.accuracy import DEFAULT_RECIPE, TARGET_GAP, accuracy_markdown, target_check
+from cnnlstm.data import load_dataset
 from cnnlstm.engine import load_recipe
 from cnnlstm.engine.fit import fit
 from cnnlstm.engine.recipe import list_recipes, validate_recipe
@@ -17,6 +20,8 @@ def test_default_recipe_is_the_shipped_ucr_recipe_choosing_on_validation_only():
     assert 0.0 < cfg["data"]["val_fraction"] < 1.0  # validation carved from train, never the test split
     assert cfg["early_stopping"]["monitor"].startswith("val/")
     assert cfg["model"]["name"] in ("lstm_fcn", "mlstm_fcn")
+    # the model section is member 0; the second member fits in closed form on the whole training split
+    assert cfg["trainer"]["ensemble_models"] == ["model", {"name": "minirocket", "fit_on_validation": True}]
 
 
 def _one_by_one_accuracy(run_dir) -> float:
@@ -39,10 +44,14 @@ def test_ucr_recipe_fits_a_multivariate_and_a_variable_length_set(tmp_path):
             "data.batch_size=4", "model.hidden_size=4", "model.filters=[4,8,4]"]
     for spec, n_test in (("ucr:BasicMotions", 40), ("ucr:JapaneseVowels", 370)):
         result = fit("ucr", data=spec, overrides=tiny, out=tmp_path / spec[4:], verbose=False)
-        assert result.metrics["epochs"] == 1
+        lstm_fcn, minirocket = (json.loads((result.run_dir / "members" / k / "metrics.json").read_text())
+                                for k in ("0", "1"))
+        assert lstm_fcn["epochs"] == 1 and lstm_fcn["params"] < 2_000  # the model section's overrides reached it
+        assert minirocket["weights"] == "closed_form" and minirocket["train_samples"] == len(load_dataset(spec).train)
         assert result.metrics["test/acc"] == pytest.approx(_one_by_one_accuracy(result.run_dir), abs=1e-6)
         assert result.config["data"]["options"]["normalize"] == load_recipe("ucr")["data"]["options"]["normalize"]
-        assert result.metrics["test_samples"] == n_test
+        assert {"member0/test/acc", "member1/test/acc"} <= set(result.metrics)
+        assert len(load_dataset(spec).test) == n_test
 
 
 def _record(ours: dict[str, float | None], best: dict[str, float | None], mine: float | None, rocket: float | None):

@@ -21,6 +21,7 @@ from benchmarks.speed_frames import per_frame_loop
 from benchmarks.speed_lstm_fcn import PlainLSTMFCN
 from benchmarks.timing import interleaved
 from cnnlstm import create_model
+from cnnlstm.engine.rundir import read_config
 
 
 @pytest.mark.slow
@@ -35,9 +36,13 @@ def test_accuracy_cli_one_seed_one_epoch_writes_table_and_json(tmp_path, capsys)
     assert (entry["train"], entry["test"]) == (67, 1029)
     for method in ("ours", "ours_shuffle"):
         (run,) = entry[method]["runs"]
-        assert run["seed"] == 0 and run["epochs"] == 1
+        assert run["seed"] == 0
         # the test accuracy of this method's own run (fit's record), over the 1029 test series
         run_dir = runs / "accuracy" / "ItalyPowerDemand" / ("ours" if method == "ours" else "shuffle") / "seed0"
+        # the recipe's model section (member 0 of its ensemble) took the overrides: one epoch, shuffle or not
+        member = json.loads((run_dir / "members" / "0" / "metrics.json").read_text())
+        assert member["epochs"] == 1
+        assert read_config(run_dir / "members" / "0")["model"].get("shuffle", False) == (method == "ours_shuffle")
         assert run["test_acc"] == json.loads((run_dir / "metrics.json").read_text())["test/acc"]
         assert run["test_acc"] * 1029 == pytest.approx(round(run["test_acc"] * 1029), abs=1e-3)
         assert entry[method]["mean"] == pytest.approx(run["test_acc"], abs=1e-4)

@@ -19,6 +19,7 @@ SMALL: dict[str, dict] = {
     "deep_conv_lstm": dict(num_classes=3, in_channels=2, hidden_size=8, filters=4),
     "crnn": dict(num_classes=5, in_channels=1, hidden_size=8, widths=(4, 8, 8, 8, 8, 8)),
     "conv_lstm_forecaster": dict(in_channels=1, hidden_size=4, horizon=2),
+    "minirocket": dict(num_classes=3, in_channels=2, num_features=840),
 }
 
 

@@ -85,7 +85,7 @@ _KWARGS = {
     "frame_lstm": {"num_classes": 3}, "captioner": {"vocab_size": 12}, "lstm_fcn": {"in_channels": 3, "num_classes": 4},
     "mlstm_fcn": {"in_channels": 3, "num_classes": 4}, "deep_conv_lstm": {"in_channels": 3, "num_classes": 4},
     "crnn": {"num_classes": 11}, "conv_lstm_forecaster": {"in_channels": 1},
-    "multi_input": {"num_classes": 3, "vocab_size": 12},
+    "multi_input": {"num_classes": 3, "vocab_size": 12}, "minirocket": {"num_classes": 3, "in_channels": 2},
 }
 
 

@@ -25,9 +25,10 @@ SMALL: dict[str, dict] = {
     "deep_conv_lstm": dict(num_classes=3, in_channels=2, hidden_size=8),
     "crnn": dict(num_classes=5, in_channels=1, hidden_size=8, widths=(4, 8, 8, 8, 8, 8)),
     "conv_lstm_forecaster": dict(in_channels=1, hidden_size=8, horizon=3),
+    "minirocket": dict(num_classes=3, in_channels=2, num_features=840),
 }
 EXPECTED = {"frame_lstm", "captioner", "lstm_fcn", "mlstm_fcn", "deep_conv_lstm", "crnn",
-            "conv_lstm_forecaster", "multi_input"}
+            "conv_lstm_forecaster", "multi_input", "minirocket"}
 # The library's own models; test suites register toy models of their own, which need not keep the full contract.
 MODELS = [n for n in cnnlstm.list_models() if get_model_class(n).__module__.startswith("cnnlstm.")]
 

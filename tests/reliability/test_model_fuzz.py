@@ -72,6 +72,11 @@ ARGS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         "vocab_size": st.integers(-1, 12), "in_channels": st.integers(-1, 3), "embedding_dim": SIZES,
         "hidden_size": SIZES, "attention_size": SIZES, "dropout": DROPOUT, "encoder_kwargs": st.just(TINY_CNN),
     }),
+    "minirocket": st.fixed_dictionaries({
+        "num_classes": SIZES, "in_channels": SIZES, "num_features": st.sampled_from([-1, 0, 83, 84, 170]),
+        "max_dilations": st.integers(-1, 3), "seed": st.integers(0, 3), "fit_on_validation": st.booleans(),
+        "seq_len": st.one_of(st.none(), st.integers(-1, 20)),
+    }),
 }
 ARGS["mlstm_fcn"] = ARGS["lstm_fcn"]
 
@@ -86,6 +91,7 @@ POSITIVE = {
     "frame_lstm": ("num_classes", "in_channels", "hidden_size", "num_layers", "image_size"),
     "multi_input": ("num_classes", "in_channels", "hidden_size", "num_layers", "embedding_dim"),
     "captioner": ("in_channels", "embedding_dim", "hidden_size", "attention_size"),
+    "minirocket": ("num_classes", "in_channels", "max_dilations", "seq_len"),
 }
 POSITIVE_LISTS = {"lstm_fcn": ("filters", "kernel_sizes"), "mlstm_fcn": ("filters", "kernel_sizes"),
                   "crnn": ("widths",)}
@@ -193,6 +199,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "mlstm_fcn": dict(num_classes=3, in_channels=2, hidden_size=8),
     "deep_conv_lstm": dict(num_classes=3, in_channels=2, hidden_size=8),
     "conv_lstm_forecaster": dict(in_channels=1, hidden_size=8, horizon=3),
+    "minirocket": dict(num_classes=3, in_channels=2, num_features=840),
 }
 
 

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from cnnlstm.engine.rundir import load_weights, weights_path, write_json
 from cnnlstm.errors import ConfigError, WeightsError
 
-__all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble"]
+__all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble", "fits_validation",
+           "OWN_MODEL"]
 
 
 class EnsembleClassifier(nn.Module):
@@ -97,6 +98,19 @@ def ensemble_size(config: dict[str, Any]) -> int:
     return int(size)
 
 
+#: the ``trainer.ensemble_models`` entry that stands for the recipe's own ``model`` section
+OWN_MODEL = "model"
+
+
+def fits_validation(model: nn.Module) -> bool:
+    """Whether ``model`` (or a member of it) was fitted on the validation split (a closed-form model's
+    ``fit_on_validation``): then a validation score of it is in-sample and is not reported."""
+    members = getattr(model, "members", None)
+    if members is not None:
+        return any(fits_validation(m) for m in members)
+    return bool(getattr(model, "closed_form", False) and getattr(model, "fit_on_validation", False))
+
+
 def member_dirs(run_dir: str | Path, size: int) -> list[Path]:
     """The members' run directories inside an ensemble run."""
     return [Path(run_dir) / "members" / str(k) for k in range(size)]
@@ -127,10 +141,16 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
 
 
 def _member_config(config: dict[str, Any], models: list[Any] | None, k: int) -> dict[str, Any]:
-    """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model."""
+    """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model.
+
+    An entry is a model section, a model name (that model's defaults), or ``model``: the recipe's own ``model``
+    section, so ``--set model.KEY=...`` reaches that member.
+    """
     if not models:
         return config
     entry = models[k % len(models)]
+    if entry == OWN_MODEL:
+        return config
     return {**config, "model": {"name": entry} if isinstance(entry, str) else copy.deepcopy(entry)}
 
 
@@ -212,19 +232,25 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
         histories.append(history)
         metrics.update({f"member{k}/{key}": v for key, v in member_metrics.items() if key.startswith("val/")})
         metrics["fit_seconds"] = round(metrics.get("fit_seconds", 0.0) + member_metrics.get("fit_seconds", 0.0), 3)
-    for key in sorted({key.split("/", 1)[1] for key in metrics if key.startswith("member0/")}):
-        values = [metrics[f"member{k}/{key}"] for k in range(size)]
-        metrics[f"members/{key}"] = sum(values) / size
+    scored = [k for k in range(size) if any(key.startswith(f"member{k}/") for key in metrics)]
+    for key in sorted({key.split("/", 1)[1] for key in metrics if key.startswith("member")}):
+        values = [metrics[f"member{k}/{key}"] for k in scored if f"member{k}/{key}" in metrics]
+        if len(values) == len(scored):  # the mean over the members that hold validation out
+            metrics[f"members/{key}"] = sum(values) / len(values)
     bundle = load_bundle(config["data"], seed=config["seed"])
     info = _data_info(bundle, task_name(config, bundle))
     write_json(run_dir / "data_info.json", info)
     model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
     # The ensemble on the members' common validation split: what model selection (tune) reads. Refit members
-    # trained on it, so a refit ensemble has no validation score (members/val/* are their first fits').
-    if not config["trainer"].get("refit"):
+    # trained on it, so a refit ensemble has no validation score (members/val/* are their first fits'); nor has
+    # one with a member fitted on it (a closed-form model's fit_on_validation).
+    if not config["trainer"].get("refit") and not fits_validation(model):
         metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
     if test:
         metrics.update(evaluate_run(run_dir, accelerator="cpu").metrics)
+        for k, member_dir in enumerate(member_dirs(run_dir, size)):  # each member alone, for comparison
+            member_test = evaluate_run(member_dir, accelerator="cpu").metrics
+            metrics.update({f"member{k}/{key}": v for key, v in member_test.items() if key.startswith("test/")})
     write_json(run_dir / "metrics.json", metrics)
     if verbose:
         from cnnlstm.report import format_summary

@@ -33,12 +33,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from cnnlstm.data import DataInfo, DatasetBundle
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, recorded_normalization
 from cnnlstm.engine.build import build_model, count_parameters
 from cnnlstm.engine.data import RecipeData, load_bundle
-from cnnlstm.engine.ensemble import ensemble_size, fit_ensemble, load_run_model
+from cnnlstm.engine.ensemble import ensemble_size, fit_ensemble, fits_validation, load_run_model
 from cnnlstm.engine.outputs import check_new_run, clear_run, refuse_if_locked, run_lock
 from cnnlstm.engine.recipe import resolve_config
 from cnnlstm.engine.resume import ReproducibleTraining
@@ -222,6 +223,9 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     data_cfg = section["data"]
     data = RecipeData.from_section(bundle, data_cfg, seed=seed,
                                    stratify=task_name(config, bundle) == "classification")
+    if getattr(task.model, "closed_form", False):
+        everything = bool(section["trainer"].get("refit")) or fits_validation(task.model)
+        return _fit_closed_form(section, data, task, run_dir, test=test, everything=everything, on_ready=on_ready)
     reproducible = ReproducibleTraining(seed if train_seed is None else train_seed, data.train_sampler,
                                         data_cfg["batch_size"])
     trainer, ckpt = make_trainer(section["trainer"], section["early_stopping"], task, run_dir,
@@ -283,6 +287,54 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     metrics.update(best_epoch=best_epoch, epochs=len(history), fit_seconds=round(fit_seconds, 3), params=total,
                    trainable_params=trainable, train_samples=len(data.train_set), val_samples=len(data.val_set),
                    test_samples=len(data.test_set), weights="swa" if swa_kept else "best")
+    return metrics, history, trainer
+
+
+def stack_series(data: RecipeData, subsets: list[Any]) -> tuple[Tensor, Tensor, Tensor]:
+    """Every sample of ``subsets`` in one zero-padded batch: ``(x (N, T_max, F), lengths (N,), y (N,))``."""
+    xs, lengths, ys = [], [], []
+    for subset in subsets:
+        for batch in data._loader(subset, shuffle=False):
+            x = batch["x"]
+            xs.append(x)
+            lengths.append(batch.get("lengths", torch.full((len(x),), x.shape[1], dtype=torch.long)))
+            ys.append(batch["y"])
+    longest = max(x.shape[1] for x in xs)
+    x = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, longest - x.shape[1])) for x in xs])
+    return x, torch.cat(lengths), torch.cat(ys)
+
+
+def _fit_closed_form(section: dict[str, Any], data: RecipeData, task: Task, run_dir: Path, *, test: bool,
+                     everything: bool, on_ready: Callable[[], None] | None,
+                     ) -> tuple[dict[str, Any], list[dict[str, float]], pl.Trainer]:
+    """A model fitted in closed form (``model.closed_form``, e.g. ``minirocket``): no training loop, no optimiser.
+
+    The model's ``fit_data`` reads the training split once (train + validation with ``trainer.refit`` or the
+    model's ``fit_on_validation``, and then there is no validation score); validation and test run as for any
+    model. Augmentation does not apply.
+    """
+    trainer, _ = make_trainer(section["trainer"], section["early_stopping"], task, run_dir, checkpoints=False)
+    if on_ready is not None:
+        on_ready()
+    start = time.perf_counter()
+    fitted = data.train_set
+    if everything:  # the whole training split, in its own order (so MiniRocket draws as aeon's does on it)
+        fitted = Subset(data.train_set.dataset, sorted([*data.train_set.indices, *data.val_set.indices]))
+    x, lengths, y = stack_series(data, [fitted])
+    chosen = task.model.fit_data(x, lengths, y)
+    fit_seconds = time.perf_counter() - start
+    metrics: dict[str, Any] = {f"fit/{k}": v for k, v in chosen.items()}
+    history: list[dict[str, float]] = []
+    if not everything:
+        val = trainer.validate(task, datamodule=data, verbose=False)[0]
+        history.append({"epoch": 1, **{k: float(v) for k, v in sorted(val.items()) if k.startswith("val/")}})
+        metrics.update({k: v for k, v in history[0].items() if k != "epoch"})
+    if test:
+        metrics.update({k: float(v) for k, v in sorted(trainer.test(task, datamodule=data, verbose=False)[0].items())})
+    total, trainable = count_parameters(task.model)
+    metrics.update(best_epoch=1, epochs=1, fit_seconds=round(fit_seconds, 3), params=total,
+                   trainable_params=trainable, train_samples=len(x), val_samples=0 if everything else len(data.val_set),
+                   test_samples=len(data.test_set), weights="closed_form")
     return metrics, history, trainer
 
 
@@ -600,7 +652,8 @@ def _fit(config: dict[str, Any], run_dir: Path, *, verbose: bool, callbacks: lis
     bundle = apply_encoder_preprocessing(bundle, model)  # a pretrained encoder's mean/std, recorded in data_info
     apply_speed_settings(model, config["trainer"])
     name = task_name(config, bundle)
-    refit = bool(config["trainer"].get("refit"))
+    # A closed-form model (minirocket) fits train + validation itself under trainer.refit: no second fit.
+    refit = bool(config["trainer"].get("refit")) and not getattr(model, "closed_form", False)
     if refit and resume:
         raise ConfigError(f"{run_dir} refits on train + validation (trainer.refit); resuming one is not supported, "
                           "fit it again")
