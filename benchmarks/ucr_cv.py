@@ -5,7 +5,9 @@ written as the training split of an ``.npz`` and fold k as its test split; ``cnn
 on it (carving its own validation split from the training part, which picks the checkpoint) and scores fold k.
 The archive's TEST split is never read, so a setting chosen here has not seen it. The mean held-out accuracy
 per set, with each fold's, goes to the JSON record; variants (``--set`` overrides) are compared on the same
-folds. Runs go ``--jobs`` at a time, each in its own process with one torch thread.
+folds. Runs go ``--jobs`` at a time, each in its own process with one torch thread. The ``ucr`` recipe is an
+ensemble (its LSTM-FCN model section and MiniRocket); ``--set trainer.ensemble_models=null`` cross-validates the
+LSTM-FCN alone, and ``python -m benchmarks.ucr_cv_minirocket`` adds the MiniRocket member to such runs afterwards.
 
 Usage:
     python -m benchmarks.ucr_cv OUT --data GunPoint ItalyPowerDemand BasicMotions JapaneseVowels \\

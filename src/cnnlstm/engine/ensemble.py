@@ -257,5 +257,10 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
 
         title = f"{config.get('name', 'run')}: {model.model_name} on {bundle.name}"
         means = "  ".join(f"{k.split('/')[-1]}={metrics[k]:.4f}" for k in sorted(metrics) if k.startswith("members/"))
-        print(format_summary(metrics, run_dir, title) + f"\nmembers val   mean {means}", flush=True)
+        lines = [format_summary(metrics, run_dir, title), f"members val   mean {means}"]
+        alone = [f"{k}:{getattr(m, 'model_name', type(m).__name__)}={metrics[f'member{k}/test/acc']:.4f}"
+                 for k, m in enumerate(model.members) if f"member{k}/test/acc" in metrics]
+        if alone:
+            lines.append(f"members test  acc {'  '.join(alone)}")
+        print("\n".join(lines), flush=True)
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=histories[0] if histories else [])
