@@ -28,8 +28,8 @@ def _accuracy(record: dict[str, Any], path: Path) -> Path:
 
     names = list(record["datasets"])
     series: dict[str, tuple[list[float], list[float]]] = {}
-    for key, label in (("ours", "cnnlstm lstm_fcn"), ("ours_shuffle", "cnnlstm shuffle=true"),
-                       ("minirocket", "MiniRocket (aeon)")):
+    ours = f"cnnlstm {record.get('recipe', 'ucr')} recipe"
+    for key, label in (("ours", ours), ("ours_shuffle", "cnnlstm shuffle=true"), ("minirocket", "MiniRocket (aeon)")):
         cells = [record["datasets"][n].get(key) or {} for n in names]
         if any(c.get("mean") is not None for c in cells):  # unmeasured cells stay empty (NaN)
             series[label] = ([float("nan") if c.get("mean") is None else c["mean"] for c in cells],

@@ -173,7 +173,9 @@ class MiniRocket(nn.Module):
         in_channels: variables per step ``F``.
         num_features: features, rounded down to a multiple of 84 (10,000 -> 9,996, as MiniRocket).
         max_dilations: dilations per kernel at most (32, as MiniRocket).
-        seed: seed of the random draws of fitting (channel combinations, the series each bias comes from).
+        seed: seed of the random draws of fitting (channel combinations, the series each bias comes from), as
+            aeon's ``random_state``; the recipe's ``seed`` does not change it (in an ensemble, the recipe's seed
+            varies the trained members; this one stays the same MiniRocket).
         fit_on_validation: fit on the whole training split, validation part included. MiniRocket picks its
             ridge penalty by leave-one-out, not on validation, so holding validation out only costs it data; its
             ``val/*`` scores (and an ensemble's that holds it) are then in-sample and are not reported.
