@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 __all__ = ["score_fold"]
 
@@ -34,16 +33,15 @@ def score_fold(run: Path) -> dict[str, int]:
     data = RecipeData.from_section(bundle, config["data"], seed=config["seed"], stratify=True)
 
     def probs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        x, lengths, y = stack_series(data, [data.test_set])
+        x, lengths, y = stack_series(data, data.test_set)
         with torch.no_grad():
             return model.eval()(x=x, lengths=lengths).float().softmax(-1), y
 
     ours, y = probs(task.model)
     out = {"n": len(y), "run": int((ours.argmax(1) == y).sum())}
-    everything = Subset(data.train_set.dataset, sorted([*data.train_set.indices, *data.val_set.indices]))
-    for tag, subset in (("train", data.train_set), ("all", everything)):
+    for tag, subset in (("train", data.train_set), ("all", data.whole_train_set())):
         model = create_model("minirocket", **bundle.info.model_kwargs)
-        model.fit_data(*stack_series(data, [subset]))
+        model.fit_data(*stack_series(data, subset))
         theirs, _ = probs(model)
         out[f"minirocket_{tag}"] = int((theirs.argmax(1) == y).sum())
         out[f"ensemble_{tag}"] = int(((ours + theirs).argmax(1) == y).sum())

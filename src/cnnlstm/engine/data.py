@@ -145,6 +145,11 @@ class RecipeData(pl.LightningDataModule):
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
                           generator=generator)
 
+    def whole_train_set(self) -> Subset:
+        """Training and validation parts together, in the training split's own order (what a model that picks
+        nothing on validation may fit on)."""
+        return Subset(self.train_set.dataset, sorted([*self.train_set.indices, *self.val_set.indices]))
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 

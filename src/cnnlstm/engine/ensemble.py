@@ -28,7 +28,7 @@ from cnnlstm.engine.rundir import load_weights, weights_path, write_json
 from cnnlstm.errors import ConfigError, WeightsError
 
 __all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble", "fits_validation",
-           "OWN_MODEL"]
+           "OWN_MODEL", "model_section"]
 
 
 class EnsembleClassifier(nn.Module):
@@ -140,18 +140,26 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
     return EnsembleClassifier([load_weights(p) for p in paths]).eval()
 
 
-def _member_config(config: dict[str, Any], models: list[Any] | None, k: int) -> dict[str, Any]:
-    """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model.
+def model_section(config: dict[str, Any], entry: Any) -> dict[str, Any]:
+    """The model section a ``trainer.ensemble_models`` entry stands for.
 
     An entry is a model section, a model name (that model's defaults), or ``model``: the recipe's own ``model``
     section, so ``--set model.KEY=...`` reaches that member.
+
+    Example:
+        >>> model_section({"model": {"name": "lstm_fcn", "hidden_size": 8}}, "model")
+        {'name': 'lstm_fcn', 'hidden_size': 8}
     """
+    if entry == OWN_MODEL:
+        return config["model"]
+    return {"name": entry} if isinstance(entry, str) else copy.deepcopy(entry)
+
+
+def _member_config(config: dict[str, Any], models: list[Any] | None, k: int) -> dict[str, Any]:
+    """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model."""
     if not models:
         return config
-    entry = models[k % len(models)]
-    if entry == OWN_MODEL:
-        return config
-    return {**config, "model": {"name": entry} if isinstance(entry, str) else copy.deepcopy(entry)}
+    return {**config, "model": model_section(config, models[k % len(models)])}
 
 
 def _fit_member(config: dict[str, Any], run_dir: Path, seed: int,

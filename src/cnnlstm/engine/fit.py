@@ -33,7 +33,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
-from torch.utils.data import Subset
 
 from cnnlstm.data import DataInfo, DatasetBundle
 from cnnlstm.data.preprocess import apply_encoder_preprocessing, recorded_normalization
@@ -290,15 +289,14 @@ def _train_and_test(config: dict[str, Any], section: dict[str, Any], bundle: Dat
     return metrics, history, trainer
 
 
-def stack_series(data: RecipeData, subsets: list[Any]) -> tuple[Tensor, Tensor, Tensor]:
-    """Every sample of ``subsets`` in one zero-padded batch: ``(x (N, T_max, F), lengths (N,), y (N,))``."""
+def stack_series(data: RecipeData, dataset: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Every sample of ``dataset`` in one zero-padded batch: ``(x (N, T_max, F), lengths (N,), y (N,))``."""
     xs, lengths, ys = [], [], []
-    for subset in subsets:
-        for batch in data._loader(subset, shuffle=False):
-            x = batch["x"]
-            xs.append(x)
-            lengths.append(batch.get("lengths", torch.full((len(x),), x.shape[1], dtype=torch.long)))
-            ys.append(batch["y"])
+    for batch in data._loader(dataset, shuffle=False):
+        x = batch["x"]
+        xs.append(x)
+        lengths.append(batch.get("lengths", torch.full((len(x),), x.shape[1], dtype=torch.long)))
+        ys.append(batch["y"])
     longest = max(x.shape[1] for x in xs)
     x = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, longest - x.shape[1])) for x in xs])
     return x, torch.cat(lengths), torch.cat(ys)
@@ -317,10 +315,8 @@ def _fit_closed_form(section: dict[str, Any], data: RecipeData, task: Task, run_
     if on_ready is not None:
         on_ready()
     start = time.perf_counter()
-    fitted = data.train_set
-    if everything:  # the whole training split, in its own order (so MiniRocket draws as aeon's does on it)
-        fitted = Subset(data.train_set.dataset, sorted([*data.train_set.indices, *data.val_set.indices]))
-    x, lengths, y = stack_series(data, [fitted])
+    # the whole training split in its own order (so MiniRocket draws as aeon's does on it), or the training part
+    x, lengths, y = stack_series(data, data.whole_train_set() if everything else data.train_set)
     chosen = task.model.fit_data(x, lengths, y)
     fit_seconds = time.perf_counter() - start
     metrics: dict[str, Any] = {f"fit/{k}": v for k, v in chosen.items()}
