@@ -21,6 +21,10 @@ draw, so motion stays coherent, and padded frames stay as they are.
 
 Apply it to training data only: wrap the training split (after carving validation from it) in
 :class:`AugmentedDataset`, or call the pipeline on training batches.
+
+Image + question batches (VQA) also take :class:`QuestionFlip` (``augment: {question_flip: [[left, right]]}``,
+:func:`build_question_flip`): a whole batch transform that mirrors an image and swaps the named words in every
+question about it, and in the answers, so left/right questions stay true.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ __all__ = [
     "AugmentedDataset",
     "build_augmentation",
     "AUGMENTATIONS",
+    "QuestionFlip",
+    "build_question_flip",
 ]
 
 # Rank of one batched input per kind; a single sample has one dimension less.
@@ -699,3 +705,138 @@ def build_augmentation(kind: str, spec: Mapping[str, Any] | None, *, seed: int |
             transforms.append(ColorJitter(kind, contrast=s, p=p, generator=generator))
     return Augmentation(kind, *transforms)
 
+
+
+class QuestionFlip(nn.Module):
+    """Mirror image + question samples left to right and swap left/right words, so the answers stay true.
+
+    A flip is drawn once per image (``image_id``; each row its own image without one). A flipped row's image is
+    mirrored, every question token in ``token_swaps`` is replaced by its partner, and so is the answer (class) in
+    ``answer_swaps``. A row that holds a word or answer of ``keep_tokens`` / ``keep_answers`` (one side of a pair
+    whose other side the vocabulary lacks: "is it in the left half?" where no question says "right") could not be
+    written flipped and stays as it is, while other questions about its image flip. The mirrored copy of an
+    image gets its own id (``-1 - image_id``), so a model that encodes each ``image_id`` of a batch once (a batch
+    of whole images) encodes both copies.
+
+    Args:
+        token_swaps: token id -> partner id (both directions).
+        answer_swaps: class id -> partner class id (both directions).
+        keep_tokens: token ids whose rows are not flipped.
+        keep_answers: class ids whose rows are not flipped.
+        p: flip probability per image.
+        generator: random source; the global RNG when ``None``.
+
+    Shape:
+        - batch: ``image`` ``(B, C, H, W)``, ``sequence`` ``(B, L)`` token ids, ``y`` ``(B,)`` class ids,
+          optional ``image_id`` ``(B,)`` int64 >= 0; output: a new batch dict (``image_id`` of flipped rows
+          ``-1 - id``), the other entries as they were.
+
+    Example:
+        >>> flip = QuestionFlip({3: 4, 4: 3}, {0: 1, 1: 0}, p=1.0)
+        >>> out = flip({"image": torch.arange(4.0).view(1, 1, 1, 4), "sequence": torch.tensor([[2, 3, 0]]),
+        ...             "y": torch.tensor([1])})
+        >>> out["image"].flatten().tolist(), out["sequence"].tolist(), out["y"].tolist()
+        ([3.0, 2.0, 1.0, 0.0], [[2, 4, 0]], [0])
+    """
+
+    def __init__(self, token_swaps: Mapping[int, int], answer_swaps: Mapping[int, int] | None = None, *,
+                 keep_tokens: tuple[int, ...] = (), keep_answers: tuple[int, ...] = (), p: float = 0.5,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError(f"augment.question_flip takes a flip probability p in [0, 1], got {p!r}")
+        self.token_swaps = dict(token_swaps)
+        self.answer_swaps = dict(answer_swaps or {})
+        self.keep_tokens = tuple(keep_tokens)
+        self.keep_answers = tuple(keep_answers)
+        self.p = float(p)
+        self.generator = generator
+
+    def extra_repr(self) -> str:
+        return f"token_swaps={self.token_swaps}, answer_swaps={self.answer_swaps}, p={self.p}"
+
+    @staticmethod
+    def _table(swaps: Mapping[int, int], size: int, device: torch.device) -> Tensor:
+        table = torch.arange(size, device=device)  # (size,): the identity
+        for a, b in swaps.items():
+            if a < size:
+                table[a] = b
+        return table
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        if not self.training or self.p == 0:
+            return batch
+        image, sequence, y = batch["image"], batch["sequence"], batch["y"]
+        B = image.shape[0]
+        image_id = batch.get("image_id")
+        if image_id is None:
+            image_id = torch.arange(B, device=image.device)
+        _, inverse = torch.unique(image_id, return_inverse=True)  # (B,): each row's image among the batch's
+        images = int(inverse.max()) + 1
+        draws = torch.rand(images, generator=self.generator)  # (U,) one draw per image
+        flip = (draws.to(image.device) < self.p)[inverse]  # (B,)
+        if self.keep_tokens:  # rows whose flipped question could not be written
+            flip &= ~torch.isin(sequence, torch.tensor(self.keep_tokens, device=sequence.device)).any(dim=1)
+        if self.keep_answers:
+            flip &= ~torch.isin(y, torch.tensor(self.keep_answers, device=y.device))
+        if not bool(flip.any()):
+            return batch
+        size = max([int(sequence.max()) + 1, *(k + 1 for k in self.token_swaps)])
+        words = self._table(self.token_swaps, size, sequence.device)[sequence]  # (B, L)
+        classes = self._table(self.answer_swaps, max([int(y.max()) + 1, *(k + 1 for k in self.answer_swaps)]),
+                              y.device)[y]  # (B,)
+        rows = flip.view(B, *([1] * (image.dim() - 1)))
+        out = {**batch, "image": torch.where(rows, image.flip(-1), image),
+               "sequence": torch.where(flip[:, None], words, sequence), "y": torch.where(flip, classes, y)}
+        if "image_id" in batch:  # the mirrored copy is another image: a model that encodes each id once keeps both
+            out["image_id"] = torch.where(flip, -1 - image_id, image_id)
+        return out
+
+
+def build_question_flip(spec: Any, vocab: list[str], answers: list[str]) -> QuestionFlip:
+    """The :class:`QuestionFlip` a recipe's ``augment.question_flip`` asks for, against a dataset's words.
+
+    Args:
+        spec: word pairs ``[[left, right], ...]``, or ``{swap: [[left, right], ...], p: 0.5}``.
+        vocab: the question vocabulary (``info.extras["vocab"]``, index = token id).
+        answers: the answer classes (``info.extras["answers"]``).
+
+    Pairs whose words the data never uses are skipped; a word whose partner the vocabulary (or the answer set)
+    lacks keeps its rows unflipped.
+
+    Raises:
+        ConfigError: a malformed spec.
+
+    Example:
+        >>> build_question_flip([["left", "right"]], ["<pad>", "<unk>", "is", "left", "right"], ["no", "yes"])
+        QuestionFlip(token_swaps={3: 4, 4: 3}, answer_swaps={}, p=0.5)
+    """
+    p = 0.5
+    pairs = spec
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"swap", "p"}
+        if unknown:
+            raise ConfigError(f"augment.question_flip: unknown keys {sorted(unknown)}; valid keys are 'swap' and 'p'")
+        pairs, p = spec.get("swap"), spec.get("p", 0.5)
+    ok = isinstance(pairs, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(w, str) and w for w in pair)
+        for pair in pairs)
+    if not ok:
+        raise ConfigError(f"augment.question_flip takes word pairs to swap when an image is mirrored, e.g. "
+                          f"[[left, right]] or {{swap: [[left, right]], p: 0.5}}; got {spec!r}")
+
+    def swaps(names: list[str]) -> tuple[dict[int, int], tuple[int, ...]]:
+        index = {w: i for i, w in enumerate(names)}
+        table: dict[int, int] = {}
+        keep: list[int] = []
+        for a, b in pairs:
+            a, b = a.lower(), b.lower()
+            if a in index and b in index:
+                table[index[a]], table[index[b]] = index[b], index[a]
+            else:
+                keep += [index[w] for w in (a, b) if w in index]
+        return table, tuple(keep)
+
+    token_swaps, keep_tokens = swaps(list(vocab))
+    answer_swaps, keep_answers = swaps([a.lower() for a in answers])
+    return QuestionFlip(token_swaps, answer_swaps, keep_tokens=keep_tokens, keep_answers=keep_answers, p=p)

@@ -354,10 +354,11 @@ def _training_task(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
     CUDA graphs), and the bundle it trains on (cached features when the encoder is frozen)."""
     trainer_cfg = config["trainer"]
     augmentation, key = _augmentation(config, bundle, seed)
+    question_flip = _question_flip(config, bundle)
     train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
                       clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
-    task.set_augmentation(augmentation, key)
+    task.set_augmentation(augmentation, key, question_flip)
     task.use_cuda_graphs(trainer_cfg.get("cuda_graphs", False))
     return train_bundle, task
 
@@ -551,8 +552,16 @@ def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Call
                                                     test=True, resume=True))
 
 
+#: the ``data.augment`` key of the image + question flip (a whole-batch transform, vqa data only)
+QUESTION_FLIP = "question_flip"
+
+
 def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> tuple[nn.Module | None, str]:
-    spec = config["data"].get("augment") or {}
+    spec = dict(config["data"].get("augment") or {})
+    if QUESTION_FLIP in spec and bundle.kind != "vqa":
+        raise ConfigError(f"data.augment.{QUESTION_FLIP} mirrors images and swaps words in their questions: it needs "
+                          f"image + question data (vqa), got {bundle.kind!r}; remove it")
+    spec.pop(QUESTION_FLIP, None)
     if not spec:
         return None, "x"
     if bundle.kind not in AUGMENT_KEYS:
@@ -562,6 +571,17 @@ def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> t
 
     key, kind = AUGMENT_KEYS[bundle.kind]
     return build_augmentation(kind, spec, seed=None), key
+
+
+def _question_flip(config: dict[str, Any], bundle: DatasetBundle) -> nn.Module | None:
+    """``data.augment.question_flip`` against the data's question words and answers, or ``None``."""
+    spec = (config["data"].get("augment") or {}).get(QUESTION_FLIP)
+    if spec is None:
+        return None
+    from cnnlstm.data.augment import build_question_flip
+
+    extras = bundle.info.extras
+    return build_question_flip(spec, list(extras.get("vocab", [])), list(extras.get("answers", [])))
 
 
 def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Module,

@@ -16,6 +16,11 @@ returns ``(B, fusion.out_features)``. What each mode accepts and computes (``x_i
   stem, ``num_blocks`` FiLMed residual blocks (coordinate maps appended before each), a 1x1 conv and a global
   pool, option ``pool``: ``"max"`` (the default, FiLM's classifier), ``"mean"`` (a sum over the cells, up to
   their number, can count: "how many circles?") or ``"max_mean"`` (both, concatenated: ``2 out`` wide).
+  Option ``relate`` (grid only): locate, then relate. After the blocks, one attention over the cells finds the
+  object the condition names (:func:`locate`: its read-out ``r`` and position ``p``); ``num_blocks`` more FiLM'd
+  blocks, conditioned on ``[condition; r; p]``, see each cell's offset and distance from ``p``
+  (:func:`relative_coords`), so "the colour of the object farthest from the red one" is a per-cell feature
+  before pooling. ``r`` and ``p`` are appended to the pooled output (``out + 2`` wider).
 - ``cross_attention``: first a grid (``grid=True``; each cell becomes a token with its ``x, y`` coordinates
   appended) or tokens ``(B, N, D_0)`` (optional ``memory_mask``); the others are vectors, concatenated into
   the query. The query attends over the tokens for ``num_hops`` pre-norm residual rounds (stacked attention,
@@ -44,7 +49,7 @@ from torch import Tensor, nn
 
 from cnnlstm.errors import ConfigError, ShapeError, did_you_mean
 
-__all__ = ["Fusion", "FUSION_MODES", "SPATIAL_FUSION_MODES", "add_coords"]
+__all__ = ["Fusion", "FUSION_MODES", "SPATIAL_FUSION_MODES", "add_coords", "locate", "relative_coords"]
 
 FUSION_MODES = ("concat", "sum", "product", "gated", "film", "bilinear", "cross_attention", "relation")
 SPATIAL_FUSION_MODES = ("film", "cross_attention", "relation")
@@ -74,6 +79,49 @@ def add_coords(grid: Tensor) -> Tensor:
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
     coords = torch.stack([xx, yy]).expand(B, 2, h, w)  # (B, 2, h, w)
     return torch.cat([grid, coords], dim=1)  # (B, D + 2, h, w)
+
+
+def locate(grid: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Soft attention over a grid's cells: the attended read-out and the attended ``x, y`` position.
+
+    Args:
+        grid: a feature map.
+        logits: one attention logit per cell; a softmax over the cells weighs them.
+
+    Shape:
+        - grid: ``(B, D, h, w)``; logits: ``(B, 1, h, w)``.
+        - output: ``(B, D)`` read-out ``sum_c a_c grid_c`` and ``(B, 2)`` position ``sum_c a_c (x_c, y_c)``, the
+          coordinates of :func:`add_coords`.
+
+    Example:
+        >>> logits = torch.full((1, 1, 3, 3), -1e4); logits[0, 0, 0, 2] = 0.0  # all weight on the top-right cell
+        >>> locate(torch.randn(1, 4, 3, 3), logits)[1]
+        tensor([[ 1., -1.]])
+    """
+    B, D = grid.shape[:2]
+    weights = torch.softmax(logits.flatten(1).float(), dim=1).to(grid.dtype)  # (B, h*w)
+    coords = add_coords(grid[:, :0])  # (B, 2, h, w): the coordinate maps alone
+    read = torch.einsum("bn,bdn->bd", weights, grid.flatten(2))  # (B, D)
+    where = torch.einsum("bn,bdn->bd", weights, coords.flatten(2))  # (B, 2)
+    return read, where
+
+
+def relative_coords(where: Tensor, h: int, w: int) -> Tensor:
+    """Every cell's offset from a position and its distance to it: maps ``x - x_0``, ``y - y_0``, ``|.|``.
+
+    Shape:
+        - where: ``(B, 2)`` positions ``(x_0, y_0)`` in :func:`add_coords` coordinates.
+        - output: ``(B, 3, h, w)``.
+
+    Example:
+        >>> relative_coords(torch.tensor([[1.0, -1.0]]), 2, 2)[0, 2].round(decimals=4)  # from the top-right cell
+        tensor([[2.0000, 0.0000],
+                [2.8284, 2.0000]])
+    """
+    coords = add_coords(where.new_zeros(where.shape[0], 0, h, w))  # (B, 2, h, w)
+    offsets = coords - where[:, :, None, None]  # (B, 2, h, w)
+    distance = offsets.square().sum(1, keepdim=True).add(1e-12).sqrt()  # (B, 1, h, w); finite gradient at 0
+    return torch.cat([offsets, distance], dim=1)  # (B, 3, h, w)
 
 
 class _Concat(nn.Module):
@@ -135,16 +183,20 @@ class _Bilinear(nn.Module):
 
 
 class _FiLMBlock(nn.Module):
-    """Residual block of Perez et al. 2018: conv1x1 -> ReLU -> conv3x3 -> BN -> FiLM -> ReLU, plus the input."""
+    """Residual block of Perez et al. 2018: conv1x1 -> ReLU -> conv3x3 -> BN -> FiLM -> ReLU, plus the input.
 
-    def __init__(self, channels: int) -> None:
+    ``extra`` more maps (e.g. :func:`relative_coords`) are appended with the coordinates before the 1x1 conv.
+    """
+
+    def __init__(self, channels: int, extra: int = 0) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels + 2, channels, 1)  # + 2 coordinate maps
+        self.conv1 = nn.Conv2d(channels + 2 + extra, channels, 1)  # + 2 coordinate maps (+ extra maps)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)  # BN re-centres: no bias
         self.norm = nn.BatchNorm2d(channels, affine=False)  # FiLM provides the affine part
 
-    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        h = torch.relu(self.conv1(add_coords(x)))  # (B, C, h, w)
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor, extra: Tensor | None = None) -> Tensor:
+        maps = add_coords(x) if extra is None else torch.cat([add_coords(x), extra], dim=1)  # (B, C + 2 [+ e], h, w)
+        h = torch.relu(self.conv1(maps))  # (B, C, h, w)
         h = self.norm(self.conv2(h))  # (B, C, h, w)
         h = (1 + gamma[:, :, None, None]) * h + beta[:, :, None, None]  # identity at gamma = beta = 0
         return x + torch.relu(h)
@@ -155,7 +207,7 @@ FILM_POOLS = ("max", "mean", "max_mean")
 
 class _FiLM(nn.Module):
     def __init__(self, sizes: Sequence[int], out_size: int | None, grid: bool, num_blocks: int = 2,
-                 pool: str = "max") -> None:
+                 pool: str = "max", relate: bool = False) -> None:
         super().__init__()
         out = out_size if out_size is not None else sizes[0]
         if num_blocks < 1:
@@ -164,8 +216,14 @@ class _FiLM(nn.Module):
             raise ConfigError(f"film fusion pool must be one of {FILM_POOLS}, got {pool!r}")
         if pool != "max" and not grid:
             raise ConfigError(f"film fusion pool={pool!r} pools a grid's cells; a vector input has none (grid=False)")
-        self.out_features = 2 * out if pool == "max_mean" else out
+        if not isinstance(relate, bool):
+            raise ConfigError(f"film fusion relate must be true or false, got {relate!r}")
+        if relate and not grid:
+            raise ConfigError("film fusion relate=True relates a grid's cells to a located one; a vector input has "
+                              "none (grid=False)")
+        self.out_features = (2 * out if pool == "max_mean" else out) + (out + 2 if relate else 0)
         self.pool = pool
+        self.relate = relate
         self.grid = grid
         self.num_blocks = num_blocks if grid else 1
         if grid:
@@ -176,21 +234,40 @@ class _FiLM(nn.Module):
             self.vector_in = nn.Linear(sizes[0], out)
         # One (gamma, beta) pair per block (one for a vector); gamma is a residual scale, 1 + gamma.
         self.film = nn.Linear(sum(sizes[1:]), 2 * out * self.num_blocks)
+        if relate:
+            # Locate, then relate: one attention over the FiLM'd cells finds the object the condition names
+            # (its read-out and its x, y); a second set of FiLM'd blocks, conditioned on the condition, that
+            # read-out and position, sees every cell's offset and distance from it ("farthest from", "same
+            # shape as", "right of").
+            self.locate = nn.Conv2d(out, 1, 1)
+            self.relate_blocks = nn.ModuleList(_FiLMBlock(out, extra=3) for _ in range(num_blocks))
+            self.relate_film = nn.Linear(sum(sizes[1:]) + out + 2, 2 * out * num_blocks)
 
     def forward(self, x: Tensor, *cond: Tensor) -> Tensor:
-        params = self.film(torch.cat(cond, dim=1)).view(x.shape[0], self.num_blocks, 2, -1)  # (B, blocks, 2, out)
+        condition = torch.cat(cond, dim=1)  # (B, sum D_i)
+        params = self.film(condition).view(x.shape[0], self.num_blocks, 2, -1)  # (B, blocks, 2, out)
         if not self.grid:
             h = self.vector_in(x)  # (B, out)
             return torch.relu((1 + params[:, 0, 0]) * h + params[:, 0, 1])  # (B, out)
         h = torch.relu(self.grid_in(add_coords(x)))  # (B, out, h, w)
         for i, block in enumerate(self.blocks):
             h = block(h, params[:, i, 0], params[:, i, 1])  # (B, out, h, w)
+        located: list[Tensor] = []
+        if self.relate:
+            read, where = locate(h, self.locate(h))  # (B, out), (B, 2)
+            offsets = relative_coords(where, h.shape[2], h.shape[3])  # (B, 3, h, w)
+            params = self.relate_film(torch.cat([condition, read, where], dim=1)).view(params.shape)
+            for i, block in enumerate(self.relate_blocks):
+                h = block(h, params[:, i, 0], params[:, i, 1], offsets)  # (B, out, h, w)
+            located = [read, where]
         h = torch.relu(self.grid_out(h))  # (B, out, h, w)
         if self.pool == "max":
-            return h.amax(dim=(2, 3))  # (B, out): global max pool, as in FiLM's classifier
-        if self.pool == "mean":
-            return h.mean(dim=(2, 3))  # (B, out): the cells' sum / count, so it can count objects
-        return torch.cat([h.amax(dim=(2, 3)), h.mean(dim=(2, 3))], dim=1)  # (B, 2 out)
+            pooled = [h.amax(dim=(2, 3))]  # (B, out): global max pool, as in FiLM's classifier
+        elif self.pool == "mean":
+            pooled = [h.mean(dim=(2, 3))]  # (B, out): the cells' sum / count, so it can count objects
+        else:
+            pooled = [h.amax(dim=(2, 3)), h.mean(dim=(2, 3))]  # (B, 2 out)
+        return torch.cat(pooled + located, dim=1)  # (B, out_features)
 
 
 class _CrossAttention(nn.Module):
@@ -304,8 +381,9 @@ class Fusion(nn.Module):
             returns twice this width (both pools).
         grid: the first input is a spatial grid ``(B, D_0, h, w)`` (``film``, ``cross_attention`` and
             ``relation`` only).
-        **options: mode options: ``rank`` (bilinear), ``num_blocks``, ``pool`` (film with a grid), ``num_heads``,
-            ``num_hops``, ``dropout`` (cross_attention), ``g_size``, ``g_layers``, ``f_layers`` (relation).
+        **options: mode options: ``rank`` (bilinear), ``num_blocks``, ``pool``, ``relate`` (film with a grid),
+            ``num_heads``, ``num_hops``, ``dropout`` (cross_attention), ``g_size``, ``g_layers``, ``f_layers``
+            (relation).
 
     Attributes:
         out_features: width of the output.

@@ -115,6 +115,7 @@ class Task(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
         self.augmentation: nn.Module | None = None
+        self.batch_augmentation: nn.Module | None = None
         self.augment_key = "x"
         self._train_epoch_finished = -1
         self.loss_reader = DeferredLoss(self.defer_loss_reads)
@@ -137,24 +138,31 @@ class Task(pl.LightningModule):
         """Hook for extras computed at the end of an epoch (confusion matrix, per-group metrics)."""
 
     # -- training-only augmentation -------------------------------------------------------------------------
-    def set_augmentation(self, augmentation: nn.Module | None, key: str = "x") -> None:
+    def set_augmentation(self, augmentation: nn.Module | None, key: str = "x",
+                         batch_augmentation: nn.Module | None = None) -> None:
         """Augment ``batch[key]`` of training batches only (validation, test and predict never see it).
 
         Args:
             augmentation: called as ``augmentation(x, lengths)``, e.g. from
                 :func:`cnnlstm.data.augment.build_augmentation`; ``None`` removes it.
             key: the batch entry to augment (``"x"``, ``"image"`` or ``"images"``).
+            batch_augmentation: called on the whole batch dict after ``augmentation`` (a transform that changes
+                several entries together, e.g. :class:`~cnnlstm.data.augment.QuestionFlip`); ``None`` for none.
         """
         self.augmentation = augmentation
         self.augment_key = key
+        self.batch_augmentation = batch_augmentation
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The training batch with its input augmented (a new dict; the input batch is not changed)."""
-        if self.augmentation is None or self.augment_key not in batch:
-            return batch
-        lengths = batch.get("lengths") if self.augment_key == "x" else None
-        self.augmentation.train(True)
-        return {**batch, self.augment_key: self.augmentation(batch[self.augment_key], lengths)}
+        if self.augmentation is not None and self.augment_key in batch:
+            lengths = batch.get("lengths") if self.augment_key == "x" else None
+            self.augmentation.train(True)
+            batch = {**batch, self.augment_key: self.augmentation(batch[self.augment_key], lengths)}
+        if getattr(self, "batch_augmentation", None) is not None:
+            self.batch_augmentation.train(True)
+            batch = self.batch_augmentation(batch)
+        return batch
 
     def _generators(self) -> list[torch.Generator]:
         if self.augmentation is None:
