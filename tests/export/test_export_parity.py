@@ -153,3 +153,18 @@ def test_frame_lstm_grid_modes_export_with_parity(mode: str, tmp_path: Path) -> 
             np.testing.assert_allclose(onnx_out[b], model(x[b : b + 1, :n])[0].numpy(), atol=1e-4, rtol=0)
     ts = export_torchscript(model, tmp_path / "m.pt", example_inputs=inputs)
     assert ts.parity.passed, ts.parity.summary()
+
+
+def test_multi_input_conditioned_on_the_question_exports_with_parity(tmp_path: Path) -> None:
+    # Question-picked input masks, a modulated first stage and film's locate-then-relate: every question-dependent
+    # path of the vqa recipe's members in one graph.
+    model = build("multi_input", fusion="film", fusion_kwargs={"pool": "max_mean", "relate": True},
+                  condition_stages=1, condition_input=2, image_size=16)
+    for name, p in model.named_parameters():  # the zero-initialised question paths must carry weight here
+        if name.startswith(("input_film", "stage_film")):
+            torch.nn.init.normal_(p, std=0.3)
+    inputs = example(model)
+    report = export_onnx(model, tmp_path / "m.onnx", example_inputs=inputs)
+    assert report.parity.passed, report.parity.summary()
+    ts = export_torchscript(model, tmp_path / "m.pt", example_inputs=inputs)
+    assert ts.parity.passed, ts.parity.summary()

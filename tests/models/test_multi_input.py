@@ -190,3 +190,40 @@ def test_condition_stages_refusals() -> None:
         _model(fusion="film", condition_stages=-1)
     with pytest.raises(ConfigError, match="set freeze: none"):
         _model(fusion="film", condition_stages=1, freeze="all")
+
+
+def test_condition_input_appends_question_picked_masks_as_a_per_pixel_loop() -> None:
+    torch.manual_seed(0)
+    model = _model(fusion="film", condition_input=2, fusion_kwargs={"relate": True}).eval()
+    inputs = model.example_input(batch_size=3)
+    with torch.no_grad():
+        question = model.encode_sequence(inputs["sequence"], inputs["lengths"])  # (3, 8)
+        # zero-initialised: every mask is 0.5, so the CNN reads the image plus two constant maps
+        half = torch.cat([inputs["image"], torch.full((3, 2, 16, 16), 0.5)], dim=1)
+        torch.testing.assert_close(model.encode_image_conditioned(inputs["image"], question),
+                                   model.encoder.forward_grid(half))
+        nn.init.normal_(model.input_film.weight, std=0.5)
+        nn.init.normal_(model.input_film.bias, std=0.5)
+        masks = model.question_masks(inputs["image"], question)  # (3, 2, 16, 16)
+        params = model.input_film(question).view(3, 2, -1)  # (3, k, P + 1)
+        A, a = model.pixel_features.weight[:, :, 0, 0], model.pixel_features.bias  # (P, C), (P,)
+        for b in range(3):
+            for r, c in ((0, 0), (5, 11), (15, 15)):
+                hidden = torch.relu(A @ inputs["image"][b, :, r, c] + a)  # (P,)
+                for k in range(2):
+                    expected = torch.sigmoid(params[b, k, :-1] @ hidden + params[b, k, -1])
+                    torch.testing.assert_close(masks[b, k, r, c], expected)
+        got = model.encode_image_conditioned(inputs["image"], question)
+        torch.testing.assert_close(got, model.encoder.forward_grid(torch.cat([inputs["image"], masks], dim=1)))
+        other = model.question_masks(inputs["image"], question.roll(1, dims=0))
+        assert not torch.allclose(masks, other)  # another question picks other pixels
+    _check_padding_invariance(model)
+    pooled = _model(fusion="product", condition_input=1, condition_stages=1).eval()
+    assert pooled(**pooled.example_input()).shape == (2, 4)
+
+
+def test_condition_input_refusals() -> None:
+    with pytest.raises(ConfigError, match="condition_input must be an int"):
+        _model(fusion="film", condition_input=-1)
+    with pytest.raises(ConfigError, match="needs the built-in encoder 'cnn'"):
+        _model(fusion="film", condition_input=1, encoder="efficientnet_lite0", encoder_kwargs={})

@@ -32,6 +32,8 @@ from cnnlstm.models.frame_lstm import as_image_size, check_trainable_stages_are_
 __all__ = ["MultiInput"]
 
 IMAGE_FEATURES = ("auto", "pooled", "grid")
+#: hidden colour features per pixel that ``condition_input``'s question-written output layer reads
+PIXEL_FEATURES = 16
 
 
 @register_model("multi_input")
@@ -69,6 +71,11 @@ class MultiInput(nn.Module):
             batch norm, as conditional batch norm, de Vries et al. 2017; the built-in ``cnn`` encoder only). The
             question can then pick colours and parts at full resolution, before pooling mixes objects; the CNN
             runs once per question instead of once per image. 0 (default) keeps the image branch unconditioned.
+        condition_input: how many question-picked pixel masks to append to the image before the CNN (the built-in
+            ``cnn`` encoder only): a per-pixel MLP of the colour values whose output layer the question writes
+            (a dynamic 1x1 convolution), ``sigmoid(W(q) relu(A x + a) + b(q))``, so a question's colour word
+            selects its pixels directly ("the tan object"). Zero-initialised: the masks start at 0.5 everywhere.
+            The CNN then runs once per question. 0 (default) appends none.
 
     Shape:
         - image: ``(B, C, H, W)``; sequence: ``(B, L)`` int64 or ``(B, L, F)`` float, zero-padded;
@@ -109,6 +116,7 @@ class MultiInput(nn.Module):
         head_hidden_size: int = 256,
         image_size: int | tuple[int, int] = 32,
         condition_stages: int = 0,
+        condition_input: int = 0,
     ) -> None:
         super().__init__()
         require_positive(
@@ -131,8 +139,14 @@ class MultiInput(nn.Module):
         if image_features not in IMAGE_FEATURES:
             raise ConfigError(f"multi_input image_features must be one of {IMAGE_FEATURES}, got {image_features!r}")
         self.image_size = as_image_size(image_size, "multi_input")
+        if isinstance(condition_input, bool) or not isinstance(condition_input, int) or condition_input < 0:
+            raise ConfigError(f"multi_input condition_input must be an int >= 0, got {condition_input!r}")
+        if condition_input and encoder != "cnn":
+            raise ConfigError(f"multi_input condition_input needs the built-in encoder 'cnn', got {encoder!r}; "
+                              "set condition_input: 0")
         self.encoder = build_encoder(
-            encoder, in_channels=in_channels, pretrained=pretrained, freeze=freeze, **(encoder_kwargs or {})
+            encoder, in_channels=in_channels + condition_input, pretrained=pretrained, freeze=freeze,
+            **(encoder_kwargs or {})
         )
         if vocab_size is not None:
             self.embedding: nn.Module | None = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
@@ -182,6 +196,14 @@ class MultiInput(nn.Module):
             self.stage_film = nn.Linear(self.rnn.out_features, sum(self._film_widths))
             nn.init.zeros_(self.stage_film.weight)  # the image branch starts unconditioned (gamma = beta = 0)
             nn.init.zeros_(self.stage_film.bias)
+        self.condition_input = condition_input
+        self.pixel_features: nn.Conv2d | None = None
+        self.input_film: nn.Linear | None = None
+        if condition_input:
+            self.pixel_features = nn.Conv2d(in_channels, PIXEL_FEATURES, 1)  # A, a: colour features of each pixel
+            self.input_film = nn.Linear(self.rnn.out_features, condition_input * (PIXEL_FEATURES + 1))  # W(q), b(q)
+            nn.init.zeros_(self.input_film.weight)  # masks start at sigmoid(0) = 0.5: no pixel picked yet
+            nn.init.zeros_(self.input_film.bias)
 
     def _condition_stages(self, stages: int, encoder: str, freeze: str | int) -> int:
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 0:
@@ -259,19 +281,37 @@ class MultiInput(nn.Module):
         self._check(image, sequence)
         lengths = check_lengths(lengths, sequence.shape[0], sequence.shape[1], owner="multi_input")
         question = self.encode_sequence(sequence, lengths)  # (B, H * directions)
-        if self.stage_film is None:
+        if self.stage_film is None and self.input_film is None:
             images = self.encode_distinct_images(image, image_id)  # (B, D) or (B, D_grid, h, w)
         else:
             images = self.encode_image_conditioned(image, question)  # one CNN pass per question
         return self.fusion(images, question)  # (B, num_features)
 
+    def question_masks(self, image: Tensor, question: Tensor) -> Tensor:
+        """The ``condition_input`` pixel masks each question picks: ``sigmoid(W(q) relu(A x + a) + b(q))``.
+
+        Shape:
+            - image: ``(B, C, H, W)``; question: ``(B, H * directions)``.
+            - output: ``(B, condition_input, H, W)`` in ``(0, 1)``.
+        """
+        assert self.pixel_features is not None and self.input_film is not None
+        pixels = torch.relu(self.pixel_features(image))  # (B, P, H, W)
+        params = self.input_film(question).view(-1, self.condition_input, PIXEL_FEATURES + 1)  # (B, k, P+1)
+        logits = torch.einsum("bkp,bphw->bkhw", params[..., :-1], pixels) + params[..., -1, None, None]  # (B, k, H, W)
+        return torch.sigmoid(logits)
+
     def encode_image_conditioned(self, image: Tensor, question: Tensor) -> Tensor:
-        """The image branch with its first ``condition_stages`` stages modulated by the question vector.
+        """The image branch conditioned on the question: its ``condition_input`` masks appended to the image, its
+        first ``condition_stages`` stages modulated by the question vector.
 
         Shape:
             - image: ``(B, C, H, W)``; question: ``(B, H * directions)``.
             - output: like :meth:`encode_image`'s.
         """
+        if self.input_film is not None:
+            image = torch.cat([image, self.question_masks(image, question).to(image.dtype)], dim=1)  # (B, C + k, H, W)
+        if self.stage_film is None:
+            return self.encode_image(image)
         params = self.stage_film(question).split(self._film_widths, dim=1)  # gamma_0, beta_0, gamma_1, ...: (B, C_i)
         grid = self.encoder.forward_grid_conditioned(image, list(zip(params[0::2], params[1::2], strict=True)))
         return grid if self.use_grid else grid.mean(dim=(2, 3))  # (B, D) pooled as the encoder's forward
