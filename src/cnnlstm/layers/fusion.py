@@ -109,8 +109,13 @@ def locate(grid: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
 def relative_coords(where: Tensor, h: int, w: int) -> Tensor:
     """Every cell's offset from a position and its distance to it: maps ``x - x_0``, ``y - y_0``, ``|.|``.
 
+    Args:
+        where: one position per sample, ``(x_0, y_0)`` in :func:`add_coords` coordinates (``[-1, 1]``).
+        h: grid height.
+        w: grid width.
+
     Shape:
-        - where: ``(B, 2)`` positions ``(x_0, y_0)`` in :func:`add_coords` coordinates.
+        - where: ``(B, 2)``.
         - output: ``(B, 3, h, w)``.
 
     Example:

@@ -290,6 +290,10 @@ class MultiInput(nn.Module):
     def question_masks(self, image: Tensor, question: Tensor) -> Tensor:
         """The ``condition_input`` pixel masks each question picks: ``sigmoid(W(q) relu(A x + a) + b(q))``.
 
+        Args:
+            image: the images, one per question.
+            question: the question vectors (:meth:`encode_sequence`).
+
         Shape:
             - image: ``(B, C, H, W)``; question: ``(B, H * directions)``.
             - output: ``(B, condition_input, H, W)`` in ``(0, 1)``.
