@@ -175,3 +175,27 @@ def test_callbacks_with_an_ensemble_are_refused_not_dropped(tmp_path) -> None:
     with pytest.raises(ConfigError, match="callbacks observe one Trainer"):
         fit(RECIPE, out=tmp_path / "run", verbose=False, callbacks=[pl.Callback()])
     assert not (tmp_path / "run" / "members").exists()  # refused before any member trained
+
+
+@pytest.mark.slow
+def test_an_unguarded_script_with_parallel_members_says_to_guard_its_calls(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    recipe = {**_series_recipe(tmp_path), "trainer": {**RECIPE["trainer"], "ensemble_jobs": 2}}
+    script = tmp_path / "train.py"  # fit() at the top level: each spawned worker imports this file again
+    script.write_text("import json\nfrom cnnlstm.engine import fit\n"
+                      f"fit(json.loads({json.dumps(recipe)!r}), out={str(tmp_path / 'run')!r}, verbose=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr and "trainer.ensemble_jobs: 1" in done.stderr
+    guarded = tmp_path / "guarded.py"  # the same call under the guard trains
+    guarded.write_text("import json\nfrom cnnlstm.engine import fit\nif __name__ == '__main__':\n"
+                       f"    fit(json.loads({json.dumps(recipe)!r}), out={str(tmp_path / 'ok')!r}, verbose=False)\n")
+    done = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "ok" / "members" / "1" / "metrics.json").is_file()

@@ -183,10 +183,19 @@ def _fit_members_in_processes(members: list[tuple[dict[str, Any], Path, int]],
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from concurrent.futures.process import BrokenProcessPool
+
+    from cnnlstm.engine.fit import MAIN_GUARD_HINT
+
     threads = max(1, torch.get_num_threads() // jobs)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_fit_member, config, run_dir, seed, threads) for config, run_dir, seed in members]
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            raise ConfigError(f"a process training ensemble members died (out of memory or killed, or, when "
+                                f"cnnlstm is called from a script, the script ran again in it): {MAIN_GUARD_HINT}"
+                                ) from None
 
 
 def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: bool) -> Any:

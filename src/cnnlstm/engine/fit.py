@@ -469,6 +469,27 @@ def _pretrain(config: dict[str, Any], run_dir: Path, resume: bool = False,
     return path, {f"pretrain/{k}": v for k, v in metrics.items()}
 
 
+#: what to change when a script's unguarded top-level call runs again in a worker process
+MAIN_GUARD_HINT = ("put the script's calls under `if __name__ == \"__main__\":` (worker processes, such as "
+                   "trainer.ensemble_jobs > 1's, import the main script again), or set trainer.ensemble_jobs: 1")
+
+
+def refuse_while_a_worker_imports_main() -> None:
+    """Refuse to train inside a spawned worker that is importing the user's main script.
+
+    ``trainer.ensemble_jobs > 1`` trains members in spawned processes, which import the main script first; a
+    top-level ``fit(...)`` there would start a second run on the same folder (and fail on its lock).
+
+    Raises:
+        ConfigError: saying to guard the call with ``if __name__ == "__main__":``.
+    """
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ConfigError(f"cnnlstm was asked to train while a worker process imported the main script: "
+                          f"{MAIN_GUARD_HINT}")
+
+
 def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: list[str] | tuple[str, ...] = (),
         out: str | Path | None = None, verbose: bool = True, callbacks: list[pl.Callback] | None = None,
         test: bool = True, overwrite: bool = False) -> RunResult:
@@ -497,6 +518,7 @@ def fit(recipe: str | dict[str, Any], *, data: str | None = None, overrides: lis
         >>> result = fit("basic_motions", overrides=["trainer.max_epochs=1"], out="runs/demo")  # doctest: +SKIP
         >>> result.metrics["test/acc"]  # doctest: +SKIP
     """
+    refuse_while_a_worker_imports_main()
     config = resolve_config(recipe, data=data, overrides=overrides)
     if _is_rank_zero():  # only DDP workers follow RUN_DIR_ENV; in rank 0 it names an earlier fit's run
         os.environ.pop(RUN_DIR_ENV, None)
