@@ -182,7 +182,6 @@ def _fit_members_in_processes(members: list[tuple[dict[str, Any], Path, int]],
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
     from concurrent.futures.process import BrokenProcessPool
 
     from cnnlstm.engine.fit import MAIN_GUARD_HINT
