@@ -706,7 +706,6 @@ def build_augmentation(kind: str, spec: Mapping[str, Any] | None, *, seed: int |
     return Augmentation(kind, *transforms)
 
 
-
 class QuestionFlip(nn.Module):
     """Mirror image + question samples left to right and swap left/right words, so the answers stay true.
 
@@ -751,17 +750,27 @@ class QuestionFlip(nn.Module):
         self.keep_answers = tuple(keep_answers)
         self.p = float(p)
         self.generator = generator
+        self._token_table = self._table(self.token_swaps)
+        self._answer_table = self._table(self.answer_swaps)
 
     def extra_repr(self) -> str:
         return f"token_swaps={self.token_swaps}, answer_swaps={self.answer_swaps}, p={self.p}"
 
     @staticmethod
-    def _table(swaps: Mapping[int, int], size: int, device: torch.device) -> Tensor:
-        table = torch.arange(size, device=device)  # (size,): the identity
+    def _table(swaps: Mapping[int, int]) -> Tensor:
+        """id -> swapped id for ids up to the largest swapped one (the identity elsewhere)."""
+        table = torch.arange(max(swaps, default=-1) + 1)  # (n,)
         for a, b in swaps.items():
-            if a < size:
-                table[a] = b
+            table[a] = b
         return table
+
+    @staticmethod
+    def _swap(ids: Tensor, table: Tensor) -> Tensor:
+        """``ids`` through ``table``; ids past its end are unchanged."""
+        if len(table) == 0:
+            return ids
+        table = table.to(ids.device)
+        return torch.where(ids < len(table), table[ids.clamp(max=len(table) - 1)], ids)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         if not self.training or self.p == 0:
@@ -781,10 +790,7 @@ class QuestionFlip(nn.Module):
             flip &= ~torch.isin(y, torch.tensor(self.keep_answers, device=y.device))
         if not bool(flip.any()):
             return batch
-        size = max([int(sequence.max()) + 1, *(k + 1 for k in self.token_swaps)])
-        words = self._table(self.token_swaps, size, sequence.device)[sequence]  # (B, L)
-        classes = self._table(self.answer_swaps, max([int(y.max()) + 1, *(k + 1 for k in self.answer_swaps)]),
-                              y.device)[y]  # (B,)
+        words, classes = self._swap(sequence, self._token_table), self._swap(y, self._answer_table)  # (B, L), (B,)
         rows = flip.view(B, *([1] * (image.dim() - 1)))
         out = {**batch, "image": torch.where(rows, image.flip(-1), image),
                "sequence": torch.where(flip[:, None], words, sequence), "y": torch.where(flip, classes, y)}

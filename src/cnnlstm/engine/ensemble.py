@@ -193,8 +193,8 @@ def _fit_members_in_processes(members: list[tuple[dict[str, Any], Path, int]],
             return [f.result() for f in futures]
         except BrokenProcessPool:
             raise ConfigError(f"a process training ensemble members died (out of memory or killed, or, when "
-                                f"cnnlstm is called from a script, the script ran again in it): {MAIN_GUARD_HINT}"
-                                ) from None
+                              f"cnnlstm is called from a script, the script ran again in it): {MAIN_GUARD_HINT}"
+                              ) from None
 
 
 def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: bool) -> Any:

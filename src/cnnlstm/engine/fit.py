@@ -353,8 +353,7 @@ def _training_task(config: dict[str, Any], bundle: DatasetBundle, model: nn.Modu
     """The task that trains ``model`` as the recipe says (feature cache, augmentation, gradient clipping, TBPTT,
     CUDA graphs), and the bundle it trains on (cached features when the encoder is frozen)."""
     trainer_cfg = config["trainer"]
-    augmentation, key = _augmentation(config, bundle, seed)
-    question_flip = _question_flip(config, bundle)
+    augmentation, key, question_flip = _augmentation(config, bundle)
     train_bundle, train_model = _feature_cache(config, bundle, model, augmented=augmentation is not None)
     task = build_task(name, train_model, train_bundle.info, config["optim"], tbptt_steps=trainer_cfg.get("tbptt_steps"),
                       clip_val=resolve_clip(trainer_cfg["gradient_clip_val"], train_model))
@@ -578,32 +577,32 @@ def resume(run_dir: str | Path, *, verbose: bool = True, callbacks: list[pl.Call
 QUESTION_FLIP = "question_flip"
 
 
-def _augmentation(config: dict[str, Any], bundle: DatasetBundle, seed: int) -> tuple[nn.Module | None, str]:
+def _augmentation(config: dict[str, Any], bundle: DatasetBundle
+                  ) -> tuple[nn.Module | None, str, nn.Module | None]:
+    """``data.augment`` as ``(augmentation of batch[key], key, whole-batch augmentation)``, ``None`` where unset.
+
+    The whole-batch one is ``question_flip`` (vqa data: it reads the data's question words and answers).
+    """
     spec = dict(config["data"].get("augment") or {})
-    if QUESTION_FLIP in spec and bundle.kind != "vqa":
-        raise ConfigError(f"data.augment.{QUESTION_FLIP} mirrors images and swaps words in their questions: it needs "
-                          f"image + question data (vqa), got {bundle.kind!r}; remove it")
-    spec.pop(QUESTION_FLIP, None)
+    flip_spec = spec.pop(QUESTION_FLIP, None)
+    question_flip = None
+    if flip_spec is not None:
+        if bundle.kind != "vqa":
+            raise ConfigError(f"data.augment.{QUESTION_FLIP} mirrors images and swaps words in their questions: it "
+                              f"needs image + question data (vqa), got {bundle.kind!r}; remove it")
+        from cnnlstm.data.augment import build_question_flip
+
+        extras = bundle.info.extras
+        question_flip = build_question_flip(flip_spec, list(extras.get("vocab", [])), list(extras.get("answers", [])))
     if not spec:
-        return None, "x"
+        return None, "x", question_flip
     if bundle.kind not in AUGMENT_KEYS:
         raise ConfigError(f"data.augment: {bundle.kind!r} data has no augmentations (series, frames and images do); "
                           "remove data.augment")
     from cnnlstm.data.augment import build_augmentation
 
     key, kind = AUGMENT_KEYS[bundle.kind]
-    return build_augmentation(kind, spec, seed=None), key
-
-
-def _question_flip(config: dict[str, Any], bundle: DatasetBundle) -> nn.Module | None:
-    """``data.augment.question_flip`` against the data's question words and answers, or ``None``."""
-    spec = (config["data"].get("augment") or {}).get(QUESTION_FLIP)
-    if spec is None:
-        return None
-    from cnnlstm.data.augment import build_question_flip
-
-    extras = bundle.info.extras
-    return build_question_flip(spec, list(extras.get("vocab", [])), list(extras.get("answers", [])))
+    return build_augmentation(kind, spec, seed=None), key, question_flip
 
 
 def _feature_cache(config: dict[str, Any], bundle: DatasetBundle, model: nn.Module,

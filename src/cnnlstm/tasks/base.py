@@ -159,7 +159,7 @@ class Task(pl.LightningModule):
             lengths = batch.get("lengths") if self.augment_key == "x" else None
             self.augmentation.train(True)
             batch = {**batch, self.augment_key: self.augmentation(batch[self.augment_key], lengths)}
-        if getattr(self, "batch_augmentation", None) is not None:
+        if self.batch_augmentation is not None:
             self.batch_augmentation.train(True)
             batch = self.batch_augmentation(batch)
         return batch
