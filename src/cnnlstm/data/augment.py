@@ -750,8 +750,9 @@ class QuestionFlip(nn.Module):
         self.keep_answers = tuple(keep_answers)
         self.p = float(p)
         self.generator = generator
-        self._token_table = self._table(self.token_swaps)
-        self._answer_table = self._table(self.answer_swaps)
+        # Buffers: they move with the task to its device once, not per batch.
+        self.register_buffer("_token_table", self._table(self.token_swaps), persistent=False)
+        self.register_buffer("_answer_table", self._table(self.answer_swaps), persistent=False)
 
     def extra_repr(self) -> str:
         return f"token_swaps={self.token_swaps}, answer_swaps={self.answer_swaps}, p={self.p}"
@@ -769,7 +770,7 @@ class QuestionFlip(nn.Module):
         """``ids`` through ``table``; ids past its end are unchanged."""
         if len(table) == 0:
             return ids
-        table = table.to(ids.device)
+        table = table.to(ids.device)  # a no-op once the module sits on the batch's device
         return torch.where(ids < len(table), table[ids.clamp(max=len(table) - 1)], ids)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
