@@ -101,6 +101,8 @@ def test_clear_run_removes_only_what_fit_writes(tmp_path: Path) -> None:
     (run / "logs").mkdir()
     (run / "logs" / "metrics.csv").write_text("epoch\n")
     (run / "notes.txt").write_text("mine")
+    (run / "members" / "0" / "checkpoints").mkdir(parents=True)  # an ensemble's members and weights
+    (run / "ensemble_weights.json").write_text("{}\n")
     clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
     (run / "logs").mkdir()  # a folder that holds no run: its logs/ is the user's

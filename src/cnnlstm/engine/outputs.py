@@ -39,7 +39,7 @@ __all__ = ["LOCK_NAME", "RUN_ENTRIES", "is_run_dir", "enclosing_run", "check_out
 LOCK_NAME = ".cnnlstm.lock"
 #: what ``fit`` writes into a run directory; ``--overwrite`` removes exactly these and nothing else
 RUN_ENTRIES = ("config.yaml", "checkpoints", "logs", "pretrain", "export", "metrics.json", "history.json",
-               "data_info.json", "learning_curves.png", "confusion_matrix.png")
+               "data_info.json", "learning_curves.png", "confusion_matrix.png", "members", "ensemble_weights.json")
 
 
 def is_run_dir(path: str | Path) -> bool:
