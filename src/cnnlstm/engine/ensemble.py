@@ -12,12 +12,19 @@ averaging in one ONNX (or TorchScript) file, with the same parity check as a sin
 
 The ensemble is a classifier: :class:`EnsembleClassifier` returns the log of the averaged probabilities as its
 logits, so softmax gives back the average exactly and cross-entropy is the ensemble's own log loss.
+
+``trainer.ensemble_weights: fit`` weighs the members instead of averaging them equally: the weights on the simplex
+that minimise the ensemble's log loss on the validation split (:func:`fit_member_weights`; a weighted ensemble
+fitted on held-out predictions, as in stacking), kept in the run directory's ``ensemble_weights.json``. A member
+that never leaves a poor plateau then weighs little. The ensemble's ``val/*`` are cross-fitted
+(:func:`cross_fitted_probabilities`): each fold of validation images is scored with weights fitted on the other
+folds, so they stay an estimate of unseen data.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +35,21 @@ from cnnlstm.engine.rundir import load_weights, weights_path, write_json
 from cnnlstm.errors import ConfigError, WeightsError
 
 __all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble", "fits_validation",
-           "OWN_MODEL", "model_section"]
+           "OWN_MODEL", "model_section", "fit_member_weights", "cross_fitted_probabilities", "WEIGHTS_FILE"]
+
+#: the run directory's file with the fitted member weights (``trainer.ensemble_weights: fit``)
+WEIGHTS_FILE = "ensemble_weights.json"
 
 
 class EnsembleClassifier(nn.Module):
-    """Average the class probabilities of classifiers that read the same inputs.
+    """Average the class probabilities of classifiers that read the same inputs (weighted, when weights are given).
 
     Args:
         members: registered models with ``output_kind == "logits"``, the same ``input_names`` and classes.
+        weights: one weight per member, ``>= 0``, summing to 1 (:func:`fit_member_weights`); ``None``: equal.
 
     Shape:
-        - inputs: those of the members; output: ``(B, K)``, ``log(mean_k softmax(member_k(inputs)))``.
+        - inputs: those of the members; output: ``(B, K)``, ``log(sum_k w_k softmax(member_k(inputs)))``.
 
     Example:
         >>> from cnnlstm import create_model
@@ -51,10 +62,21 @@ class EnsembleClassifier(nn.Module):
 
     output_kind = "logits"
 
-    def __init__(self, members: list[nn.Module]) -> None:
+    def __init__(self, members: list[nn.Module], weights: list[float] | Tensor | None = None) -> None:
         super().__init__()
         if not members:
             raise ConfigError("an ensemble needs at least one member")
+        if weights is None:
+            weights = torch.full((len(members),), 1.0 / len(members), dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (len(members),) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) \
+                or abs(float(weights.sum()) - 1.0) > 1e-6:
+            raise WeightsError(f"ensemble weights must be {len(members)} values >= 0 that sum to 1, got "
+                               f"{weights.tolist()}")
+        #: the members' weights (equal unless fitted); a zero weight keeps its member out of the sum
+        self.register_buffer("weights", weights.float(), persistent=False)
+        # log w, with 0 -> a large negative number rather than -inf (exported graphs keep finite constants)
+        self.register_buffer("log_weights", weights.clamp_min(1e-30).log().float(), persistent=False)
         first = members[0]
         for member in members:
             if getattr(member, "output_kind", None) != "logits":
@@ -77,7 +99,7 @@ class EnsembleClassifier(nn.Module):
 
     def forward(self, **inputs: Tensor) -> Tensor:
         log_probs = torch.stack([m(**inputs).float().log_softmax(dim=-1) for m in self.members])  # (N, B, K)
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))  # (B, K): log of the mean
+        return torch.logsumexp(log_probs + self.log_weights[:, None, None], dim=0)  # (B, K): log of the weighted mean
 
 
 def ensemble_size(config: dict[str, Any]) -> int:
@@ -137,7 +159,92 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
     if missing:
         raise WeightsError(f"{run_dir} is an ensemble of {size} but lacks member weights {', '.join(missing)}; "
                            "was its fit finished?")
-    return EnsembleClassifier([load_weights(p) for p in paths]).eval()
+    weights = None
+    if config.get("trainer", {}).get("ensemble_weights", "mean") == "fit":
+        path = Path(run_dir) / WEIGHTS_FILE
+        if not path.is_file():
+            raise WeightsError(f"{run_dir} weighs its members (trainer.ensemble_weights: fit) but has no "
+                               f"{WEIGHTS_FILE}; was its fit finished?")
+        weights = json.loads(path.read_text(encoding="utf-8")).get("weights")
+    return EnsembleClassifier([load_weights(p) for p in paths], weights).eval()
+
+
+def fit_member_weights(probs: Tensor, targets: Tensor, *, max_iter: int = 10_000, tol: float = 1e-12) -> Tensor:
+    """Member weights on the simplex that minimise the log loss of the weighted average of ``probs``.
+
+    ``-mean_i log sum_k w_k p_k(y_i | x_i)`` is convex in ``w``; its minimum is the maximum-likelihood mixture
+    weight, reached by the EM update ``w_k <- mean_i w_k p_k(y_i) / sum_j w_j p_j(y_i)`` from equal weights (each
+    step lowers the loss). Rows whose target is negative (an answer never seen in training) are left out.
+
+    Args:
+        probs: each member's class probabilities for the same rows.
+        targets: the rows' classes.
+        max_iter: EM steps at most.
+        tol: stop when no weight moves by more than this.
+
+    Shape:
+        - probs: ``(M, N, K)``; targets: ``(N,)`` int64; output: ``(M,)`` float64, ``>= 0``, summing to 1.
+
+    Example:
+        >>> good = torch.tensor([[0.9, 0.1], [0.2, 0.8]]); noise = torch.full((2, 2), 0.5)
+        >>> fit_member_weights(torch.stack([good, noise]), torch.tensor([0, 1])).round(decimals=3)
+        tensor([1., 0.], dtype=torch.float64)
+    """
+    if probs.dim() != 3 or targets.shape != probs.shape[1:2]:
+        raise ConfigError(f"fit_member_weights needs (M, N, K) probabilities and (N,) targets, got "
+                          f"{tuple(probs.shape)} and {tuple(targets.shape)}")
+    keep = targets >= 0
+    if not bool(keep.any()):
+        raise ConfigError("fit_member_weights needs at least one row with a known class")
+    rows = torch.arange(probs.shape[1])[keep]
+    right = probs.double()[:, rows, targets[keep]].clamp_min(1e-300)  # (M, N'): each member's p(true class)
+    weights = torch.full((probs.shape[0],), 1.0 / probs.shape[0], dtype=torch.float64)
+    for _ in range(max_iter):
+        joint = weights[:, None] * right  # (M, N')
+        updated = (joint / joint.sum(dim=0, keepdim=True)).mean(dim=1)  # (M,)
+        done = float((updated - weights).abs().max()) <= tol
+        weights = updated
+        if done:
+            break
+    return weights / weights.sum()
+
+
+def cross_fitted_probabilities(probs: Tensor, targets: Tensor, groups: Tensor, *, folds: int = 5,
+                               seed: int = 0) -> Tensor:
+    """The weighted ensemble's probabilities for each row, its weights fitted on the other folds' rows only.
+
+    Groups (an image's questions, say) are dealt to ``folds`` folds in a seeded random order; every row of a
+    group lands in one fold. Scoring these probabilities estimates how the weights fitted on all rows do on rows
+    they were not fitted on.
+
+    Args:
+        probs: each member's class probabilities for the same rows.
+        targets: the rows' classes.
+        groups: each row's group id.
+        folds: folds at most (fewer when there are fewer groups).
+        seed: seed of the deal.
+
+    Shape:
+        - probs: ``(M, N, K)``; targets, groups: ``(N,)``; output: ``(N, K)``.
+
+    Raises:
+        ConfigError: fewer than two groups.
+    """
+    distinct, inverse = torch.unique(groups, return_inverse=True)
+    folds = min(folds, len(distinct))
+    if folds < 2:
+        raise ConfigError("trainer.ensemble_weights=fit cross-fits its validation score over groups of rows; "
+                          f"the validation split has {len(distinct)} group: raise data.val_fraction")
+    order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed))
+    fold_of_group = torch.empty(len(distinct), dtype=torch.long)
+    fold_of_group[order] = torch.arange(len(distinct)) % folds
+    fold = fold_of_group[inverse]  # (N,)
+    out = torch.empty(probs.shape[1:], dtype=probs.dtype)
+    for f in range(folds):
+        held = fold == f
+        weights = fit_member_weights(probs[:, ~held], targets[~held]).to(probs.dtype)  # (M,)
+        out[held] = (weights[:, None, None] * probs[:, held]).sum(dim=0)
+    return out
 
 
 def model_section(config: dict[str, Any], entry: Any) -> dict[str, Any]:
@@ -227,11 +334,19 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
             raise ConfigError(f"trainer.ensemble with a {key} stage is not supported; drop one of them")
     if config["trainer"].get("tbptt_steps") is not None:
         raise ConfigError("trainer.ensemble with trainer.tbptt_steps is not supported; drop one of them")
+    weighted = config["trainer"].get("ensemble_weights", "mean") == "fit"
+    if weighted:
+        for k in range(size):
+            section = _member_config(config, config["trainer"].get("ensemble_models"), k)["model"]
+            if section.get("fit_on_validation"):
+                raise ConfigError(f"trainer.ensemble_weights=fit fits the weights on the validation split, which "
+                                  f"member {k} ({section.get('name')}) fits on (fit_on_validation); drop one of them")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
     member_config = copy.deepcopy(config)
     member_config["trainer"]["ensemble"] = None
     member_config["trainer"]["ensemble_jobs"] = 1
+    member_config["trainer"]["ensemble_weights"] = "mean"  # a member is one model
     metrics: dict[str, Any] = {"ensemble": size}
     jobs = min(int(config["trainer"].get("ensemble_jobs") or 1), size)
     if jobs > 1:
@@ -256,11 +371,13 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     bundle = load_bundle(config["data"], seed=config["seed"])
     info = _data_info(bundle, task_name(config, bundle))
     write_json(run_dir / "data_info.json", info)
+    if weighted:
+        metrics.update(weigh_members(run_dir, size, seed=int(config["seed"])))
     model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
     # The ensemble on the members' common validation split: what model selection (tune) reads. Refit members
     # trained on it, so a refit ensemble has no validation score (members/val/* are their first fits'); nor has
     # one with a member fitted on it (a closed-form model's fit_on_validation).
-    if not config["trainer"].get("refit") and not fits_validation(model):
+    if not config["trainer"].get("refit") and not fits_validation(model) and not weighted:
         metrics.update(evaluate_run(run_dir, accelerator="cpu", split="val").metrics)
     if test:
         metrics.update(evaluate_run(run_dir, accelerator="cpu").metrics)
@@ -280,3 +397,81 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
             lines.append(f"members test  acc {'  '.join(alone)}")
         print("\n".join(lines), flush=True)
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=histories[0] if histories else [])
+
+
+def weigh_members(run_dir: Path, size: int, *, seed: int) -> dict[str, float]:
+    """Fit the members' weights on the validation split and write them to the run's ``ensemble_weights.json``.
+
+    Args:
+        run_dir: an ensemble run whose members have finished.
+        size: its member count.
+        seed: seed of the folds that cross-fit the validation score.
+
+    Returns:
+        ``member<k>/weight`` and the weighted ensemble's cross-fitted ``val/*`` (each fold of validation groups
+        scored with weights fitted on the other folds).
+    """
+    probs, targets, groups, qtypes, task = validation_probabilities(run_dir, size)
+    weights = fit_member_weights(probs, targets)
+    write_json(Path(run_dir) / WEIGHTS_FILE, {"weights": weights.tolist(), "fitted_on": "validation log loss"})
+    metrics = {f"member{k}/weight": float(w) for k, w in enumerate(weights)}
+    crossed = cross_fitted_probabilities(probs.double(), targets, groups, seed=seed)
+    metrics.update(score_probabilities(task, crossed, targets, "val", qtypes))
+    return metrics
+
+
+def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Any]:
+    """Each member's class probabilities on the ensemble's validation split, in the split's order.
+
+    Args:
+        run_dir: an ensemble run whose members have finished.
+        size: its member count.
+
+    Returns:
+        ``(probs, targets, groups, qtypes, task)``: ``(M, N, K)`` probabilities, ``(N,)`` classes, ``(N,)`` group
+        ids (the data's ``info.groups``, e.g. the image of each question; each row its own group without them),
+        ``(N,)`` question types (VQA data with a ``type`` column; else ``None``) and a classification task for
+        the data, whose metrics :func:`score_probabilities` uses.
+    """
+    from cnnlstm.engine.data import RecipeData
+    from cnnlstm.engine.fit import rebuild_run
+
+    dirs = member_dirs(run_dir, size)
+    config, bundle, name, task = rebuild_run(dirs[0])  # member 0's data pipeline is every member's
+    data = RecipeData.from_section(bundle, config["data"], seed=config["seed"], stratify=name == "classification")
+    members = [load_weights(weights_path(d)).eval() for d in dirs]
+    probs: list[list[Tensor]] = [[] for _ in members]
+    targets: list[Tensor] = []
+    qtypes: list[Tensor] = []
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            inputs = {key: batch[key] for key in members[0].input_names if key in batch}
+            for k, member in enumerate(members):
+                probs[k].append(member(**inputs).float().softmax(dim=-1))  # (B, K)
+            targets.append(batch["y"])
+            if "qtype" in batch:
+                qtypes.append(batch["qtype"])
+    indices = torch.as_tensor(list(data.val_set.indices), dtype=torch.long)  # (N,), the loader's order
+    groups = bundle.info.groups
+    group_ids = torch.as_tensor(groups, dtype=torch.long)[indices] if groups is not None else indices
+    return (torch.stack([torch.cat(p) for p in probs]), torch.cat(targets), group_ids,
+            torch.cat(qtypes) if qtypes else None, task)
+
+
+def score_probabilities(task: Any, probs: Tensor, targets: Tensor, stage: str,
+                        qtypes: Tensor | None = None) -> dict[str, float]:
+    """A classification task's ``{stage}/*`` metrics (loss, accuracy, F1, per question type) of given
+    probabilities, computed by the task's own metric code.
+
+    Shape:
+        - probs: ``(N, K)``; targets, qtypes: ``(N,)``.
+    """
+    batch: dict[str, Any] = {"y": targets}
+    if qtypes is not None:
+        batch["qtype"] = qtypes
+    logits = probs.float().clamp_min(1e-30).log()  # (N, K): softmax gives the probabilities back
+    values = {"loss": float(task.score(logits, batch, stage))}
+    values.update({key: float(v) for key, v in task.metrics[stage].compute().items()})
+    task.metrics[stage].reset()
+    task.on_stage_epoch_end(stage, values)
+    return {f"{stage}/{key}": v for key, v in values.items()}
