@@ -199,3 +199,58 @@ def test_an_unguarded_script_with_parallel_members_says_to_guard_its_calls(tmp_p
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "ok" / "members" / "1" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process parents from /proc (Linux)")
+def test_member_processes_end_when_the_fit_that_started_them_is_killed(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    recipe = {**_series_recipe(tmp_path), "trainer": {**RECIPE["trainer"], "ensemble_jobs": 2, "max_epochs": 100_000}}
+    script = tmp_path / "train.py"  # members that would train for hours
+    script.write_text("import json\nfrom cnnlstm.engine import fit\nif __name__ == '__main__':\n"
+                      f"    fit(json.loads({json.dumps(recipe)!r}), out={str(tmp_path / 'run')!r}, verbose=False)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not all((tmp_path / "run" / "members" / str(k) / "logs").is_dir() for k in range(2)):
+            assert time.monotonic() < deadline and parent.poll() is None, "the members never started"
+            time.sleep(0.5)
+        workers = [pid for pid in children(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(workers) == 2, workers
+        parent.send_signal(signal.SIGKILL)  # killed outright: nothing of the parent's own code runs
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(alive(pid) for pid in workers), "member processes trained on after their fit was killed"
+    finally:
+        parent.kill()
+        for pid in workers + children(parent.pid):  # never leave an orphan behind, whatever failed
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

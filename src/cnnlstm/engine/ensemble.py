@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +279,27 @@ def _fit_member(config: dict[str, Any], run_dir: Path, seed: int,
 
     if threads is not None:
         torch.set_num_threads(threads)
+        _exit_with_parent()
     result = _fit(config, run_dir, verbose=False, callbacks=None, test=False, resume=False, train_seed=seed)
     return result.metrics, result.history
+
+
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """In a worker process: end it as soon as the process that started it is gone.
+
+    A signal that kills the parent (``kill PID``, SIGKILL, an out-of-memory kill) does not reach its workers;
+    without this they would train on as orphans for hours, holding the cores and writing into a run nobody
+    reads. A process is re-parented when its parent dies, which ``getppid`` shows.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cnnlstm-exit-with-parent", daemon=True).start()
 
 
 def _fit_members_in_processes(members: list[tuple[dict[str, Any], Path, int]],
