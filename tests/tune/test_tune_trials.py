@@ -116,6 +116,31 @@ def test_a_space_can_search_ensembles_scored_on_their_averaged_validation_probab
     assert metrics["val/acc"] == pytest.approx(hits / total)
 
 
+@pytest.mark.slow
+def test_a_weighted_ensemble_trial_is_scored_on_its_cross_fitted_validation(tmp_path: Path) -> None:
+    import torch
+
+    from cnnlstm.engine.data import RecipeData, load_bundle
+    from cnnlstm.engine.ensemble import cross_fitted_probabilities, load_run_model
+
+    plan, config = _trial_config(tmp_path)
+    config["trainer"].update(ensemble=3, ensemble_weights="fit")
+    metrics = fit_trial(config, tmp_path / "trial", [])
+    assert {"member0/weight", "member2/weight", "val/acc"} <= set(metrics)
+    ensemble = load_run_model(tmp_path / "trial", config).eval()  # the members, with their fitted weights
+    data = RecipeData(load_bundle(config["data"], seed=config["seed"]), val_fraction=config["data"]["val_fraction"],
+                      batch_size=8, seed=config["seed"])
+    probs, targets = [], []
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            inputs = {k: batch[k] for k in ensemble.members[0].input_names if k in batch}
+            probs.append(torch.stack([m(**inputs).softmax(-1) for m in ensemble.members]))
+            targets.append(batch["y"])
+    rows = torch.as_tensor(data.val_set.indices)  # toy series name no groups: each row its own
+    crossed = cross_fitted_probabilities(torch.cat(probs, 1).double(), torch.cat(targets), rows, seed=config["seed"])
+    assert metrics["val/acc"] == pytest.approx(float((crossed.argmax(1) == torch.cat(targets)).float().mean()))
+
+
 def test_an_ensemble_trial_with_refit_is_refused_before_training(tmp_path: Path) -> None:
     from cnnlstm.errors import ConfigError
 
