@@ -458,10 +458,10 @@ def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, 
     from cnnlstm.engine.data import RecipeData
     from cnnlstm.engine.fit import rebuild_run
 
-    dirs = member_dirs(run_dir, size)
-    config, bundle, name, task = rebuild_run(dirs[0])  # member 0's data pipeline is every member's
+    members = [load_weights(weights_path(d)).eval() for d in member_dirs(run_dir, size)]
+    # the ensemble run's own data pipeline: the one `test --run` scores the weighted ensemble on
+    config, bundle, name, task = rebuild_run(run_dir, model=EnsembleClassifier(members))
     data = RecipeData.from_section(bundle, config["data"], seed=config["seed"], stratify=name == "classification")
-    members = [load_weights(weights_path(d)).eval() for d in dirs]
     probs: list[list[Tensor]] = [[] for _ in members]
     targets: list[Tensor] = []
     qtypes: list[Tensor] = []

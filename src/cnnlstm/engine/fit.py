@@ -755,12 +755,14 @@ def _read_info(path: Path) -> DataInfo:
     return DataInfo.from_dict(json.loads(path.read_text()))
 
 
-def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[str, Any], DatasetBundle, str, Task]:
+def rebuild_run(run_dir: str | Path, *, data: str | None = None,
+                model: nn.Module | None = None) -> tuple[dict[str, Any], DatasetBundle, str, Task]:
     """A finished run rebuilt from its directory alone: its recipe, its data, its task around the best weights.
 
     Args:
         run_dir: a directory written by :func:`fit`.
         data: another dataset spec replacing the recipe's (same classes and input layout).
+        model: the model to wrap instead of the run's own (an ensemble's members before their weights exist).
 
     Returns:
         ``(config, bundle, task_name, task)``; the task holds the model of ``checkpoints/best.safetensors``.
@@ -771,7 +773,8 @@ def rebuild_run(run_dir: str | Path, *, data: str | None = None) -> tuple[dict[s
     config = read_config(run_dir)
     if data is not None:
         config = resolve_config(config, data=data)
-    model = load_run_model(run_dir, config)  # a single model, or an ensemble of the run's members
+    if model is None:
+        model = load_run_model(run_dir, config)  # a single model, or an ensemble of the run's members
     config = _with_run_charset(config, Path(run_dir))
     # The rebuilt model's encoder is not "pretrained" (its weights come from the run): the run's record decides.
     info_path = Path(run_dir) / "data_info.json"
