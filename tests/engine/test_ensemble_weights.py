@@ -128,11 +128,13 @@ def test_a_member_fitted_on_validation_is_refused_before_training(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_fit_weighs_members_on_validation_and_every_reader_uses_the_weights(tmp_path: Path) -> None:
-    result = fit(RECIPE, out=tmp_path / "run", verbose=False)
+def test_fit_weighs_members_on_validation_and_every_reader_uses_the_weights(tmp_path: Path, capsys) -> None:
+    result = fit(RECIPE, out=tmp_path / "run", verbose=True)
     run = tmp_path / "run"
     weights = torch.tensor(json.loads((run / WEIGHTS_FILE).read_text())["weights"], dtype=torch.float64)
     assert weights.shape == (3,) and float(weights.sum()) == pytest.approx(1.0)
+    shown = "  ".join(f"{k}:{w:.3f}" for k, w in enumerate(weights.tolist()))
+    assert f"members weight    {shown} (fitted on validation" in capsys.readouterr().out
     assert [result.metrics[f"member{k}/weight"] for k in range(3)] == pytest.approx(weights.tolist())
     members = [load_weights(weights_path(run / "members" / str(k))).eval() for k in range(3)]
 

@@ -417,6 +417,9 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
                  for k, m in enumerate(model.members) if f"member{k}/test/acc" in metrics]
         if alone:
             lines.append(f"members test  acc {'  '.join(alone)}")
+        if weighted:
+            shares = "  ".join(f"{k}:{metrics[f'member{k}/weight']:.3f}" for k in range(size))
+            lines.append(f"members weight    {shares} (fitted on validation; val/* cross-fitted)")
         print("\n".join(lines), flush=True)
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=histories[0] if histories else [])
 
