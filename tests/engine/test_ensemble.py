@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from toys import FixedLogits
 
 from cnnlstm.data import load_dataset
 from cnnlstm.engine import evaluate_run, fit, load_weights
@@ -22,28 +22,15 @@ RECIPE = {"name": "toy_ensemble", "seed": 0,
           "early_stopping": {"enabled": False}}
 
 
-class _Fixed(nn.Module):
-    input_names = ("x",)
-    output_kind = "logits"
-    num_classes = 2
-
-    def __init__(self, logits: Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits
-
-
 def test_ensemble_averages_probabilities() -> None:
     a, b = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 3.0], [1.0, 1.0]])
-    out = EnsembleClassifier([_Fixed(a), _Fixed(b)])(x=torch.zeros(2, 1))
+    out = EnsembleClassifier([FixedLogits(a), FixedLogits(b)])(x=torch.zeros(2, 1))
     mean = (a.softmax(1) + b.softmax(1)) / 2  # by hand: [[.44, .56], [.37, .63]]
     torch.testing.assert_close(out.softmax(1), mean)
     y = torch.tensor([0, 1])
     assert float(F.cross_entropy(out, y)) == pytest.approx(float(-mean[[0, 1], y].log().mean()), rel=1e-6)
     with pytest.raises(ConfigError, match="trainer.ensemble"):
-        EnsembleClassifier([type("Frames", (_Fixed,), {"output_kind": "frames"})(a)])
+        EnsembleClassifier([type("Frames", (FixedLogits,), {"output_kind": "frames"})(a)])
     with pytest.raises(ConfigError, match=">= 1"):
         ensemble_size({"trainer": {"ensemble": 0}})
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
-from torch import Tensor, nn
+from torch import Tensor
+from toys import FixedLogits
 
 from cnnlstm.config import TrainerConfig
 from cnnlstm.data import load_dataset
@@ -33,19 +34,6 @@ RECIPE = {"name": "toy_weighted", "seed": 0,
           "early_stopping": {"enabled": False}}
 
 
-class _Fixed(nn.Module):
-    input_names = ("x",)
-    output_kind = "logits"
-    num_classes = 2
-
-    def __init__(self, logits: Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits
-
-
 def _log_loss(weights: np.ndarray, probs: np.ndarray, targets: np.ndarray) -> float:
     right = probs[:, np.arange(len(targets)), targets]  # (M, N)
     return float(-np.log(weights @ right).mean())
@@ -62,13 +50,13 @@ def _random_probs(seed: int, members: int = 3, rows: int = 120, classes: int = 4
 
 def test_weighted_ensemble_is_the_weighted_mean_of_probabilities() -> None:
     a, b = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 3.0], [1.0, 1.0]])
-    out = EnsembleClassifier([_Fixed(a), _Fixed(b)], [0.25, 0.75])(x=torch.zeros(2, 1))
+    out = EnsembleClassifier([FixedLogits(a), FixedLogits(b)], [0.25, 0.75])(x=torch.zeros(2, 1))
     torch.testing.assert_close(out.softmax(1), 0.25 * a.softmax(1) + 0.75 * b.softmax(1))
-    alone = EnsembleClassifier([_Fixed(a), _Fixed(b)], [1.0, 0.0])(x=torch.zeros(2, 1))
+    alone = EnsembleClassifier([FixedLogits(a), FixedLogits(b)], [1.0, 0.0])(x=torch.zeros(2, 1))
     torch.testing.assert_close(alone.softmax(1), a.softmax(1))  # a zero weight leaves its member out
     for bad in ([0.5, 0.6], [1.5, -0.5], [1.0], [float("nan"), 1.0]):
         with pytest.raises(WeightsError, match="sum to 1"):
-            EnsembleClassifier([_Fixed(a), _Fixed(b)], bad)
+            EnsembleClassifier([FixedLogits(a), FixedLogits(b)], bad)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -15,7 +15,7 @@ from cnnlstm.data.series_dataset import build_series_bundle
 from cnnlstm.models import register_model
 from cnnlstm.models._registry import _REGISTRY
 
-__all__ = ["ToyLSTM", "toy_series"]
+__all__ = ["ToyLSTM", "toy_series", "FixedLogits"]
 
 
 def make_series(n: int, seed: int, length: int = 12, channels: int = 2, classes: int = 3):
@@ -70,3 +70,18 @@ if "toy" not in _SOURCES:
     register_source("toy", kind="series", description="tiny generated series (tests only)")(toy_series)
 if "toy_lstm" not in _REGISTRY:
     register_model("toy_lstm")(ToyLSTM)
+
+
+class FixedLogits(nn.Module):
+    """A classifier that returns the same logits whatever its input: ensemble arithmetic checked by hand."""
+
+    input_names = ("x",)
+    output_kind = "logits"
+    num_classes = 2
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits
