@@ -38,7 +38,8 @@ from cnnlstm.engine.rundir import load_weights, weights_path, write_json
 from cnnlstm.errors import ConfigError, WeightsError
 
 __all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble", "fits_validation",
-           "OWN_MODEL", "model_section", "fit_member_weights", "cross_fitted_probabilities", "WEIGHTS_FILE"]
+           "OWN_MODEL", "model_section", "validation_fitted_models", "fit_member_weights", "cross_fitted_probabilities",
+           "WEIGHTS_FILE"]
 
 #: the run directory's file with the fitted member weights (``trainer.ensemble_weights: fit``)
 WEIGHTS_FILE = "ensemble_weights.json"
@@ -76,9 +77,8 @@ class EnsembleClassifier(nn.Module):
                 or abs(float(weights.sum()) - 1.0) > 1e-6:
             raise WeightsError(f"ensemble weights must be {len(members)} values >= 0 that sum to 1, got "
                                f"{weights.tolist()}")
-        #: the members' weights (equal unless fitted); a zero weight keeps its member out of the sum
-        self.register_buffer("weights", weights.float(), persistent=False)
-        # log w, with 0 -> a large negative number rather than -inf (exported graphs keep finite constants)
+        # log w of the members' weights (equal unless fitted), with 0 -> a large negative number rather than -inf
+        # (exported graphs keep finite constants): a zero weight keeps its member out of the sum
         self.register_buffer("log_weights", weights.clamp_min(1e-30).log().float(), persistent=False)
         first = members[0]
         for member in members:
@@ -265,6 +265,19 @@ def model_section(config: dict[str, Any], entry: Any) -> dict[str, Any]:
     return {"name": entry} if isinstance(entry, str) else copy.deepcopy(entry)
 
 
+def validation_fitted_models(config: dict[str, Any]) -> list[str]:
+    """Names of the recipe's models (its ``model``, or each ``trainer.ensemble_models`` entry) that fit on the
+    validation split (a closed-form model's ``fit_on_validation``): nothing can then be chosen or scored on it.
+
+    Example:
+        >>> validation_fitted_models({"model": {"name": "minirocket", "fit_on_validation": True}, "trainer": {}})
+        ['minirocket']
+    """
+    entries = config["trainer"].get("ensemble_models") or [OWN_MODEL]
+    sections = [model_section(config, entry) for entry in entries]
+    return [str(section.get("name")) for section in sections if section.get("fit_on_validation")]
+
+
 def _member_config(config: dict[str, Any], models: list[Any] | None, k: int) -> dict[str, Any]:
     """Member ``k``'s recipe: ``config`` with entry ``k mod len`` of ``trainer.ensemble_models`` as its model."""
     if not models:
@@ -357,12 +370,10 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
     if config["trainer"].get("tbptt_steps") is not None:
         raise ConfigError("trainer.ensemble with trainer.tbptt_steps is not supported; drop one of them")
     weighted = config["trainer"].get("ensemble_weights", "mean") == "fit"
-    if weighted:
-        for k in range(size):
-            section = _member_config(config, config["trainer"].get("ensemble_models"), k)["model"]
-            if section.get("fit_on_validation"):
-                raise ConfigError(f"trainer.ensemble_weights=fit fits the weights on the validation split, which "
-                                  f"member {k} ({section.get('name')}) fits on (fit_on_validation); drop one of them")
+    fitted_on_validation = validation_fitted_models(config)
+    if weighted and fitted_on_validation:
+        raise ConfigError(f"trainer.ensemble_weights=fit fits the weights on the validation split, which "
+                          f"{', '.join(fitted_on_validation)} fits on (fit_on_validation); drop one of them")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
     member_config = copy.deepcopy(config)

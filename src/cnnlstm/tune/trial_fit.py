@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cnnlstm.engine import fit
-from cnnlstm.engine.ensemble import OWN_MODEL, ensemble_size, model_section
+from cnnlstm.engine.ensemble import ensemble_size, validation_fitted_models
 from cnnlstm.errors import ConfigError
 
 __all__ = ["fit_trial", "NumericState"]
@@ -97,8 +97,7 @@ def fit_trial(config: dict[str, Any], out: str | Path, callbacks: list[pl.Callba
     """
     if numerics is not None:
         numerics.restore()  # undo whatever an earlier trial's libraries changed
-    entries = config["trainer"].get("ensemble_models") or [OWN_MODEL]
-    if any(model_section(config, entry).get("fit_on_validation") for entry in entries):
+    if validation_fitted_models(config):
         raise ConfigError("a model with fit_on_validation: true fits on the validation split, so a trial has no "
                           "score to rank; tune with fit_on_validation: false in its model section")
     if ensemble_size(config) > 1:
