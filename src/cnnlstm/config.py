@@ -38,7 +38,7 @@ __all__ = ["UNSET", "SCHEDULERS", "DataConfig", "SwaConfig", "OptimConfig", "Tra
 
 SCHEDULERS = ("cosine", "plateau", "none")
 #: how an ensemble combines its members' probabilities (``trainer.ensemble_weights``)
-ENSEMBLE_WEIGHTS = ("mean", "fit")
+ENSEMBLE_WEIGHTS = ("mean", "fit", "words")
 
 
 class _Unset:
@@ -215,10 +215,12 @@ class TrainerConfig:
         ensemble_models: the members' model sections, for an ensemble of several families: member ``k`` takes
             entry ``k mod len`` in place of the recipe's ``model`` (an entry is a section with ``name``, or a
             bare model name with that model's defaults); ``trainer.ensemble`` defaults to their count.
-        ensemble_weights: how the members' probabilities are combined: ``mean`` (equal weights) or ``fit``
+        ensemble_weights: how the members' probabilities are combined: ``mean`` (equal weights), ``fit``
             (weights on the simplex that minimise the ensemble's log loss on the validation split, kept in the run
             directory's ``ensemble_weights.json``; the ensemble's ``val/*`` are then cross-fitted: each validation
-            group is scored with weights fitted on the other folds).
+            group is scored with weights fitted on the other folds) or ``words`` (members that read token ids, VQA:
+            each question's own weights, a softmax of the members' log weights shifted by the question's words,
+            fitted and cross-fitted the same way).
         refit: after the fit (validation picks the best epoch ``E``), train the same model again from the same
             initialisation on train + validation for exactly ``E`` epochs (the schedule spans those ``E``) and
             make that the run's model; the run then has no validation score of its own (``val/*`` are the first
@@ -276,13 +278,14 @@ class TrainerConfig:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
             raise ConfigError(f"trainer.ensemble_weights must be one of {', '.join(ENSEMBLE_WEIGHTS)}, "
                               f"got {self.ensemble_weights!r}")
-        if self.ensemble_weights == "fit":
+        if self.ensemble_weights != "mean":
+            mode = f"trainer.ensemble_weights={self.ensemble_weights}"
             if (self.ensemble or 1) < 2 and not models:
-                raise ConfigError("trainer.ensemble_weights=fit weighs the members of an ensemble; set "
-                                  "trainer.ensemble (2 or more) or trainer.ensemble_models, or drop ensemble_weights")
+                raise ConfigError(f"{mode} weighs the members of an ensemble; set trainer.ensemble (2 or more) or "
+                                  "trainer.ensemble_models, or drop ensemble_weights")
             if self.refit:
-                raise ConfigError("trainer.ensemble_weights=fit fits the weights on the validation split, which "
-                                  "trainer.refit trains on; drop one of them")
+                raise ConfigError(f"{mode} fits the weights on the validation split, which trainer.refit trains "
+                                  "on; drop one of them")
 
 
 @dataclass

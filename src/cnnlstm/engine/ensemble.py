@@ -19,6 +19,12 @@ fitted on held-out predictions, as in stacking), kept in the run directory's ``e
 that never leaves a poor plateau then weighs little. The ensemble's ``val/*`` are cross-fitted
 (:func:`cross_fitted_probabilities`): each fold of validation images is scored with weights fitted on the other
 folds, so they stay an estimate of unseen data.
+
+``trainer.ensemble_weights: words`` lets the weights depend on the question (members that read token ids, VQA):
+a softmax over the members of ``b + sum_w v_w``, summed over the distinct words the question holds
+(:class:`WordGate`, fitted by :func:`fit_word_gate` on the validation log loss with a Gaussian prior on the word
+vectors). Members that are good at different kinds of question ("what shape", "how many") then each answer theirs.
+Its ``val/*`` are cross-fitted the same way.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -39,10 +46,53 @@ from cnnlstm.errors import ConfigError, WeightsError
 
 __all__ = ["EnsembleClassifier", "ensemble_size", "member_dirs", "load_run_model", "fit_ensemble", "fits_validation",
            "OWN_MODEL", "model_section", "validation_fitted_models", "fit_member_weights", "cross_fitted_probabilities",
-           "WEIGHTS_FILE"]
+           "WEIGHTS_FILE", "WordGate", "fit_word_gate", "word_presence", "WORD_GATE_PENALTY"]
 
-#: the run directory's file with the fitted member weights (``trainer.ensemble_weights: fit``)
+#: the run directory's file with the fitted member weights (``trainer.ensemble_weights: fit`` or ``words``)
 WEIGHTS_FILE = "ensemble_weights.json"
+#: the word gate's penalty ``c * sum v^2`` added to the summed validation log loss: a Gaussian prior of standard
+#: deviation ``1 / sqrt(2 c)`` (0.35) on how far one word moves a member's log weight. Chosen on the validation
+#: splits of seven held-out VQA sets (docs/benchmarks.md 2h, session 12); 1 to 10 scored within 0.002 of it.
+WORD_GATE_PENALTY = 4.0
+
+
+def word_presence(sequence: Tensor, vocab_size: int) -> Tensor:
+    """Which words of a vocabulary each token sequence holds: 1.0 or 0.0 per word (id 0, padding, never).
+
+    Shape:
+        - sequence: ``(B, L)`` int64 ids in ``[0, vocab_size)``; output: ``(B, vocab_size)`` float32.
+
+    Example:
+        >>> word_presence(torch.tensor([[2, 2, 1, 0]]), 4)
+        tensor([[0., 1., 1., 0.]])
+    """
+    ids = torch.arange(vocab_size, device=sequence.device)  # (V,)
+    present = (sequence[:, :, None] == ids).any(dim=1)  # (B, V): a comparison, so ONNX exports it plainly
+    return present.float() * (ids > 0).float()  # (B, V): padding (id 0) is no word
+
+
+@dataclass
+class WordGate:
+    """Per-question member weights: ``softmax(bias + presence @ vectors)`` over the members.
+
+    Attributes:
+        vectors: one log-weight shift per word and member, ``(V, M)``.
+        bias: the members' log weights for a question of no known word, ``(M,)``.
+    """
+
+    vectors: Tensor
+    bias: Tensor
+
+    def log_weights(self, presence: Tensor) -> Tensor:
+        """``(B, V)`` word presence -> ``(B, M)`` log weights (each row's weights sum to 1)."""
+        return torch.log_softmax(self.bias.to(presence.dtype) + presence @ self.vectors.to(presence.dtype), dim=1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vectors": self.vectors.tolist(), "bias": self.bias.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WordGate:
+        return cls(torch.tensor(data["vectors"], dtype=torch.float64), torch.tensor(data["bias"], dtype=torch.float64))
 
 
 class EnsembleClassifier(nn.Module):
@@ -51,9 +101,11 @@ class EnsembleClassifier(nn.Module):
     Args:
         members: registered models with ``output_kind == "logits"``, the same ``input_names`` and classes.
         weights: one weight per member, ``>= 0``, summing to 1 (:func:`fit_member_weights`); ``None``: equal.
+        gate: per-question weights instead (:class:`WordGate`, members that read token ids as ``sequence``).
 
     Shape:
-        - inputs: those of the members; output: ``(B, K)``, ``log(sum_k w_k softmax(member_k(inputs)))``.
+        - inputs: those of the members; output: ``(B, K)``, ``log(sum_k w_k softmax(member_k(inputs)))``, ``w``
+          the gate's weights for each row's question when there is a gate.
 
     Example:
         >>> from cnnlstm import create_model
@@ -66,7 +118,8 @@ class EnsembleClassifier(nn.Module):
 
     output_kind = "logits"
 
-    def __init__(self, members: list[nn.Module], weights: list[float] | Tensor | None = None) -> None:
+    def __init__(self, members: list[nn.Module], weights: list[float] | Tensor | None = None,
+                 gate: WordGate | None = None) -> None:
         super().__init__()
         if not members:
             raise ConfigError("an ensemble needs at least one member")
@@ -95,13 +148,28 @@ class EnsembleClassifier(nn.Module):
         self.base_model_name = getattr(first, "model_name", type(first).__name__)
         names = list(dict.fromkeys(getattr(m, "model_name", type(m).__name__) for m in members))
         self.model_name = f"ensemble of {len(members)} {', '.join(names)}"
+        self.gated = gate is not None
+        if gate is not None:
+            if "sequence" not in self.input_names:
+                raise ConfigError("trainer.ensemble_weights=words weighs members by the words of their token "
+                                  f"sequence; these members read {', '.join(self.input_names)}: use fit instead")
+            if gate.vectors.shape[1:] != (len(members),) or gate.bias.shape != (len(members),):
+                raise WeightsError(f"a word gate for {len(members)} members needs (V, {len(members)}) vectors and "
+                                   f"{len(members)} biases, got {tuple(gate.vectors.shape)} and "
+                                   f"{tuple(gate.bias.shape)}")
+            self.register_buffer("gate_vectors", gate.vectors.float(), persistent=False)  # (V, M)
+            self.register_buffer("gate_bias", gate.bias.float(), persistent=False)  # (M,)
 
     def example_input(self, batch_size: int = 2) -> dict[str, Tensor]:
         """Keyword inputs the members read (the first member's :meth:`example_input`): what export traces with."""
         return self.members[0].example_input(batch_size=batch_size)
 
     def forward(self, **inputs: Tensor) -> Tensor:
-        log_probs = torch.stack([m(**inputs).float().log_softmax(dim=-1) for m in self.members])  # (N, B, K)
+        log_probs = torch.stack([m(**inputs).float().log_softmax(dim=-1) for m in self.members])  # (M, B, K)
+        if self.gated:  # each row's own weights, from the words of its question
+            gate = WordGate(self.gate_vectors, self.gate_bias)
+            log_weights = gate.log_weights(word_presence(inputs["sequence"], self.gate_vectors.shape[0]))  # (B, M)
+            return torch.logsumexp(log_probs + log_weights.T[:, :, None], dim=0)  # (B, K)
         return torch.logsumexp(log_probs + self.log_weights[:, None, None], dim=0)  # (B, K): log of the weighted mean
 
 
@@ -162,14 +230,21 @@ def load_run_model(run_dir: str | Path, config: dict[str, Any]) -> nn.Module:
     if missing:
         raise WeightsError(f"{run_dir} is an ensemble of {size} but lacks member weights {', '.join(missing)}; "
                            "was its fit finished?")
-    weights = None
-    if config.get("trainer", {}).get("ensemble_weights", "mean") == "fit":
+    weights, gate = None, None
+    mode = config.get("trainer", {}).get("ensemble_weights", "mean")
+    if mode != "mean":
         path = Path(run_dir) / WEIGHTS_FILE
         if not path.is_file():
-            raise WeightsError(f"{run_dir} weighs its members (trainer.ensemble_weights: fit) but has no "
+            raise WeightsError(f"{run_dir} weighs its members (trainer.ensemble_weights: {mode}) but has no "
                                f"{WEIGHTS_FILE}; was its fit finished?")
-        weights = json.loads(path.read_text(encoding="utf-8")).get("weights")
-    return EnsembleClassifier([load_weights(p) for p in paths], weights).eval()
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        weights = stored.get("weights")
+        if mode == "words":
+            if "gate" not in stored:
+                raise WeightsError(f"{run_dir} weighs its members by question words but its {WEIGHTS_FILE} holds "
+                                   "no gate; was its fit finished?")
+            gate = WordGate.from_json(stored["gate"])
+    return EnsembleClassifier([load_weights(p) for p in paths], weights, gate).eval()
 
 
 def fit_member_weights(probs: Tensor, targets: Tensor, *, max_iter: int = 10_000, tol: float = 1e-12) -> Tensor:
@@ -212,8 +287,61 @@ def fit_member_weights(probs: Tensor, targets: Tensor, *, max_iter: int = 10_000
     return weights / weights.sum()
 
 
+def fit_word_gate(probs: Tensor, targets: Tensor, presence: Tensor, *, penalty: float = WORD_GATE_PENALTY,
+                  max_iter: int = 500) -> WordGate:
+    """Per-question member weights that minimise the log loss of the gated mixture on the given rows.
+
+    The objective is ``-sum_i log sum_k w_k(x_i) p_k(y_i | x_i) + penalty * sum v^2`` with
+    ``w(x) = softmax(b + x V)`` (``x`` a row's word presence). It starts from the best question-independent
+    weights (``V = 0``, ``b = log`` of :func:`fit_member_weights`), so the result is never worse on these rows than
+    them, and descends by L-BFGS. Words no row holds keep ``v = 0``. Rows whose target is negative are left out.
+
+    Args:
+        probs: each member's class probabilities for the same rows.
+        targets: the rows' classes.
+        presence: each row's words (:func:`word_presence`).
+        penalty: weight of the Gaussian prior on the word vectors.
+        max_iter: L-BFGS iterations at most.
+
+    Shape:
+        - probs: ``(M, N, K)``; targets: ``(N,)``; presence: ``(N, V)``.
+
+    Example:
+        >>> yes, no = torch.tensor([[0.9, 0.1]]), torch.tensor([[0.1, 0.9]])  # member 0 right on word 1, 1 on 2
+        >>> probs = torch.stack([torch.cat([yes, no] * 20), torch.cat([no, yes] * 20)]).double()
+        >>> words = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] * 20).double()
+        >>> gate = fit_word_gate(probs, torch.zeros(40, dtype=torch.long), words)
+        >>> gate.log_weights(words[:2]).exp().round(decimals=2)
+        tensor([[0.9700, 0.0300],
+                [0.0300, 0.9700]], dtype=torch.float64)
+    """
+    if presence.shape[0] != probs.shape[1]:
+        raise ConfigError(f"fit_word_gate needs one word row per probability row, got {presence.shape[0]} and "
+                          f"{probs.shape[1]}")
+    keep = targets >= 0
+    start = fit_member_weights(probs, targets)  # (M,): also checks the shapes and that a row is known
+    rows = torch.arange(probs.shape[1])[keep]
+    log_right = probs.double()[:, rows, targets[keep]].clamp_min(1e-300).log().T  # (N', M)
+    x = presence.double()[keep]  # (N', V)
+    vectors = torch.zeros(x.shape[1], probs.shape[0], dtype=torch.float64, requires_grad=True)
+    bias = start.clamp_min(1e-12).log().clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS([vectors, bias], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> Tensor:
+        optimiser.zero_grad()
+        log_weights = torch.log_softmax(bias + x @ vectors, dim=1)  # (N', M)
+        loss = -torch.logsumexp(log_weights + log_right, dim=1).sum() + penalty * vectors.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimiser.step(objective)
+    return WordGate(vectors.detach(), bias.detach())
+
+
 def cross_fitted_probabilities(probs: Tensor, targets: Tensor, groups: Tensor, *, folds: int = 5,
-                               seed: int = 0) -> Tensor:
+                               seed: int = 0, presence: Tensor | None = None) -> Tensor:
     """The weighted ensemble's probabilities for each row, its weights fitted on the other folds' rows only.
 
     Groups (an image's questions, say) are dealt to ``folds`` folds in a seeded random order; every row of a
@@ -226,9 +354,10 @@ def cross_fitted_probabilities(probs: Tensor, targets: Tensor, groups: Tensor, *
         groups: each row's group id.
         folds: folds at most (fewer when there are fewer groups).
         seed: seed of the deal.
+        presence: each row's words (:func:`word_presence`): fit a :class:`WordGate` per fold instead of weights.
 
     Shape:
-        - probs: ``(M, N, K)``; targets, groups: ``(N,)``; output: ``(N, K)``.
+        - probs: ``(M, N, K)``; targets, groups: ``(N,)``; presence: ``(N, V)``; output: ``(N, K)``.
 
     Raises:
         ConfigError: fewer than two groups.
@@ -236,7 +365,7 @@ def cross_fitted_probabilities(probs: Tensor, targets: Tensor, groups: Tensor, *
     distinct, inverse = torch.unique(groups, return_inverse=True)
     folds = min(folds, len(distinct))
     if folds < 2:
-        raise ConfigError("trainer.ensemble_weights=fit cross-fits its validation score over groups of rows; "
+        raise ConfigError("trainer.ensemble_weights cross-fits its validation score over groups of rows; "
                           f"the validation split has {len(distinct)} group: raise data.val_fraction")
     order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed))
     fold_of_group = torch.empty(len(distinct), dtype=torch.long)
@@ -245,8 +374,12 @@ def cross_fitted_probabilities(probs: Tensor, targets: Tensor, groups: Tensor, *
     out = torch.empty(probs.shape[1:], dtype=probs.dtype)
     for f in range(folds):
         held = fold == f
-        weights = fit_member_weights(probs[:, ~held], targets[~held]).to(probs.dtype)  # (M,)
-        out[held] = (weights[:, None, None] * probs[:, held]).sum(dim=0)
+        if presence is None:
+            weights = fit_member_weights(probs[:, ~held], targets[~held]).to(probs.dtype)[:, None]  # (M, 1)
+        else:
+            gate = fit_word_gate(probs[:, ~held], targets[~held], presence[~held])
+            weights = gate.log_weights(presence[held].double()).exp().T.to(probs.dtype)  # (M, n)
+        out[held] = (weights[:, :, None] * probs[:, held]).sum(dim=0)
     return out
 
 
@@ -369,11 +502,16 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
             raise ConfigError(f"trainer.ensemble with a {key} stage is not supported; drop one of them")
     if config["trainer"].get("tbptt_steps") is not None:
         raise ConfigError("trainer.ensemble with trainer.tbptt_steps is not supported; drop one of them")
-    weighted = config["trainer"].get("ensemble_weights", "mean") == "fit"
+    mode = config["trainer"].get("ensemble_weights", "mean")
+    weighted = mode != "mean"
     fitted_on_validation = validation_fitted_models(config)
     if weighted and fitted_on_validation:
-        raise ConfigError(f"trainer.ensemble_weights=fit fits the weights on the validation split, which "
+        raise ConfigError(f"trainer.ensemble_weights={mode} fits the weights on the validation split, which "
                           f"{', '.join(fitted_on_validation)} fits on (fit_on_validation); drop one of them")
+    bundle = load_bundle(config["data"], seed=config["seed"])
+    if mode == "words" and not bundle.info.extras.get("vocab"):
+        raise ConfigError(f"trainer.ensemble_weights=words weighs members by the words of their questions; "
+                          f"{bundle.name} holds no token sequences (no vocabulary): use fit instead")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", config)
     member_config = copy.deepcopy(config)
@@ -401,11 +539,10 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
         values = [metrics[f"member{k}/{key}"] for k in scored if f"member{k}/{key}" in metrics]
         if len(values) == len(scored):  # the mean over the members that hold validation out
             metrics[f"members/{key}"] = sum(values) / len(values)
-    bundle = load_bundle(config["data"], seed=config["seed"])
     info = _data_info(bundle, task_name(config, bundle))
     write_json(run_dir / "data_info.json", info)
     if weighted:
-        metrics.update(weigh_members(run_dir, size, seed=int(config["seed"])))
+        metrics.update(weigh_members(run_dir, size, seed=int(config["seed"]), words=mode == "words"))
     model = load_run_model(run_dir, config)  # every member's weights load, and the members form a classifier
     # The ensemble on the members' common validation split: what model selection (tune) reads. Refit members
     # trained on it, so a refit ensemble has no validation score (members/val/* are their first fits'); nor has
@@ -430,33 +567,60 @@ def fit_ensemble(config: dict[str, Any], run_dir: Path, *, verbose: bool, test: 
             lines.append(f"members test  acc {'  '.join(alone)}")
         if weighted:
             shares = "  ".join(f"{k}:{metrics[f'member{k}/weight']:.3f}" for k in range(size))
-            lines.append(f"members weight    {shares} (fitted on validation; val/* cross-fitted)")
+            how = "mean over validation questions, each weighed by its words" if mode == "words" else \
+                "fitted on validation"
+            lines.append(f"members weight    {shares} ({how}; val/* cross-fitted)")
         print("\n".join(lines), flush=True)
     return RunResult(run_dir=run_dir, metrics=metrics, config=config, history=histories[0] if histories else [])
 
 
-def weigh_members(run_dir: Path, size: int, *, seed: int) -> dict[str, float]:
+def weigh_members(run_dir: Path, size: int, *, seed: int, words: bool = False) -> dict[str, float]:
     """Fit the members' weights on the validation split and write them to the run's ``ensemble_weights.json``.
 
     Args:
         run_dir: an ensemble run whose members have finished.
         size: its member count.
         seed: seed of the folds that cross-fit the validation score.
+        words: also fit a :class:`WordGate` (weights per question), which the ensemble then uses.
 
     Returns:
-        ``member<k>/weight`` and the weighted ensemble's cross-fitted ``val/*`` (each fold of validation groups
-        scored with weights fitted on the other folds).
+        ``member<k>/weight`` (with ``words``: the mean of the per-question weights over the validation rows) and the
+        weighted ensemble's cross-fitted ``val/*`` (each fold of validation groups scored with weights fitted on
+        the other folds).
     """
-    probs, targets, groups, qtypes, task = validation_probabilities(run_dir, size)
+    val = validation_probabilities(run_dir, size)
+    probs, targets = val.probs.double(), val.targets
     weights = fit_member_weights(probs, targets)
-    write_json(Path(run_dir) / WEIGHTS_FILE, {"weights": weights.tolist(), "fitted_on": "validation log loss"})
+    stored: dict[str, Any] = {"weights": weights.tolist(), "fitted_on": "validation log loss"}
+    presence = None
+    if words:
+        if val.presence is None:
+            raise ConfigError("trainer.ensemble_weights=words weighs members by the words of their token sequence; "
+                              "these members read no token ids: use fit instead")
+        presence = val.presence.double()
+        gate = fit_word_gate(probs, targets, presence)
+        stored["gate"] = gate.to_json()
+        stored["fitted_on"] = "validation log loss, per question word"
+        weights = gate.log_weights(presence).exp().mean(dim=0)  # (M,): the members' mean share of a question
+    write_json(Path(run_dir) / WEIGHTS_FILE, stored)
     metrics = {f"member{k}/weight": float(w) for k, w in enumerate(weights)}
-    crossed = cross_fitted_probabilities(probs.double(), targets, groups, seed=seed)
-    metrics.update(score_probabilities(task, crossed, targets, "val", qtypes))
+    crossed = cross_fitted_probabilities(probs, targets, val.groups, seed=seed, presence=presence)
+    metrics.update(score_probabilities(val.task, crossed, targets, "val", val.qtypes))
     return metrics
 
 
-def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Any]:
+class ValidationPredictions(NamedTuple):
+    """What :func:`validation_probabilities` returns; see there."""
+
+    probs: Tensor
+    targets: Tensor
+    groups: Tensor
+    qtypes: Tensor | None
+    task: Any
+    presence: Tensor | None
+
+
+def validation_probabilities(run_dir: Path, size: int) -> ValidationPredictions:
     """Each member's class probabilities on the ensemble's validation split, in the split's order.
 
     Args:
@@ -464,10 +628,12 @@ def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, 
         size: its member count.
 
     Returns:
-        ``(probs, targets, groups, qtypes, task)``: ``(M, N, K)`` probabilities, ``(N,)`` classes, ``(N,)`` group
-        ids (the data's ``info.groups``, e.g. the image of each question; each row its own group without them),
-        ``(N,)`` question types (VQA data with a ``type`` column; else ``None``) and a classification task for
-        the data, whose metrics :func:`score_probabilities` uses.
+        ``(probs, targets, groups, qtypes, task, presence)``: ``(M, N, K)`` probabilities, ``(N,)`` classes,
+        ``(N,)`` group ids (the data's ``info.groups``, e.g. the image of each question; each row its own group
+        without them), ``(N,)`` question types (VQA data with a ``type`` column; else ``None``), a classification
+        task for the data, whose metrics :func:`score_probabilities` uses, and ``(N, V)`` word presence
+        (:func:`word_presence`) when the members read token ids (``sequence`` with a ``vocab`` in the data), else
+        ``None``.
     """
     from cnnlstm.engine.data import RecipeData
     from cnnlstm.engine.fit import rebuild_run
@@ -479,6 +645,9 @@ def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, 
     probs: list[list[Tensor]] = [[] for _ in members]
     targets: list[Tensor] = []
     qtypes: list[Tensor] = []
+    presence: list[Tensor] = []
+    vocab = bundle.info.extras.get("vocab")
+    reads_words = vocab is not None and "sequence" in members[0].input_names
     with torch.no_grad():
         for batch in data.val_dataloader():
             inputs = {key: batch[key] for key in members[0].input_names if key in batch}
@@ -487,11 +656,14 @@ def validation_probabilities(run_dir: Path, size: int) -> tuple[Tensor, Tensor, 
             targets.append(batch["y"])
             if "qtype" in batch:
                 qtypes.append(batch["qtype"])
+            if reads_words:
+                presence.append(word_presence(batch["sequence"], len(vocab)))  # (B, V)
     indices = torch.as_tensor(list(data.val_set.indices), dtype=torch.long)  # (N,), the loader's order
     groups = bundle.info.groups
     group_ids = torch.as_tensor(groups, dtype=torch.long)[indices] if groups is not None else indices
-    return (torch.stack([torch.cat(p) for p in probs]), torch.cat(targets), group_ids,
-            torch.cat(qtypes) if qtypes else None, task)
+    return ValidationPredictions(torch.stack([torch.cat(p) for p in probs]), torch.cat(targets), group_ids,
+                                 torch.cat(qtypes) if qtypes else None, task,
+                                 torch.cat(presence) if presence else None)
 
 
 def score_probabilities(task: Any, probs: Tensor, targets: Tensor, stage: str,
