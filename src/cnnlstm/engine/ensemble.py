@@ -311,9 +311,9 @@ def fit_word_gate(probs: Tensor, targets: Tensor, presence: Tensor, *, penalty: 
         >>> probs = torch.stack([torch.cat([yes, no] * 20), torch.cat([no, yes] * 20)]).double()
         >>> words = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] * 20).double()
         >>> gate = fit_word_gate(probs, torch.zeros(40, dtype=torch.long), words)
-        >>> gate.log_weights(words[:2]).exp().round(decimals=2)
-        tensor([[0.9700, 0.0300],
-                [0.0300, 0.9700]], dtype=torch.float64)
+        >>> gate.log_weights(words[:2]).exp().round(decimals=2)  # 0.5 each with one weight per member
+        tensor([[0.7500, 0.2500],
+                [0.2500, 0.7500]], dtype=torch.float64)
     """
     if presence.shape[0] != probs.shape[1]:
         raise ConfigError(f"fit_word_gate needs one word row per probability row, got {presence.shape[0]} and "
