@@ -97,14 +97,15 @@ def test_cross_fitted_probabilities_leave_out_each_rows_group() -> None:
         cross_fitted_probabilities(probs, targets, torch.zeros(60, dtype=torch.long))
 
 
-def test_ensemble_weights_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="mean, fit"):
+@pytest.mark.parametrize("mode", ["fit", "words"])
+def test_ensemble_weights_settings_are_checked(mode: str) -> None:
+    with pytest.raises(ConfigError, match="mean, fit, words"):
         TrainerConfig(ensemble=2, ensemble_weights="best")
-    with pytest.raises(ConfigError, match="members of an ensemble"):
-        TrainerConfig(ensemble_weights="fit")
+    with pytest.raises(ConfigError, match=f"ensemble_weights={mode} weighs the members of an ensemble"):
+        TrainerConfig(ensemble_weights=mode)
     with pytest.raises(ConfigError, match="refit"):
-        TrainerConfig(ensemble=2, ensemble_weights="fit", refit=True)
-    TrainerConfig(ensemble_models=["lstm_fcn", "lstm_fcn"], ensemble_weights="fit")  # two members: accepted
+        TrainerConfig(ensemble=2, ensemble_weights=mode, refit=True)
+    TrainerConfig(ensemble_models=["lstm_fcn", "lstm_fcn"], ensemble_weights=mode)  # two members: accepted
 
 
 def test_a_member_fitted_on_validation_is_refused_before_training(tmp_path: Path) -> None:

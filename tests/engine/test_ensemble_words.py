@@ -11,10 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
-from torch import Tensor, nn
+from torch import Tensor
 from toys import FixedLogits
 
-from cnnlstm.config import TrainerConfig
 from cnnlstm.data import load_dataset
 from cnnlstm.engine import evaluate_run, fit, load_weights
 from cnnlstm.engine.ensemble import (
@@ -33,21 +32,6 @@ from cnnlstm.errors import ConfigError, WeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from user_images import make_vqa  # noqa: E402
-
-
-class SequenceLogits(nn.Module):
-    """Fixed logits per row, read from a token sequence input (as a VQA model reads its question)."""
-
-    input_names = ("sequence",)
-    output_kind = "logits"
-    num_classes = 2
-
-    def __init__(self, logits: Tensor) -> None:
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, sequence: Tensor) -> Tensor:
-        return self.logits
 
 
 def _hand_gate_weights(gate: WordGate, sequence: Tensor) -> Tensor:
@@ -128,13 +112,14 @@ def test_gated_ensemble_weighs_each_row_by_its_words() -> None:
     gate = WordGate(torch.tensor([[0.0, 0.0], [1.5, -0.5], [-2.0, 1.0], [0.3, 0.3]], dtype=torch.float64),
                     torch.tensor([0.2, -0.2], dtype=torch.float64))
     sequence = torch.tensor([[1, 1, 0], [2, 3, 1], [0, 0, 0]])
-    out = EnsembleClassifier([SequenceLogits(a), SequenceLogits(b)], gate=gate)(sequence=sequence)
+    reads = ("sequence",)
+    out = EnsembleClassifier([FixedLogits(a, reads), FixedLogits(b, reads)], gate=gate)(sequence=sequence)
     w = _hand_gate_weights(gate, sequence).float()  # (3, 2)
     torch.testing.assert_close(out.softmax(1), w[:, :1] * a.softmax(1) + w[:, 1:] * b.softmax(1))
     with pytest.raises(ConfigError, match="token"):  # members that read no question
         EnsembleClassifier([FixedLogits(a), FixedLogits(b)], gate=gate)
     with pytest.raises(WeightsError, match="3 members"):
-        EnsembleClassifier([SequenceLogits(a)] * 3, gate=gate)
+        EnsembleClassifier([FixedLogits(a, reads)] * 3, gate=gate)
 
 
 def test_cross_fitted_gate_leaves_out_each_rows_group() -> None:
@@ -146,15 +131,6 @@ def test_cross_fitted_gate_leaves_out_each_rows_group() -> None:
         gate = fit_word_gate(probs[:, ~rows], targets[~rows], presence[~rows])
         w = gate.log_weights(presence[rows]).exp()  # (n, M)
         torch.testing.assert_close(crossed[rows], (w.T[:, :, None] * probs[:, rows]).sum(0))
-
-
-def test_words_setting_is_checked() -> None:
-    with pytest.raises(ConfigError, match="mean, fit, words"):
-        TrainerConfig(ensemble=2, ensemble_weights="question")
-    with pytest.raises(ConfigError, match="ensemble_weights=words weighs the members of an ensemble"):
-        TrainerConfig(ensemble_weights="words")
-    with pytest.raises(ConfigError, match="refit"):
-        TrainerConfig(ensemble=2, ensemble_weights="words", refit=True)
 
 
 def test_words_on_data_without_questions_is_refused_before_training(tmp_path: Path) -> None:

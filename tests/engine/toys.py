@@ -73,15 +73,18 @@ if "toy_lstm" not in _REGISTRY:
 
 
 class FixedLogits(nn.Module):
-    """A classifier that returns the same logits whatever its input: ensemble arithmetic checked by hand."""
+    """A classifier that returns the same logits whatever its input: ensemble arithmetic checked by hand.
 
-    input_names = ("x",)
+    ``input_names`` says what it claims to read (``("sequence",)``: token ids, as a VQA model's question).
+    """
+
     output_kind = "logits"
     num_classes = 2
 
-    def __init__(self, logits: Tensor) -> None:
+    def __init__(self, logits: Tensor, input_names: tuple[str, ...] = ("x",)) -> None:
         super().__init__()
         self.logits = logits
+        self.input_names = input_names
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, **inputs: Tensor) -> Tensor:
         return self.logits
