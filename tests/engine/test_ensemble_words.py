@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
+from scipy.special import log_softmax
 from torch import Tensor
 from toys import FixedLogits
 
@@ -48,9 +49,7 @@ def _hand_gate_weights(gate: WordGate, sequence: Tensor) -> Tensor:
 def _objective(params: np.ndarray, probs: np.ndarray, targets: np.ndarray, x: np.ndarray, penalty: float) -> float:
     m = probs.shape[0]
     vectors, bias = params[:-m].reshape(x.shape[1], m), params[-m:]
-    logits = bias + x @ vectors  # (N, M)
-    log_w = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
-        - logits.max(1, keepdims=True)
+    log_w = log_softmax(bias + x @ vectors, axis=1)  # (N, M)
     right = probs[:, np.arange(len(targets)), targets].T  # (N, M)
     return float(-np.log((np.exp(log_w) * right).sum(1)).sum() + penalty * (vectors ** 2).sum())
 
